@@ -1,0 +1,1 @@
+"""HTTP: translates requests to commands and queries, and their outcomes back to HTTP."""

@@ -1,0 +1,29 @@
+"""Parameters and helpers every controller shares."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Request, Response
+from litestar.params import Parameter
+
+from commands.aggregates import Outcome
+
+Limit = Annotated[int, Parameter(ge=1, le=200, description="Maximum number of items to return (1-200)")]
+Cursor = Annotated[str | None, Parameter(description="Cursor for pagination (from previous response's next_cursor)")]
+MinPosition = Annotated[int | None, Parameter(
+    header="X-Min-Position", ge=0, required=False,
+    description="Wait (bounded) until the views serving this query have applied this event position "
+                "(the X-Event-Position of an earlier command).")]
+
+EVENT_POSITION = "X-Event-Position"
+# Header parameters by their Python name, so validation errors can name the header itself.
+HEADER_ALIASES = {"min_position": "x-min-position"}
+
+
+def command_answer(body: Any, outcome: Outcome, status_code: int = 200) -> Response:
+    return Response(body, status_code=status_code, headers={EVENT_POSITION: str(outcome.position)})
+
+
+def system_of(request: Request):
+    return request.app.state.system

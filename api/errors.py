@@ -1,0 +1,159 @@
+"""Every failure becomes the seeds' error envelope (or their 422 `detail` list), here and nowhere else."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from eventsourcing.persistence import OperationalError as StoreOperationalError
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from api.common import HEADER_ALIASES
+from api.schemas import ErrorBody, ValidationErrorBody, ValidationErrorItem
+from domain.errors import Conflict, NotFound, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+
+
+class Unauthorized(Exception):
+    pass
+
+
+class Forbidden(Exception):
+    def __init__(self, permission: str) -> None:
+        super().__init__(permission)
+        self.permission = permission
+
+
+class Unavailable(Exception):
+    def __init__(self, error: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+        self.details = details
+
+
+def envelope(status: int, error: str, message: str, details: dict[str, Any] | None = None,
+             headers: dict[str, str] | None = None) -> Response[ErrorBody]:
+    timestamp = datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
+    body = ErrorBody(error=error, message=message, details=details or {}, timestamp=timestamp, status_code=status)
+    return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
+
+
+def unprocessable(items: list[ValidationErrorItem]) -> Response[ValidationErrorBody]:
+    return Response(ValidationErrorBody(detail=items), status_code=422, media_type=MediaType.JSON)
+
+
+def _validation_failed(_: Request, exc: ValidationFailed) -> Response:
+    return unprocessable([ValidationErrorItem(loc=[exc.source, *e.field], msg=e.msg, type=e.type, input=e.input,
+                                              ctx=e.ctx) for e in exc.errors])
+
+
+def _framework_validation(request: Request, exc: ValidationException) -> Response:
+    """Litestar's own decoding errors (body types, malformed JSON, query and header parameters)."""
+    items = []
+    for extra in exc.extra if isinstance(exc.extra, list) else []:
+        source = extra.get("source") or "body"
+        source = str(getattr(source, "value", source))
+        key = extra.get("key")
+        message = str(extra.get("message") or exc.detail)
+        missing = MISSING_FIELD.search(message)
+        if source == "body" and missing:
+            key = ".".join(k for k in (key or "").split(".") if k != "data") + ("." if key != "data" and key else "")
+            key = f"{key}{missing.group(1)}"
+        loc: list[str | int] = [source, *_location(source, key)]
+        items.append(ValidationErrorItem(loc=loc, msg=message, type=_error_type(message),
+                                         input=_input_of(request, source, key)))
+    if not items:  # e.g. a body that is not JSON at all
+        message = str(exc.detail)
+        items.append(ValidationErrorItem(loc=["body"], msg=message, type="json_invalid"))
+    return unprocessable(items)
+
+
+def _location(source: str, key: Any) -> list[str]:
+    if not key:
+        return []
+    if source == "header":
+        return [HEADER_ALIASES.get(str(key), str(key))]
+    return str(key).split(".")
+
+
+def _input_of(request: Request, source: str, key: Any) -> Any:
+    if source == "query" and key:
+        return request.query_params.get(str(key))
+    if source == "path" and key:
+        return request.path_params.get(str(key))
+    return None
+
+
+def _error_type(message: str) -> str:
+    lowered = message.lower()
+    if "missing required" in lowered or "object missing" in lowered:
+        return "missing"
+    if "json is malformed" in lowered or "malformed" in lowered:
+        return "json_invalid"
+    if ">=" in lowered:
+        return "greater_than_equal"
+    if "<=" in lowered:
+        return "less_than_equal"
+    if "expected `" in lowered:
+        return "type_error"
+    return "value_error"
+
+
+def _http_exception(_: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    if status == 404:
+        return envelope(404, "RESOURCE_NOT_FOUND", "The requested resource was not found",
+                        {"resource_type": "route", "resource_id": _.url.path})
+    if status == 405:
+        return envelope(405, "METHOD_NOT_ALLOWED", "The method is not allowed for this resource",
+                        {"method": _.method}, headers=exc.headers)
+    if status == 413:
+        return envelope(413, "PAYLOAD_TOO_LARGE", "The request body is too large")
+    if status == 400:  # Litestar's answer to a body it could not decode
+        return unprocessable([ValidationErrorItem(loc=["body"], msg=str(exc.detail), type="json_invalid")])
+    if status >= 500:
+        log.error("HTTP %s: %s", status, exc.detail)
+        return envelope(500, "INTERNAL_SERVER_ERROR", "An unexpected error occurred")
+    return envelope(status, "HTTP_ERROR", str(exc.detail))
+
+
+def _unavailable(_: Request, exc: Exception) -> Response:
+    if isinstance(exc, Unavailable):
+        return envelope(503, exc.error, exc.message, exc.details, headers={"Retry-After": "1"})
+    log.warning("storage unavailable: %s: %s", type(exc).__name__, exc)
+    return envelope(503, "SERVICE_UNAVAILABLE", "A backing service is unavailable; retry shortly",
+                    headers={"Retry-After": "1"})
+
+
+def _internal(_: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return envelope(500, "INTERNAL_SERVER_ERROR", "An unexpected error occurred")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    Unauthorized: lambda _, exc: envelope(401, "AUTHENTICATION_FAILED", "Authentication required"),
+    Forbidden: lambda _, exc: envelope(403, "FORBIDDEN", "You don't have permission to perform this action",
+                                       {"required_permission": exc.permission}),
+    NotFound: lambda _, exc: envelope(404, "RESOURCE_NOT_FOUND", "The requested resource was not found",
+                                      {"resource_type": exc.resource_type, "resource_id": exc.resource_id}),
+    Conflict: lambda _, exc: envelope(409, "CONFLICT", exc.message, exc.details),
+    ValidationFailed: _validation_failed,
+    ValidationException: _framework_validation,
+    HTTPException: _http_exception,
+    Unavailable: _unavailable,
+    psycopg.OperationalError: _unavailable,
+    psycopg_pool.PoolTimeout: _unavailable,
+    StoreOperationalError: _unavailable,
+    StoreInterfaceError: _unavailable,
+    Exception: _internal,
+}

@@ -1,0 +1,1 @@
+"""The write side: load an aggregate, let it decide, save its events."""

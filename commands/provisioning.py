@@ -1,0 +1,61 @@
+"""Bucket provisioning: a process that reacts to WorkspaceCreated, never the HTTP handler.
+
+The default backend is a directory per bucket under the data dir. Provisioning is idempotent
+(an existing directory is fine, and the aggregate records only the first outcome), so redelivery
+of the created event is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import psycopg
+
+from commands.aggregates import Aggregates, Context
+from domain.errors import NotFound
+from domain.events import SYSTEM_ACTOR, Recorded
+from domain.workspace import WORKSPACE, RecordBucketFailed, RecordBucketProvisioned, WorkspaceCreated
+
+log = logging.getLogger(__name__)
+
+
+def bucket_name(workspace_id: str) -> str:
+    """An S3-compatible name: lower-case letters, digits and hyphens, 3-63 characters."""
+    return f"mm-{workspace_id.lower().replace('_', '-')}"[:63]
+
+
+class DirectoryBuckets:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def create(self, name: str) -> None:
+        (self.root / name).mkdir(parents=True, exist_ok=True)
+
+
+class BucketProvisioner:
+    name = "bucket_provisioner"
+
+    def __init__(self, aggregates: Aggregates, buckets: DirectoryBuckets) -> None:
+        self.aggregates = aggregates
+        self.buckets = buckets
+
+    async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
+        for record in batch:
+            if isinstance(record.event, WorkspaceCreated):
+                await asyncio.to_thread(self.provision, record)
+
+    def provision(self, record: Recorded) -> None:
+        name = bucket_name(record.stream_id)
+        try:
+            self.buckets.create(name)
+            command = RecordBucketProvisioned(s3_bucket=name)
+        except OSError as error:
+            log.warning("bucket %s for %s failed: %s", name, record.stream_id, error)
+            command = RecordBucketFailed(reason=str(error))
+        ctx = Context(org_id=record.meta.org_id, actor=SYSTEM_ACTOR, trace_id=record.meta.trace_id)
+        try:
+            self.aggregates.execute(WORKSPACE, record.stream_id, command, ctx)
+        except NotFound:
+            pass  # deleted before its bucket was ready: nothing left to record

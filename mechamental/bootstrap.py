@@ -1,0 +1,192 @@
+"""Wiring: builds the system from settings and runs the process roles.
+
+Every role (api, relay, projector) can run alone or together with the others in one process
+(`mechamental dev`); they only meet through PostgreSQL and NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import nats
+import uvicorn
+from nats.aio.client import Client as NATS
+from psycopg_pool import AsyncConnectionPool
+
+from api.errors import Unavailable
+from commands.aggregates import Aggregates, Clock, utc_now
+from commands.provisioning import BucketProvisioner, DirectoryBuckets
+from commands.store import EventStore, datastore_from_url
+from commands.tokens import TokenVerifier
+from mechamental.settings import Settings
+from pipeline import positions
+from pipeline.broker import ensure_stream
+from pipeline.relay import Relay
+from pipeline.subscription import Subscription
+from projections.tokens import TokenListing
+from projections.workspaces import WorkspaceListing
+
+log = logging.getLogger(__name__)
+
+ROLES = ("api", "relay", "projector")
+
+
+def read_models():
+    return [WorkspaceListing(), TokenListing()]
+
+
+class System:
+    def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
+        self.settings = settings
+        self.store = EventStore(datastore_from_url(settings.database_url))
+        self.aggregates = Aggregates(self.store, clock)
+        self.tokens = TokenVerifier(self.aggregates)
+        self.pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=20, open=False,
+                                        kwargs={"autocommit": True}, timeout=10)
+        self.nats: NATS | None = None
+        self._nats_retry: asyncio.Task | None = None
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+        self.nats = await connect_nats(self.settings.nats_url)
+        if self.nats is None:
+            self._nats_retry = asyncio.create_task(self._connect_nats_later())
+
+    async def _connect_nats_later(self) -> None:
+        while self.nats is None:
+            await asyncio.sleep(1.0)
+            self.nats = await connect_nats(self.settings.nats_url)
+
+    async def close(self) -> None:
+        if self._nats_retry is not None:
+            self._nats_retry.cancel()
+        if self.nats is not None and not self.nats.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nats.close()
+        await self.pool.close()
+        await asyncio.to_thread(self.store.close)
+
+    def subscriptions(self) -> list[Subscription]:
+        handlers = [*read_models(),
+                    BucketProvisioner(self.aggregates, DirectoryBuckets(self.settings.buckets_dir))]
+        return [Subscription(handler, self.store, self.pool, self.settings.database_url, lambda: self.nats,
+                             stream=self.settings.stream, prefix=self.settings.subject_prefix)
+                for handler in handlers]
+
+    def relay(self) -> Relay:
+        return Relay(self.store, self.settings.database_url, lambda: self.nats,
+                     stream=self.settings.stream, prefix=self.settings.subject_prefix)
+
+    async def wait_for(self, names: list[str], position: int | None) -> None:
+        """Read-your-writes: waits until every named view has applied `position`, or answers 503."""
+        if not position:
+            return
+        deadline = time.monotonic() + self.settings.min_position_timeout
+        delay = 0.002
+        while True:
+            async with self.pool.connection() as conn:
+                reached = await positions.read_positions(conn, names)
+            if min(reached.values()) >= position:
+                return
+            if time.monotonic() >= deadline:
+                raise Unavailable("PROJECTION_NOT_CAUGHT_UP",
+                                  f"The view has not reached position {position} yet; retry shortly",
+                                  required_position=position, positions=reached)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    async def check_backends(self) -> dict[str, str]:
+        checks = {}
+        try:
+            async with self.pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT 1")
+            checks["postgres"] = "ok"
+        except Exception as error:  # noqa: BLE001 - reported, not raised
+            checks["postgres"] = f"unavailable: {type(error).__name__}"
+        checks["nats"] = "ok" if self.nats is not None and self.nats.is_connected else "unavailable"
+        return checks
+
+
+async def connect_nats(url: str) -> NATS | None:
+    """Connects, reconnecting forever; None when NATS is down at start (the store then feeds the views)."""
+    try:
+        return await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
+                                  name="mechamental")
+    except Exception as error:  # noqa: BLE001
+        log.warning("NATS at %s unavailable (%s); continuing without it", url, error)
+        return None
+
+
+def migrate(settings: Settings) -> None:
+    """Creates every table and the JetStream stream. Idempotent."""
+    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=0))
+    try:
+        store.create_tables()
+    finally:
+        store.close()
+    asyncio.run(_migrate_async(settings))
+
+
+async def _migrate_async(settings: Settings) -> None:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
+        await positions.create_tables(conn)
+        for model in read_models():
+            await conn.execute(model.ddl)
+    client = await connect_nats(settings.nats_url)
+    if client is not None:
+        try:
+            await ensure_stream(client.jetstream(), settings.stream, settings.subject_prefix)
+        finally:
+            await client.close()
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn without its own signal handling: the role runner owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+async def run_roles(settings: Settings, roles: set[str], stop: asyncio.Event,
+                    on_ready=None) -> None:
+    from api.app import create_app
+
+    system = System(settings)
+    await system.open()
+    tasks: list[asyncio.Task] = []
+    server = None
+    try:
+        if "relay" in roles:
+            tasks.append(asyncio.create_task(system.relay().run(stop), name="relay"))
+        if "projector" in roles:
+            tasks += [asyncio.create_task(s.run(stop), name=s.handler.name) for s in system.subscriptions()]
+        if "api" in roles:
+            config = uvicorn.Config(create_app(system), host=settings.host, port=settings.port,
+                                    log_level="warning", access_log=False, lifespan="off")
+            server = _Server(config)
+            tasks.append(asyncio.create_task(server.serve(), name="api"))
+            while not server.started and not tasks[-1].done():
+                await asyncio.sleep(0.02)
+            if tasks[-1].done():
+                tasks[-1].result()  # raises why the server could not start (e.g. the port is taken)
+        if on_ready is not None:
+            on_ready()
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and task.exception() is not None:
+                raise task.exception()
+    finally:
+        stop.set()
+        if server is not None:
+            server.should_exit = True
+        await asyncio.wait(tasks, timeout=10) if tasks else None
+        for task in tasks:
+            task.cancel()
+        await system.close()

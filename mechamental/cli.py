@@ -1,0 +1,149 @@
+"""The `mechamental` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from mechamental.settings import Settings
+
+ROLE_COMMANDS = ("api", "relay", "projector")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mechamental", description="MechaMental control plane")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = commands.add_parser("dev", help="run every role in one process, on embedded PostgreSQL and NATS "
+                                          "unless MECHAMENTAL_DATABASE_URL / MECHAMENTAL_NATS_URL are set")
+    dev.add_argument("--data-dir", type=Path, default=None, help="where embedded servers keep data "
+                                                                 "(default ./.mechamental)")
+    dev.add_argument("--host", default=None, help="API address (default 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=None, help="API port (default 8000)")
+
+    for role in ROLE_COMMANDS:
+        sub = commands.add_parser(role, help=f"run the {role} role")
+        if role == "api":
+            sub.add_argument("--host", default=None)
+            sub.add_argument("--port", type=int, default=None)
+    commands.add_parser("migrate", help="create the event store, read model tables and the JetStream stream")
+
+    tokens = commands.add_parser("tokens", help="manage API tokens")
+    token_commands = tokens.add_subparsers(dest="tokens_command", required=True)
+    create = token_commands.add_parser("create", help="issue an org token and print it (shown once)")
+    create.add_argument("--org", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", default="owner")
+    create.add_argument("--user-id", default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {k: getattr(args, k, None) for k in ("data_dir", "host", "port")}
+    settings = Settings.from_env(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("nats").setLevel(logging.CRITICAL)  # it logs every reconnect attempt as an error
+    if args.command == "dev":
+        return dev(settings)
+    if args.command == "migrate":
+        from mechamental.bootstrap import migrate
+
+        migrate(settings)
+        print("migrated", file=sys.stderr)
+        return 0
+    if args.command == "tokens":
+        return create_token(settings, args)
+    return run(settings, {args.command})
+
+
+def run(settings: Settings, roles: set[str], on_ready=None) -> int:
+    from mechamental.bootstrap import run_roles
+
+    async def main_loop() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_roles(settings, roles, stop, on_ready=on_ready)
+
+    asyncio.run(main_loop())
+    return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def dev(settings: Settings) -> int:
+    from msgspec.structs import replace
+
+    from mechamental.bootstrap import migrate
+    from mechamental.embedded import EmbeddedNats, EmbeddedPostgres
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    servers = []
+    # Signals during start-up still stop the servers we already started (see the finally below).
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if not os.environ.get("MECHAMENTAL_DATABASE_URL"):
+            postgres = EmbeddedPostgres(settings.data_dir)
+            postgres.start()
+            servers.append(postgres)
+            settings = replace(settings, database_url=postgres.url)
+        if not os.environ.get("MECHAMENTAL_NATS_URL"):
+            broker = EmbeddedNats(settings.data_dir)
+            broker.start()
+            servers.append(broker)
+            settings = replace(settings, nats_url=broker.url)
+        if not settings.root_token:
+            settings = replace(settings, root_token="mmroot_" + secrets.token_urlsafe(24))
+        migrate(settings)
+
+        def announce() -> None:
+            print(f"MechaMental API on http://{settings.host}:{settings.port}  (OpenAPI: /schema)", flush=True)
+            print(f"Root token: {settings.root_token}", flush=True)
+            print(f"Data: {settings.data_dir.resolve()}   Ctrl-C stops everything.", flush=True)
+
+        run(settings, set(ROLE_COMMANDS), on_ready=announce)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for server in reversed(servers):
+            server.stop()
+    return 0
+
+
+def create_token(settings: Settings, args: argparse.Namespace) -> int:
+    from api.auth import ORG_ID
+    from commands.aggregates import Aggregates, Context
+    from commands.store import EventStore, datastore_from_url
+    from commands.tokens import issue_token
+    from domain.errors import ValidationFailed
+    from domain.events import Actor
+
+    if not ORG_ID.fullmatch(args.org):
+        print(f"invalid org id {args.org!r}", file=sys.stderr)
+        return 2
+    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=0))
+    try:
+        ctx = Context(org_id=args.org, actor=Actor("operator", os.environ.get("USER", "operator")),
+                      trace_id=secrets.token_hex(16))
+        _, token = issue_token(Aggregates(store), ctx, name=args.name, role=args.role, user_id=args.user_id)
+    except ValidationFailed as error:
+        print(f"invalid token: {error}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(token)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

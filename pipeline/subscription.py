@@ -1,0 +1,144 @@
+"""Feeds a handler (a projection or a process manager) from JetStream, exactly once in effect.
+
+Each batch is handled in one PostgreSQL transaction that also moves the handler's position, and
+messages are acked only after that commit: a crash at any moment either redelivers a batch the
+handler skips (its position already covers it) or replays one whose effects were rolled back.
+Every message carries the position of the event before it; when that is ahead of the handler's
+position, the missing events are read from the event store first. When JetStream stays silent
+while the store has moved on (NATS down, messages lost), the handler reads the store directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable, Protocol
+
+import nats.js.api as js_api
+import psycopg
+from nats.aio.client import Client as NATS
+from psycopg_pool import AsyncConnectionPool
+
+from commands.store import EventStore
+from domain.events import Recorded
+from pipeline import positions
+from pipeline.broker import all_events, from_message
+from pipeline.relay import _sleep_unless
+
+log = logging.getLogger(__name__)
+
+
+class Handler(Protocol):
+    name: str
+
+    async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
+        """Applies events in log order, inside the transaction that records the new position."""
+
+
+class Subscription:
+    def __init__(self, handler: Handler, store: EventStore, pool: AsyncConnectionPool, database_url: str,
+                 nats: Callable[[], NATS | None], *, stream: str, prefix: str, batch_size: int = 500,
+                 idle_timeout: float = 1.0) -> None:
+        self.handler = handler
+        self.store = store
+        self.pool = pool
+        self.database_url = database_url
+        self.nats = nats
+        self.stream = stream
+        self.prefix = prefix
+        self.batch_size = batch_size
+        self.idle_timeout = idle_timeout
+        self.durable = f"{prefix}_{handler.name}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as lock:
+                    while not await positions.try_leadership(lock, f"subscriber.{self.handler.name}"):
+                        if await _sleep_unless(stop, 1.0):
+                            return
+                    await self._consume(stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: start over
+                log.warning("%s: %s: %s; retrying", self.handler.name, type(error).__name__, error)
+                await _sleep_unless(stop, 1.0)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        subscription = None
+        while not stop.is_set():
+            if subscription is None:
+                subscription = await self._subscribe()
+                if subscription is None:  # NATS unavailable: keep the view fresh from the store
+                    await self.catch_up()
+                    await _sleep_unless(stop, self.idle_timeout)
+                    continue
+            try:
+                messages = await subscription.fetch(self.batch_size, timeout=self.idle_timeout)
+            except asyncio.TimeoutError:
+                await self.catch_up()
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - consumer or stream gone, connection lost
+                log.info("%s: fetch failed (%s); resubscribing", self.handler.name, error)
+                subscription = None
+                continue
+            records = [from_message(m.headers or {}, m.data) for m in messages]
+            await self.apply(records)
+            for message in messages:
+                await message.ack()
+
+    async def _subscribe(self):
+        client = self.nats()
+        if client is None or not client.is_connected:
+            return None
+        try:
+            js = client.jetstream()
+            return await js.pull_subscribe(
+                all_events(self.prefix), durable=self.durable, stream=self.stream,
+                config=js_api.ConsumerConfig(ack_wait=30, max_ack_pending=20_000,
+                                             deliver_policy=js_api.DeliverPolicy.ALL))
+        except Exception as error:  # noqa: BLE001
+            log.info("%s: cannot subscribe yet (%s)", self.handler.name, error)
+            return None
+
+    async def apply(self, records: list[tuple[Recorded, int]]) -> None:
+        """Applies delivered events (each with its predecessor's position), backfilling any gap."""
+        async with self.pool.connection() as conn, conn.transaction():
+            tracked = await positions.lock_position(conn, self.handler.name)
+            batch: list[Recorded] = []
+            for record, previous in records:
+                if record.position <= tracked:
+                    continue  # redelivered, or already read from the store
+                if previous > tracked:
+                    missing = await self._read_store(tracked, upto=previous)
+                    batch.extend(missing)
+                    log.info("%s: backfilled %d events from the store", self.handler.name, len(missing))
+                batch.append(record)
+                tracked = record.position
+            if batch:
+                await self.handler.handle(conn, batch)
+                await positions.save_position(conn, self.handler.name, tracked)
+
+    async def catch_up(self) -> int:
+        """Reads from the event store until this handler has seen its head; returns events applied."""
+        applied = 0
+        while True:
+            async with self.pool.connection() as conn, conn.transaction():
+                tracked = await positions.lock_position(conn, self.handler.name)
+                batch = await asyncio.to_thread(self.store.read, tracked, self.batch_size)
+                if not batch:
+                    return applied
+                await self.handler.handle(conn, batch)
+                await positions.save_position(conn, self.handler.name, batch[-1].position)
+                applied += len(batch)
+
+    async def _read_store(self, after: int, *, upto: int) -> list[Recorded]:
+        events: list[Recorded] = []
+        while True:
+            chunk = await asyncio.to_thread(self.store.read, after, 10_000, upto=upto)
+            events.extend(chunk)
+            if len(chunk) < 10_000:
+                return events
+            after = chunk[-1].position

@@ -1,0 +1,69 @@
+"""The token listing of each org. Secret hashes never reach this table."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+import psycopg
+
+from domain.events import Recorded
+from domain.token import TokenIssued, TokenRevoked
+
+NAME = "tokens"
+
+DDL = """
+CREATE TABLE IF NOT EXISTS rm_tokens (
+    token_id text PRIMARY KEY,
+    org_id text NOT NULL,
+    seq bigint NOT NULL,
+    name text NOT NULL,
+    role text NOT NULL,
+    user_id text,
+    principal_type text NOT NULL,
+    created_at timestamptz NOT NULL,
+    created_by text NOT NULL,
+    revoked_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS rm_tokens_org_seq ON rm_tokens (org_id, seq);
+"""
+
+
+class TokenRow(msgspec.Struct):
+    token_id: str
+    name: str
+    role: str
+    user_id: str | None
+    principal_type: str
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None
+
+
+class TokenListing:
+    name = NAME
+    ddl = DDL
+
+    async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
+        async with conn.cursor() as cur:
+            for record in batch:
+                match record.event:
+                    case TokenIssued() as e:
+                        await cur.execute(
+                            "INSERT INTO rm_tokens (token_id, org_id, seq, name, role, user_id, principal_type, "
+                            "created_at, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                            "ON CONFLICT (token_id) DO NOTHING",
+                            (e.token_id, record.meta.org_id, record.position, e.name, e.role, e.user_id,
+                             e.principal_type, record.meta.occurred_at, record.meta.actor.principal_id))
+                    case TokenRevoked():
+                        await cur.execute("UPDATE rm_tokens SET revoked_at = %s WHERE token_id = %s",
+                                          (record.meta.occurred_at, record.stream_id))
+
+
+async def list_tokens(conn: psycopg.AsyncConnection, org_id: str, after: int | None,
+                      limit: int) -> tuple[int, list[tuple[int, TokenRow]]]:
+    total_row = await (await conn.execute("SELECT count(*) FROM rm_tokens WHERE org_id = %s", (org_id,))).fetchone()
+    cursor = await conn.execute(
+        "SELECT seq, token_id, name, role, user_id, principal_type, created_at, created_by, revoked_at "
+        "FROM rm_tokens WHERE org_id = %s AND seq > %s ORDER BY seq LIMIT %s", (org_id, after or 0, limit + 1))
+    return total_row[0], [(row[0], TokenRow(*row[1:])) for row in await cursor.fetchall()]

@@ -1,0 +1,67 @@
+"""The workspace listing: one row per workspace, its state evolved by the domain's own `evolve`."""
+
+from __future__ import annotations
+
+import msgspec
+import psycopg
+
+from domain.events import Recorded
+from domain.workspace import WORKSPACE, WorkspaceState
+
+NAME = "workspaces"
+
+DDL = """
+CREATE TABLE IF NOT EXISTS rm_workspaces (
+    workspace_id text PRIMARY KEY,
+    org_id text NOT NULL,
+    seq bigint NOT NULL,              -- position of the creating event: the keyset order
+    deleted boolean NOT NULL,
+    state bytea NOT NULL              -- JSON of WorkspaceState
+);
+CREATE INDEX IF NOT EXISTS rm_workspaces_org_seq ON rm_workspaces (org_id, seq) WHERE NOT deleted;
+"""
+
+_decoder = msgspec.json.Decoder(WorkspaceState)
+_encoder = msgspec.json.Encoder()
+
+
+class WorkspaceListing:
+    name = NAME
+    ddl = DDL
+
+    async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
+        events = [r for r in batch if r.event.aggregate == "workspace"]
+        if not events:
+            return
+        ids = list({r.stream_id for r in events})
+        cursor = await conn.execute(
+            "SELECT workspace_id, seq, state FROM rm_workspaces WHERE workspace_id = ANY(%s)", (ids,))
+        rows = {wid: (seq, _decoder.decode(state)) for wid, seq, state in await cursor.fetchall()}
+        for record in events:
+            seq, state = rows.get(record.stream_id, (record.position, None))
+            rows[record.stream_id] = (seq, WORKSPACE.evolve(state, record.event, record.meta))
+        changed = [(wid, state.org_id, seq, state.deleted, _encoder.encode(state))
+                   for wid, (seq, state) in rows.items()]
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO rm_workspaces (workspace_id, org_id, seq, deleted, state) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (workspace_id) DO UPDATE SET deleted = EXCLUDED.deleted, state = EXCLUDED.state",
+                changed)
+
+
+async def get_workspace(conn: psycopg.AsyncConnection, org_id: str, workspace_id: str) -> WorkspaceState | None:
+    row = await (await conn.execute(
+        "SELECT state FROM rm_workspaces WHERE workspace_id = %s AND org_id = %s AND NOT deleted",
+        (workspace_id, org_id))).fetchone()
+    return _decoder.decode(row[0]) if row else None
+
+
+async def list_workspaces(conn: psycopg.AsyncConnection, org_id: str, after: int | None,
+                          limit: int) -> tuple[int, list[tuple[int, WorkspaceState]]]:
+    """The org's total and one page of (key, workspace) in creation order, after the cursor's key."""
+    total_row = await (await conn.execute(
+        "SELECT count(*) FROM rm_workspaces WHERE org_id = %s AND NOT deleted", (org_id,))).fetchone()
+    cursor = await conn.execute(
+        "SELECT seq, state FROM rm_workspaces WHERE org_id = %s AND NOT deleted AND seq > %s "
+        "ORDER BY seq LIMIT %s", (org_id, after or 0, limit + 1))
+    return total_row[0], [(seq, _decoder.decode(state)) for seq, state in await cursor.fetchall()]
