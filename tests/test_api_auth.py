@@ -1,0 +1,86 @@
+"""Tokens and permissions: 401 and 403 exactly as the seeds show them."""
+
+from __future__ import annotations
+
+import httpx
+import psycopg
+
+from tests.conftest import as_token, assert_envelope, issue_token, position_of
+
+
+def test_missing_or_bad_token_is_401(system, org):
+    with httpx.Client(base_url=system.url) as anonymous:
+        body = assert_envelope(anonymous.get(f"/v1/orgs/{org}/workspaces"), 401, "AUTHENTICATION_FAILED")
+        assert body["message"] == "Authentication required" and body["details"] == {}
+        assert_envelope(anonymous.get(f"/v1/orgs/{org}/workspaces", headers={"Authorization": "Basic eDp5"}),
+                        401, "AUTHENTICATION_FAILED")
+    for token in ("garbage", "tok_abc.def", "tok_.x"):
+        with as_token(system, token) as client:
+            assert_envelope(client.get(f"/v1/orgs/{org}/workspaces"), 401, "AUTHENTICATION_FAILED")
+
+
+def test_401_comes_before_validation(system, org):
+    with as_token(system, "wrong") as client:
+        assert_envelope(client.post(f"/v1/orgs/{org}/workspaces", json={"name": ""}), 401, "AUTHENTICATION_FAILED")
+
+
+def test_issued_token_works_at_once_and_its_secret_is_shown_once(api, system, org):
+    issued = api.post(f"/v1/orgs/{org}/tokens", json={"name": "ci", "role": "member", "user_id": "u-1"})
+    assert issued.status_code == 201
+    body = issued.json()
+    assert body["token"].startswith(body["token_id"] + ".")
+    with as_token(system, body["token"]) as member:
+        created = member.post(f"/v1/orgs/{org}/workspaces", json={"name": "mine"})
+        assert created.status_code == 201 and created.json()["owner_id"] == "u-1"
+    listed = api.get(f"/v1/orgs/{org}/tokens", headers={"X-Min-Position": position_of(issued)}).json()
+    assert listed["total"] == 1 and "token" not in listed["tokens"][0]
+    assert listed["tokens"][0]["token_id"] == body["token_id"] and listed["tokens"][0]["is_active"]
+
+
+def test_secret_is_stored_only_as_a_hash(api, settings, org):
+    token = issue_token(api, org, "viewer")
+    secret = token.split(".", 1)[1]
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute("SELECT state FROM stored_events WHERE topic = 'TokenIssued'").fetchall()
+    assert rows and not any(secret.encode() in bytes(row[0]) for row in rows)
+
+
+def test_revoked_token_is_refused(api, system, org):
+    token = issue_token(api, org, "member")
+    token_id = token.split(".")[0]
+    with as_token(system, token) as member:
+        assert member.get(f"/v1/orgs/{org}/workspaces").status_code == 200
+        assert api.delete(f"/v1/orgs/{org}/tokens/{token_id}").status_code == 200
+        assert_envelope(member.get(f"/v1/orgs/{org}/workspaces"), 401, "AUTHENTICATION_FAILED")
+    assert_envelope(api.delete(f"/v1/orgs/{org}/tokens/{token_id}"), 404, "RESOURCE_NOT_FOUND")
+
+
+def test_another_orgs_token_is_403_naming_the_permission(api, system, org):
+    token = issue_token(api, org, "owner")
+    with as_token(system, token) as owner:
+        body = assert_envelope(owner.get(f"/v1/orgs/other-{org}/workspaces"), 403, "FORBIDDEN")
+        assert body["message"] == "You don't have permission to perform this action"
+        assert body["details"] == {"required_permission": "workspace:read"}
+
+
+def test_roles_grant_what_they_should(api, system, org):
+    with as_token(system, issue_token(api, org, "viewer")) as viewer:
+        assert viewer.get(f"/v1/orgs/{org}/workspaces").status_code == 200
+        body = assert_envelope(viewer.post(f"/v1/orgs/{org}/workspaces", json={"name": "x"}), 403, "FORBIDDEN")
+        assert body["details"]["required_permission"] == "workspace:create"
+    with as_token(system, issue_token(api, org, "member")) as member:
+        body = assert_envelope(member.post(f"/v1/orgs/{org}/tokens", json={"name": "x", "role": "viewer"}),
+                               403, "FORBIDDEN")
+        assert body["details"]["required_permission"] == "token:create"
+        assert_envelope(member.get(f"/v1/orgs/{org}/tokens"), 403, "FORBIDDEN")
+    with as_token(system, issue_token(api, org, "auditor")) as auditor:
+        assert auditor.get(f"/v1/orgs/{org}/workspaces").status_code == 200
+        assert_envelope(auditor.delete(f"/v1/orgs/{org}/workspaces/ws_x"), 403, "FORBIDDEN")
+    with as_token(system, issue_token(api, org, "admin")) as admin:
+        assert_envelope(admin.post(f"/v1/orgs/{org}/tokens", json={"name": "x", "role": "owner"}), 403, "FORBIDDEN")
+        assert admin.post(f"/v1/orgs/{org}/tokens", json={"name": "x", "role": "member"}).status_code == 201
+
+
+def test_bad_token_request_is_422(api, org):
+    response = api.post(f"/v1/orgs/{org}/tokens", json={"name": "x", "role": "superuser"})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "role"]
