@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from mechamental.settings import Settings
+from mechamental.settings import ConfigurationError, Settings
 
 ROLE_COMMANDS = ("api", "relay", "projector")
 
@@ -47,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {k: getattr(args, k, None) for k in ("data_dir", "host", "port")}
-    settings = Settings.from_env(**overrides)
+    try:
+        settings = Settings.from_env(**overrides)
+    except ConfigurationError as error:
+        print(error, file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("nats").setLevel(logging.CRITICAL)  # it logs every reconnect attempt as an error
     if args.command == "dev":

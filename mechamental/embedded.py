@@ -50,6 +50,29 @@ def _wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path, t
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout}s; see {log}")
 
 
+def _pid_in(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _wait_for_exit(pid: int | None, program: str, timeout: float = 60) -> None:
+    """Waits while `pid` is alive and still runs `program` (a stale pid file may name a reused pid)."""
+    if pid is None:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return
+        if program.encode() not in command:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the previous {program} (pid {pid}) is still running after {timeout}s")
+
+
 def _tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -93,6 +116,8 @@ class EmbeddedPostgres:
             done = subprocess.run(initdb, capture_output=True, text=True, user=self._user)
             if done.returncode != 0:
                 raise RuntimeError(f"initdb failed:\n{done.stderr}")
+        # After a kill -9 of `mechamental dev`, the previous server is still shutting down: let it finish.
+        _wait_for_exit(_pid_in(self.pgdata / "postmaster.pid"), "postgres")
         self._chown(self.log.parent, recursive=False)
         self.log.touch()
         self._chown(self.log, recursive=False)
@@ -156,9 +181,12 @@ class EmbeddedNats:
 
     def start(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        pid_file = self.store_dir.parent / "nats.pid"
+        _wait_for_exit(_pid_in(pid_file), "nats-server")
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
+                [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir),
+                 "-P", str(pid_file)],
                 stdout=log, stderr=log, preexec_fn=_die_with_parent(signal.SIGTERM))
         _wait_for_port(self.port, self.process, "nats-server", self.log)
 

@@ -37,4 +37,19 @@ class Settings(msgspec.Struct, frozen=True):
         environ = os.environ if environ is None else environ
         values = {field: environ[name] for field, name in cls.env_names().items() if environ.get(name)}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return msgspec.convert(values, cls, strict=False)
+        try:
+            return msgspec.convert(values, cls, strict=False, dec_hook=_decode_path)
+        except msgspec.ValidationError as error:
+            field = str(error).rpartition("$.")[2]
+            name = cls.env_names().get(field, field)
+            raise ConfigurationError(f"invalid configuration: {name}: {str(error).partition(' - ')[0]}") from None
+
+
+class ConfigurationError(Exception):
+    pass
+
+
+def _decode_path(type_: type, value: object) -> object:
+    if type_ is Path and isinstance(value, (str, Path)):
+        return Path(value)
+    raise NotImplementedError(type_)

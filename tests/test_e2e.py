@@ -1,0 +1,185 @@
+"""End to end: the roles as separate processes, driven over HTTP as a client would, with crashes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from mechamental.embedded import free_port
+
+pytestmark = pytest.mark.e2e
+CLI = [sys.executable, "-m", "mechamental.cli"]
+
+
+def wait_until(predicate, timeout: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture()
+def role_env(server_urls, tmp_path):
+    admin_url, nats_url = server_urls
+    name = "mm_e2e_" + secrets.token_hex(4)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    params = conninfo_to_dict(admin_url)
+    params["dbname"] = name
+    tag = secrets.token_hex(4)
+    env = {**os.environ, "MECHAMENTAL_DATABASE_URL": make_conninfo(**params), "MECHAMENTAL_NATS_URL": nats_url,
+           "MECHAMENTAL_ROOT_TOKEN": "e2e-" + secrets.token_hex(8), "MECHAMENTAL_STREAM": f"MME2E_{tag}",
+           "MECHAMENTAL_SUBJECT_PREFIX": f"mme2e{tag}", "MECHAMENTAL_DATA_DIR": str(tmp_path),
+           "MECHAMENTAL_PORT": str(free_port()), "MECHAMENTAL_LOG_LEVEL": "WARNING"}
+    yield env
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+class Roles:
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, role: str, name: str | None = None) -> subprocess.Popen:
+        name = name or role
+        log = open(self.log_dir / f"{name}.log", "ab")
+        process = subprocess.Popen([*CLI, role], env=self.env, stdout=log, stderr=log)
+        self.processes[name] = process
+        return process
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_roles_as_processes_survive_kill_9_of_projector_and_relay(role_env, tmp_path):
+    migrated = subprocess.run([*CLI, "migrate"], env=role_env, capture_output=True, text=True, timeout=60)
+    assert migrated.returncode == 0, migrated.stderr
+    roles = Roles(role_env, tmp_path)
+    base = f"http://127.0.0.1:{role_env['MECHAMENTAL_PORT']}"
+    org = "org-" + secrets.token_hex(4)
+    try:
+        for role in ("api", "relay", "projector"):
+            roles.start(role)
+        roles.start("relay", name="standby-relay")  # waits on the advisory lock until the leader dies
+        client = httpx.Client(base_url=base, timeout=30,
+                              headers={"Authorization": f"Bearer {role_env['MECHAMENTAL_ROOT_TOKEN']}"})
+        wait_until(lambda: client.get("/readyz").status_code == 200, what="api ready")
+
+        def create(n: int) -> list[httpx.Response]:
+            answers = [client.post(f"/v1/orgs/{org}/workspaces", json={"name": f"w{i}"}) for i in range(n)]
+            assert all(a.status_code == 201 for a in answers)
+            return answers
+
+        def listed(after: httpx.Response) -> set[str]:
+            page = client.get(f"/v1/orgs/{org}/workspaces", params={"limit": 200},
+                              headers={"X-Min-Position": after.headers["X-Event-Position"]})
+            assert page.status_code == 200, page.text
+            return {w["workspace_id"] for w in page.json()["workspaces"]}
+
+        first = create(10)
+        assert listed(first[-1]) == {a.json()["workspace_id"] for a in first}
+
+        roles.kill("projector")
+        second = create(10)
+        roles.start("projector")
+        roles.kill("relay")  # the standby takes over
+        third = create(10)
+        expected = {a.json()["workspace_id"] for a in first + second + third}
+        wait_until(lambda: listed(third[-1]) == expected, timeout=60, what="every workspace listed")
+
+        ws = third[-1].json()["workspace_id"]
+        wait_until(lambda: client.get(f"/v1/orgs/{org}/workspaces/{ws}").json()["bucket_status"] == "ready",
+                   what="bucket ready")
+    finally:
+        roles.stop_all()
+
+
+def test_kill_9_of_dev_during_a_write_burst_loses_no_acknowledged_workspace(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MECHAMENTAL_DATABASE_URL", "MECHAMENTAL_NATS_URL")}
+    env.update(MECHAMENTAL_ROOT_TOKEN="dev-" + secrets.token_hex(8), MECHAMENTAL_LOG_LEVEL="WARNING")
+    port = free_port()
+    command = [*CLI, "dev", "--data-dir", str(tmp_path / "data"), "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {env['MECHAMENTAL_ROOT_TOKEN']}"}
+    org = "org-" + secrets.token_hex(4)
+    acknowledged: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer() -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    answer = client.post(f"/v1/orgs/{org}/workspaces", json={"name": "burst"})
+                except httpx.TransportError:
+                    return
+                if answer.status_code == 201:
+                    with lock:
+                        acknowledged.append((answer.json()["workspace_id"],
+                                             int(answer.headers["X-Event-Position"])))
+
+    log = open(tmp_path / "dev.log", "ab")
+    dev = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+    try:
+        wait_until(lambda: httpx.get(base + "/readyz").status_code == 200, timeout=60, what="dev ready")
+        writers = [threading.Thread(target=writer) for _ in range(8)]
+        for thread in writers:
+            thread.start()
+        wait_until(lambda: len(acknowledged) >= 200, timeout=60, what="200 acknowledged writes")
+        dev.send_signal(signal.SIGKILL)
+        dev.wait()
+        stop.set()
+        for thread in writers:
+            thread.join()
+
+        dev = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        wait_until(lambda: httpx.get(base + "/readyz").status_code == 200, timeout=90, what="dev restarted")
+        newest = max(position for _, position in acknowledged)
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+            seen, cursor = set(), None
+            while True:
+                params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+                page = client.get(f"/v1/orgs/{org}/workspaces", params=params,
+                                  headers={"X-Min-Position": str(newest)}).json()
+                seen |= {w["workspace_id"] for w in page["workspaces"]}
+                if not page["has_more"]:
+                    break
+                cursor = page["next_cursor"]
+        assert {workspace_id for workspace_id, _ in acknowledged} <= seen
+    finally:
+        stop.set()
+        dev.terminate()
+        dev.wait(30)
+    # Stopping dev stops its servers: nothing it started is left running.
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True, text=True).stdout
+    assert leftovers.strip() == ""

@@ -1,0 +1,128 @@
+"""The subscription runner against real PostgreSQL: redelivery, gaps, and catching up from the store."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from commands.aggregates import Aggregates, Context
+from commands.store import EventStore, datastore_from_url
+from commands.workspaces import create_workspace
+from domain.events import SYSTEM_ACTOR
+from pipeline import positions
+from pipeline.subscription import Subscription
+
+
+class SeenPositions:
+    """A read model that refuses to see one event twice (primary key), to prove exactly-once effects."""
+
+    def __init__(self) -> None:
+        self.name = "seen_" + secrets.token_hex(4)
+
+    async def handle(self, conn, batch) -> None:
+        async with conn.cursor() as cur:
+            await cur.executemany(f"INSERT INTO {self.name} (position) VALUES (%s)", [(r.position,) for r in batch])
+
+
+@pytest.fixture()
+def store(settings):
+    store = EventStore(datastore_from_url(settings.database_url))
+    yield store
+    store.close()
+
+
+@pytest.fixture()
+def handler(settings) -> SeenPositions:
+    handler = SeenPositions()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {handler.name} (position bigint PRIMARY KEY)")
+    return handler
+
+
+def write_events(store: EventStore, count: int) -> list[int]:
+    ctx = Context(org_id="org-" + secrets.token_hex(4), actor=SYSTEM_ACTOR, trace_id=secrets.token_hex(16))
+    return [create_workspace(Aggregates(store), ctx, name=f"w{i}").position for i in range(count)]
+
+
+def run(settings, store, handler, scenario):
+    async def main():
+        async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
+            subscription = Subscription(handler, store, pool, settings.database_url, lambda: None,
+                                        stream=settings.stream, prefix=settings.subject_prefix)
+            await scenario(subscription)
+            async with pool.connection() as conn:
+                seen = [r[0] for r in await (await conn.execute(
+                    f"SELECT position FROM {handler.name} ORDER BY position")).fetchall()]
+                tracked = (await positions.read_positions(conn, [handler.name]))[handler.name]
+            return seen, tracked
+    return asyncio.run(main())
+
+
+def delivered(store: EventStore, after: int, upto: int) -> list:
+    """What the relay would publish: each event with the position of the one before it."""
+    events = store.read(after, 10_000, upto=upto)
+    previous = [after] + [e.position for e in events[:-1]]
+    return list(zip(events, previous))
+
+
+def test_redelivered_messages_are_applied_once(settings, store, handler):
+    written = write_events(store, 3)
+    messages = delivered(store, 0, written[-1])
+
+    async def scenario(subscription):
+        await subscription.apply(messages)
+        await subscription.apply(messages)  # JetStream redelivers: nothing may change
+        await subscription.apply(messages[-2:])
+
+    seen, tracked = run(settings, store, handler, scenario)
+    assert seen == [m[0].position for m in messages]
+    assert tracked == written[-1]
+
+
+def test_a_gap_is_backfilled_from_the_store(settings, store, handler):
+    written = write_events(store, 5)
+    messages = delivered(store, 0, written[-1])
+
+    async def scenario(subscription):
+        await subscription.apply(messages[:1])
+        await subscription.apply(messages[-1:])  # everything in between was lost on the way
+
+    seen, tracked = run(settings, store, handler, scenario)
+    assert seen == [m[0].position for m in messages]
+    assert set(written) <= set(seen) and tracked == written[-1]
+
+
+def test_catch_up_reads_the_store_to_its_head(settings, store, handler):
+    written = write_events(store, 4)
+
+    async def scenario(subscription):
+        assert await subscription.catch_up() >= 4
+        assert await subscription.catch_up() == 0
+
+    seen, tracked = run(settings, store, handler, scenario)
+    assert tracked >= written[-1]
+    assert seen == [e.position for e in store.read(0, 1_000_000, upto=tracked)]
+
+
+def test_a_failing_batch_moves_neither_rows_nor_position(settings, store, handler):
+    written = write_events(store, 2)
+    messages = delivered(store, 0, written[-1])
+
+    class Exploding(SeenPositions):
+        async def handle(self, conn, batch) -> None:
+            await super().handle(conn, batch)
+            raise RuntimeError("crash after writing rows")
+
+    exploding = Exploding()
+    exploding.name = handler.name
+
+    async def scenario(subscription):
+        with pytest.raises(RuntimeError):
+            await subscription.apply(messages)
+
+    seen, tracked = run(settings, store, exploding, scenario)
+    assert seen == [] and tracked == 0
