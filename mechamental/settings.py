@@ -40,7 +40,7 @@ class Settings(msgspec.Struct, frozen=True):
         try:
             return msgspec.convert(values, cls, strict=False, dec_hook=_decode_path)
         except msgspec.ValidationError as error:
-            field = str(error).rpartition("$.")[2]
+            field = str(error).rpartition("$.")[2].strip("`")
             name = cls.env_names().get(field, field)
             raise ConfigurationError(f"invalid configuration: {name}: {str(error).partition(' - ')[0]}") from None
 
