@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Request, Response
-from litestar.params import Parameter
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 
 from commands.aggregates import Outcome
 
-Limit = Annotated[int, Parameter(ge=1, le=200, description="Maximum number of items to return (1-200)")]
-Cursor = Annotated[str | None, Parameter(description="Cursor for pagination (from previous response's next_cursor)")]
-MinPosition = Annotated[int | None, Parameter(
-    header="X-Min-Position", ge=0, required=False,
+PathId = FromPath[str]
+Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Maximum number of items to return (1-200)")]
+Cursor = Annotated[str | None, QueryParameter(
+    description="Cursor for pagination (from previous response's next_cursor)")]
+MinPosition = Annotated[int | None, HeaderParameter(
+    name="X-Min-Position", ge=0, required=False,
     description="Wait (bounded) until the views serving this query have applied this event position "
                 "(the X-Event-Position of an earlier command).")]
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, Response, delete, get, post
+from litestar.params import JSONBody
 
 from api.auth import context_of, guard
-from api.common import Cursor, Limit, MinPosition, command_answer, system_of
+from api.common import Cursor, Limit, MinPosition, PathId, command_answer, system_of
 from api.errors import Forbidden
 from api.schemas import MessageBody, Token, TokenCreate, TokenIssued, TokenList
 from commands import tokens as use_cases
@@ -21,7 +22,7 @@ class TokenController(Controller):
     guards = [guard]
 
     @post("/", opt={"permission": "token:create"}, summary="Issue Token", status_code=201, sync_to_thread=True)
-    def issue_token(self, request: Request, org_id: str, data: TokenCreate) -> Response[TokenIssued]:
+    def issue_token(self, request: Request, org_id: PathId, data: JSONBody[TokenCreate]) -> Response[TokenIssued]:
         check_issue(data.name, data.role, data.principal_type, data.user_id)
         principal = request.state.principal
         if principal.org_id is not None and not access.may_issue(principal.role, data.role):
@@ -36,7 +37,7 @@ class TokenController(Controller):
         return command_answer(body, outcome, status_code=201)
 
     @get("/", opt={"permission": "token:read"}, summary="List Tokens")
-    async def list_tokens(self, request: Request, org_id: str, limit: Limit = 50, cursor: Cursor = None,
+    async def list_tokens(self, request: Request, org_id: PathId, limit: Limit = 50, cursor: Cursor = None,
                           min_position: MinPosition = None) -> TokenList:
         after = decode_cursor(cursor)
         system = system_of(request)
@@ -51,7 +52,7 @@ class TokenController(Controller):
 
     @delete("/{token_id:str}", opt={"permission": "token:delete"}, summary="Revoke Token", status_code=200,
             sync_to_thread=True)
-    def revoke_token(self, request: Request, org_id: str, token_id: str) -> Response[MessageBody]:
+    def revoke_token(self, request: Request, org_id: PathId, token_id: PathId) -> Response[MessageBody]:
         system = system_of(request)
         outcome = use_cases.revoke_token(system.aggregates, context_of(request), token_id)
         system.tokens.forget(token_id)

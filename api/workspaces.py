@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.params import JSONBody, QueryParameter
 
 from api.auth import context_of, guard
-from api.common import Cursor, Limit, MinPosition, command_answer, system_of
+from api.common import Cursor, Limit, MinPosition, PathId, command_answer, system_of
 from api.schemas import MessageBody, Workspace, WorkspaceCreate, WorkspaceList, WorkspaceUpdate
 from commands import workspaces as use_cases
 from domain.errors import FieldError, NotFound, ValidationFailed
 from domain.workspace import UpdateWorkspace
 from projections import workspaces as listing
 from projections.pagination import Page, decode_cursor
-
-import msgspec
 
 
 class WorkspaceController(Controller):
@@ -22,7 +24,7 @@ class WorkspaceController(Controller):
     guards = [guard]
 
     @get("/", opt={"permission": "workspace:read"}, summary="List Workspaces")
-    async def list_workspaces(self, request: Request, org_id: str, organization_id: str | None = None,
+    async def list_workspaces(self, request: Request, org_id: PathId, organization_id: Annotated[str | None, QueryParameter()] = None,
                               limit: Limit = 50, cursor: Cursor = None,
                               min_position: MinPosition = None) -> WorkspaceList:
         if organization_id is not None and organization_id != org_id:
@@ -39,13 +41,13 @@ class WorkspaceController(Controller):
 
     @post("/", opt={"permission": "workspace:create"}, summary="Create Workspace", status_code=201,
           sync_to_thread=True)
-    def create_workspace(self, request: Request, org_id: str, data: WorkspaceCreate) -> Response[Workspace]:
+    def create_workspace(self, request: Request, org_id: PathId, data: JSONBody[WorkspaceCreate]) -> Response[Workspace]:
         outcome = use_cases.create_workspace(system_of(request).aggregates, context_of(request),
                                              **msgspec.structs.asdict(data))
         return command_answer(Workspace.of(outcome.state), outcome, status_code=201)
 
     @get("/{workspace_id:str}", opt={"permission": "workspace:read"}, summary="Get Workspace")
-    async def get_workspace(self, request: Request, org_id: str, workspace_id: str,
+    async def get_workspace(self, request: Request, org_id: PathId, workspace_id: PathId,
                             min_position: MinPosition = None) -> Workspace:
         system = system_of(request)
         await system.wait_for([listing.NAME], min_position)
@@ -57,14 +59,14 @@ class WorkspaceController(Controller):
 
     @put("/{workspace_id:str}", opt={"permission": "workspace:update"}, summary="Update Workspace",
          sync_to_thread=True)
-    def update_workspace(self, request: Request, org_id: str, workspace_id: str,
-                         data: WorkspaceUpdate) -> Response[Workspace]:
+    def update_workspace(self, request: Request, org_id: PathId, workspace_id: PathId,
+                         data: JSONBody[WorkspaceUpdate]) -> Response[Workspace]:
         update = UpdateWorkspace(**msgspec.structs.asdict(data))
         outcome = use_cases.update_workspace(system_of(request).aggregates, context_of(request), workspace_id, update)
         return command_answer(Workspace.of(outcome.state), outcome)
 
     @delete("/{workspace_id:str}", opt={"permission": "workspace:delete"}, summary="Delete Workspace",
             status_code=200, sync_to_thread=True)
-    def delete_workspace(self, request: Request, org_id: str, workspace_id: str) -> Response[MessageBody]:
+    def delete_workspace(self, request: Request, org_id: PathId, workspace_id: PathId) -> Response[MessageBody]:
         outcome = use_cases.delete_workspace(system_of(request).aggregates, context_of(request), workspace_id)
         return command_answer(MessageBody(message="Workspace deleted successfully"), outcome)

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as error:
         print(error, file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("nats").setLevel(logging.CRITICAL)  # it logs every reconnect attempt as an error
     if args.command == "dev":
         return dev(settings)

