@@ -7,6 +7,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
+from api.catalog import CATALOG_CONTROLLERS
+from api.environments import EnvironmentController
 from api.errors import EXCEPTION_HANDLERS
 from api.health import healthz, readyz
 from api.tokens import TokenController
@@ -24,7 +26,8 @@ def create_app(system) -> Litestar:
         security=[{"bearer": []}],
     )
     app = Litestar(
-        route_handlers=[healthz, readyz, WorkspaceController, TokenController],
+        route_handlers=[healthz, readyz, WorkspaceController, TokenController, EnvironmentController,
+                        *CATALOG_CONTROLLERS],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
         request_max_body_size=system.settings.max_body_bytes,

@@ -8,6 +8,8 @@ from litestar import Request, Response
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 
 from commands.aggregates import Outcome
+from domain.errors import NotFound
+from projections.workspaces import get_workspace
 
 PathId = FromPath[str]
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Maximum number of items to return (1-200)")]
@@ -29,3 +31,9 @@ def command_answer(body: Any, outcome: Outcome, status_code: int = 200) -> Respo
 
 def system_of(request: Request):
     return request.app.state.system
+
+
+async def require_workspace_view(conn, org_id: str, workspace_id: str) -> None:
+    """Things inside a deleted or unknown workspace answer 404 for the workspace."""
+    if await get_workspace(conn, org_id, workspace_id) is None:
+        raise NotFound("workspace", workspace_id)

@@ -20,7 +20,8 @@ from domain.errors import Conflict, NotFound, ValidationFailed
 
 log = logging.getLogger(__name__)
 
-MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+# msgspec names the offending field in its message when the body object itself is at fault.
+FIELD_IN_MESSAGE = re.compile(r"(missing required|contains unknown) field `([^`]+)`")
 
 
 class Unauthorized(Exception):
@@ -65,10 +66,10 @@ def _framework_validation(request: Request, exc: ValidationException) -> Respons
         source = str(getattr(source, "value", source))
         key = extra.get("key")
         message = str(extra.get("message") or exc.detail)
-        missing = MISSING_FIELD.search(message)
-        if source == "body" and missing:
-            key = ".".join(k for k in (key or "").split(".") if k != "data") + ("." if key != "data" and key else "")
-            key = f"{key}{missing.group(1)}"
+        named = FIELD_IN_MESSAGE.search(message)
+        if source == "body" and key is not None:
+            parts = [k for k in str(key).split(".") if k != "data"]
+            key = ".".join([*parts, named.group(2)] if named else parts)
         loc: list[str | int] = [source, *_location(source, key)]
         items.append(ValidationErrorItem(loc=loc, msg=message, type=_error_type(message),
                                          input=_input_of(request, source, key)))
@@ -98,6 +99,8 @@ def _error_type(message: str) -> str:
     lowered = message.lower()
     if "missing required" in lowered or "object missing" in lowered:
         return "missing"
+    if "unknown field" in lowered:
+        return "extra_forbidden"
     if "json is malformed" in lowered or "malformed" in lowered:
         return "json_invalid"
     if ">=" in lowered:

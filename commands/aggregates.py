@@ -1,20 +1,28 @@
-"""Run any command against any aggregate: load, decide, save, with optimistic concurrency."""
+"""Run commands against aggregates: load, decide, save, with optimistic concurrency.
+
+A use case runs inside a `Transaction` (a unit of work): it loads the aggregates it needs, lets
+them decide, and stages their events and any uniqueness claims. At commit, every stream it wrote
+must still be at the version it loaded (the store's primary key) and every stream it only read
+must not have moved (checked under the store's table lock), or the whole use case runs again on
+fresh state, up to a few times, before answering 409.
+"""
 
 from __future__ import annotations
 
 import secrets
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import msgspec
 from eventsourcing.persistence import StoredEvent
 
-from commands.store import ConcurrencyConflict, EventStore
+from commands.store import Append, Claim, ClaimTaken, ConcurrencyConflict, EventStore
 from domain.errors import Conflict, NotFound
-from domain.events import Actor, AggregateType, EventMeta, decode, encode
+from domain.events import Actor, AggregateType, DomainEvent, EventMeta, decode, encode
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 
 def utc_now() -> datetime:
@@ -39,6 +47,80 @@ class Outcome(msgspec.Struct, frozen=True):
     position: int
 
 
+def fold(kind: AggregateType, history: list[StoredEvent]) -> tuple[Any, int]:
+    """The state a stream's events add up to, and its version."""
+    state, version = None, 0
+    for stored in history:
+        meta, event = decode(stored.topic, stored.state)
+        state, version = kind.evolve(state, event, meta), stored.originator_version
+    return state, version
+
+
+class Transaction:
+    def __init__(self, store: EventStore, ctx: Context, now: datetime) -> None:
+        self.store = store
+        self.ctx = ctx
+        self.meta = EventMeta(ctx.org_id, ctx.actor, ctx.trace_id, now)
+        self._loaded: dict[str, tuple[AggregateType, Any, int]] = {}
+        self._pending: dict[str, list[DomainEvent]] = {}
+        self._claims: list[Claim] = []
+        self._releases: list[Claim] = []
+        self._conflicts: dict[tuple[str, str], Conflict] = {}
+
+    def load(self, kind: AggregateType, stream_id: str) -> Any:
+        """The current state in this org, or None (never existed, or another org's)."""
+        if stream_id not in self._loaded:
+            state, version = fold(kind, self.store.load(stream_id))
+            if state is not None and state.org_id != self.ctx.org_id:
+                state = None  # another org's stream: as if it did not exist, and never written
+            self._loaded[stream_id] = (kind, state, version)
+        return self._loaded[stream_id][1]
+
+    def require(self, kind: AggregateType, stream_id: str) -> Any:
+        state = self.load(kind, stream_id)
+        if state is None or getattr(state, "deleted", False):
+            raise NotFound(kind.name, stream_id)
+        return state
+
+    def decide(self, kind: AggregateType, stream_id: str, command: Any) -> Any:
+        """Lets the aggregate decide; stages its events and returns its new state."""
+        state = self.load(kind, stream_id)
+        if state is None and not isinstance(command, kind.creates):
+            raise NotFound(kind.name, stream_id)
+        events = kind.decide(state, command)
+        for event in events:
+            state = kind.evolve(state, event, self.meta)
+        if events:
+            _, _, version = self._loaded[stream_id]
+            self._loaded[stream_id] = (kind, state, version)
+            self._pending.setdefault(stream_id, []).extend(events)
+        return state
+
+    def claim(self, scope: str, key: str, owner: str, conflict: Conflict) -> None:
+        self._claims.append(Claim(scope, key, owner))
+        self._conflicts[(scope, key)] = conflict
+
+    def release(self, scope: str, key: str, owner: str) -> None:
+        self._releases.append(Claim(scope, key, owner))
+
+    def commit(self) -> int | None:
+        if not self._pending:
+            return None
+        stored, expected = [], {}
+        for stream_id, (_, _, version) in self._loaded.items():
+            events = self._pending.get(stream_id)
+            if not events:
+                expected[stream_id] = version
+                continue
+            for offset, event in enumerate(events, start=1):
+                topic, data = encode(event, self.meta)
+                stored.append(StoredEvent(stream_id, version + offset, topic, data))
+        try:
+            return self.store.append(Append(stored, expected, self._claims, self._releases))[-1]
+        except ClaimTaken as taken:
+            raise self._conflicts.get((taken.scope, taken.key)) or Conflict(str(taken)) from None
+
+
 class Aggregates:
     """The one place where commands become stored events."""
 
@@ -48,33 +130,25 @@ class Aggregates:
         self.store = store
         self.clock = clock
 
+    def run(self, ctx: Context, use_case: Callable[[Transaction], T]) -> tuple[T, int]:
+        """Runs `use_case` in a fresh transaction until it commits; returns its result and position."""
+        for _ in range(self.MAX_ATTEMPTS):
+            tx = Transaction(self.store, ctx, self.clock())
+            result = use_case(tx)
+            try:
+                position = tx.commit()
+            except ConcurrencyConflict:
+                continue  # someone else wrote first: decide again on the newer state
+            return result, position if position is not None else self.store.head()
+        raise Conflict("The resource kept changing while this request ran; try again")
+
+    def execute(self, kind: AggregateType, stream_id: str, command: Any, ctx: Context) -> Outcome:
+        state, position = self.run(ctx, lambda tx: tx.decide(kind, stream_id, command))
+        return Outcome(state, position)
+
     def load(self, kind: AggregateType, stream_id: str, org_id: str | None) -> tuple[Any, int]:
-        """The current state (None when there is none, or it belongs to another org) and its version."""
-        state, version = None, 0
-        for stored in self.store.load(stream_id):
-            meta, event = decode(stored.topic, stored.state)
-            state, version = kind.evolve(state, event, meta), stored.originator_version
+        """A read outside any command: the state (None when absent or another org's) and its version."""
+        state, version = fold(kind, self.store.load(stream_id))
         if state is not None and org_id is not None and state.org_id != org_id:
             return None, 0
         return state, version
-
-    def execute(self, kind: AggregateType, stream_id: str, command: Any, ctx: Context) -> Outcome:
-        for _ in range(self.MAX_ATTEMPTS):
-            state, version = self.load(kind, stream_id, ctx.org_id)
-            if state is None and not isinstance(command, kind.creates):
-                raise NotFound(kind.name, stream_id)
-            events = kind.decide(state, command)
-            if not events:
-                return Outcome(state, self.store.head())
-            meta = EventMeta(ctx.org_id, ctx.actor, ctx.trace_id, self.clock())
-            stored = []
-            for offset, event in enumerate(events, start=1):
-                topic, data = encode(event, meta)
-                stored.append(StoredEvent(stream_id, version + offset, topic, data))
-                state = kind.evolve(state, event, meta)
-            try:
-                positions = self.store.append(stored)
-            except ConcurrencyConflict:
-                continue  # someone else wrote first: decide again on the newer state
-            return Outcome(state, positions[-1])
-        raise Conflict(f"The {kind.name} kept changing while this request ran; try again", resource_id=stream_id)

@@ -2,17 +2,23 @@
 
 The recorder serialises writers with a table lock so that positions (notification ids) commit in
 order. One transaction per command would make that lock the bottleneck, so commands hand their
-events to a single committer thread that writes everything waiting in one transaction.
+appends to a single committer thread that writes everything waiting in one transaction.
+
+An append is more than events: under the same table lock it can check that streams the command
+only read have not moved since (so a decision never rests on stale facts), and take or give back
+uniqueness claims (an environment slug, a release version), all or nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 from concurrent.futures import Future
-from typing import Iterable, Sequence
+from typing import Any, Sequence
 
+import msgspec
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
@@ -22,10 +28,63 @@ from domain.events import Recorded, decode
 log = logging.getLogger(__name__)
 
 EVENTS_TABLE = "stored_events"
+CLAIMS_DDL = """
+CREATE TABLE IF NOT EXISTS mm_claims (
+    scope text NOT NULL,
+    key text NOT NULL,
+    owner text NOT NULL,
+    PRIMARY KEY (scope, key)
+)
+"""
+# A decision read streams it did not write; they must not have moved by the time it commits. Raised
+# inside PostgreSQL so the transaction itself fails: a Python exception at that point would not stop
+# the library from committing.
+CHECK_VERSIONS_DDL = f"""
+CREATE OR REPLACE FUNCTION mm_check_versions(ids text[], versions bigint[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM unnest(ids, versions) AS expected(id, version)
+        WHERE coalesce((SELECT max(originator_version) FROM {EVENTS_TABLE} s
+                        WHERE s.originator_id = expected.id), 0) <> expected.version
+    ) THEN
+        RAISE EXCEPTION 'mm_stale_read: a stream read by this command has changed'
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+END
+$$
+"""
+_CLAIM_KEY = re.compile(r"Key \(scope, key\)=\((.*), (.*)\) already exists")
+
+
+class Claim(msgspec.Struct, frozen=True):
+    """A unique (scope, key), e.g. ("release-version:app_1", "1.2.0"), held by the stream `owner`."""
+
+    scope: str
+    key: str
+    owner: str
+
+
+class Append(msgspec.Struct, frozen=True):
+    events: Sequence[StoredEvent]
+    expected: dict[str, int] = {}  # streams only read, by the version the decision saw
+    claims: Sequence[Claim] = ()
+    releases: Sequence[Claim] = ()
 
 
 class ConcurrencyConflict(Exception):
-    """Another writer appended to the same stream first."""
+    """Another writer changed a stream this command wrote or read: decide again."""
+
+
+class ClaimTaken(Exception):
+    def __init__(self, scope: str, key: str) -> None:
+        super().__init__(f"{scope} {key} is taken")
+        self.scope = scope
+        self.key = key
+
+
+class StaleRead(Exception):
+    """Two appends of one batch read the same stream at different versions."""
 
 
 def datastore_from_url(url: str, *, pool_size: int = 4, max_overflow: int = 8) -> PostgresDatastore:
@@ -49,23 +108,45 @@ def to_recorded(position: int, stored: StoredEvent) -> Recorded:
     return Recorded(position, str(stored.originator_id), stored.originator_version, meta, event)
 
 
+class Recorder(PostgresApplicationRecorder):
+    """The library's recorder, with read checks and claims inside its insert transaction."""
+
+    def _insert_stored_events(self, curs, stored_events, *, expected: dict[str, int] | None = None,
+                              claims: Sequence[Claim] = (), releases: Sequence[Claim] = (), **kwargs: Any) -> None:
+        super()._insert_stored_events(curs, stored_events, **kwargs)  # takes the table lock first
+        with curs.connection.cursor() as extra:
+            if expected:
+                extra.execute("SELECT mm_check_versions(%s, %s)", (list(expected), list(expected.values())))
+            if releases:
+                extra.executemany("DELETE FROM mm_claims WHERE scope = %s AND key = %s AND owner = %s",
+                                  [(c.scope, c.key, c.owner) for c in releases])
+            if claims:
+                extra.executemany("INSERT INTO mm_claims (scope, key, owner) VALUES (%s, %s, %s)",
+                                  [(c.scope, c.key, c.owner) for c in claims])
+
+
 class EventStore:
     def __init__(self, datastore: PostgresDatastore) -> None:
         self.datastore = datastore
-        self.recorder = PostgresApplicationRecorder(datastore, events_table_name=EVENTS_TABLE)
+        self.recorder = Recorder(datastore, events_table_name=EVENTS_TABLE)
         self._committer: GroupCommit | None = None
+        self._lock = threading.Lock()
 
     def create_tables(self) -> None:
         self.recorder.create_table()
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(CLAIMS_DDL)
+            curs.execute(CHECK_VERSIONS_DDL)
 
     def load(self, stream_id: str) -> list[StoredEvent]:
         return list(self.recorder.select_events(stream_id))
 
-    def append(self, events: Sequence[StoredEvent]) -> list[int]:
-        """Appends one command's events atomically; returns their positions."""
-        if self._committer is None:
-            self._committer = GroupCommit(self.recorder)
-        return self._committer.submit(events)
+    def append(self, append: Append) -> list[int]:
+        """Commits one command's append atomically; returns the positions of its events."""
+        with self._lock:
+            if self._committer is None:
+                self._committer = GroupCommit(self.recorder)
+        return self._committer.submit(append)
 
     def read(self, after: int, limit: int, *, upto: int | None = None) -> list[Recorded]:
         notifications = self.recorder.select_notifications(
@@ -84,20 +165,20 @@ class EventStore:
 class GroupCommit:
     """Coalesces concurrent appends into one transaction.
 
-    A batch that hits a version conflict is retried one command at a time, so only the command
-    that lost the race fails (with `ConcurrencyConflict`) and its neighbours still commit.
+    A batch that fails is retried one append at a time, so only the append that lost a race fails
+    (with `ConcurrencyConflict` or `ClaimTaken`) and its neighbours still commit.
     """
 
-    def __init__(self, recorder: PostgresApplicationRecorder, max_batch_events: int = 1000) -> None:
+    def __init__(self, recorder: Recorder, max_batch_events: int = 1000) -> None:
         self._recorder = recorder
         self._max_batch_events = max_batch_events
-        self._queue: queue.SimpleQueue[tuple[Sequence[StoredEvent], Future[list[int]]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Append, Future[list[int]]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, events: Sequence[StoredEvent]) -> list[int]:
+    def submit(self, append: Append) -> list[int]:
         future: Future[list[int]] = Future()
-        self._queue.put((events, future))
+        self._queue.put((append, future))
         return future.result()
 
     def close(self) -> None:
@@ -110,7 +191,7 @@ class GroupCommit:
             if item is None:
                 return
             batch = [item]
-            size = len(item[0])
+            size = len(item[0].events)
             while size < self._max_batch_events:
                 try:
                     item = self._queue.get_nowait()
@@ -120,30 +201,38 @@ class GroupCommit:
                     self._commit(batch)
                     return
                 batch.append(item)
-                size += len(item[0])
+                size += len(item[0].events)
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[Sequence[StoredEvent], Future[list[int]]]]) -> None:
+    def _commit(self, batch: list[tuple[Append, Future[list[int]]]]) -> None:
         if len(batch) > 1:
             try:
-                positions = self._insert([e for events, _ in batch for e in events])
-            except Exception:  # noqa: BLE001 - isolate the culprit by committing one by one below
-                log.debug("group commit of %d commands failed; committing them one by one", len(batch))
+                positions = self._insert([append for append, _ in batch])
+            except Exception:  # noqa: BLE001 - find the culprit by committing one by one below
+                log.debug("group commit of %d appends failed; committing them one by one", len(batch))
             else:
                 offset = 0
-                for events, future in batch:
-                    future.set_result(positions[offset:offset + len(events)])
-                    offset += len(events)
+                for append, future in batch:
+                    future.set_result(positions[offset:offset + len(append.events)])
+                    offset += len(append.events)
                 return
-        for events, future in batch:
+        for append, future in batch:
             try:
-                future.set_result(self._insert(events))
+                future.set_result(self._insert([append]))
             except IntegrityError as error:
-                future.set_exception(ConcurrencyConflict(str(error)))
+                taken = _CLAIM_KEY.search(str(error)) if "mm_claims" in str(error) else None
+                future.set_exception(ClaimTaken(*taken.groups()) if taken else ConcurrencyConflict(str(error)))
             except Exception as error:  # noqa: BLE001 - handed to the waiting command
                 future.set_exception(error)
 
-    def _insert(self, events: Iterable[StoredEvent]) -> list[int]:
-        positions = self._recorder.insert_events(list(events))
+    def _insert(self, appends: list[Append]) -> list[int]:
+        expected: dict[str, int] = {}
+        for append in appends:
+            for stream, version in append.expected.items():
+                if expected.setdefault(stream, version) != version:
+                    raise StaleRead()  # two appends read one stream at different versions
+        positions = self._recorder.insert_events(
+            [e for a in appends for e in a.events], expected=expected,
+            claims=[c for a in appends for c in a.claims], releases=[c for a in appends for c in a.releases])
         assert positions is not None
         return list(positions)

@@ -26,6 +26,8 @@ from pipeline import positions
 from pipeline.broker import ensure_stream
 from pipeline.relay import Relay
 from pipeline.subscription import Subscription
+from projections.catalog import CatalogListing
+from projections.environments import EnvironmentListing
 from projections.tokens import TokenListing
 from projections.workspaces import WorkspaceListing
 
@@ -35,7 +37,7 @@ ROLES = ("api", "relay", "projector")
 
 
 def read_models():
-    return [WorkspaceListing(), TokenListing()]
+    return [WorkspaceListing(), TokenListing(), CatalogListing(), EnvironmentListing()]
 
 
 class System:

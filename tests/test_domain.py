@@ -109,3 +109,93 @@ def test_token_issue_validates_role_and_revocation_is_final():
     assert when(TOKEN, [issued], RevokeToken()) == [TokenRevoked()]
     with pytest.raises(NotFound):
         when(TOKEN, [issued, TokenRevoked()], RevokeToken())
+
+
+# Environments
+from domain.environments import (  # noqa: E402
+    ENVIRONMENTS, CreateEnvironment, DefaultEnvironmentChanged, DeleteEnvironment, DeployRelease,
+    EnvironmentCreated, ReleaseDeployed, UndeployApp, UpdateEnvironment,
+)
+
+
+def env_created(environment_id: str, slug: str) -> EnvironmentCreated:
+    return EnvironmentCreated(workspace_id="ws_1", environment_id=environment_id, name=slug, slug=slug,
+                              description=None)
+
+
+PROD = [env_created("env_1", "prod"), DefaultEnvironmentChanged(environment_id="env_1")]
+
+
+def deployed(release_id: str, previous: str | None, action: str = "deploy") -> ReleaseDeployed:
+    return ReleaseDeployed(environment_id="env_1", deployment_id=f"dep_{release_id}", app_id="app_1",
+                           release_id=release_id, previous_release_id=previous, action=action)
+
+
+def test_first_environment_becomes_default_and_a_slug_is_derived():
+    events = when(ENVIRONMENTS, [], CreateEnvironment(workspace_id="ws_1", environment_id="env_1", name="Prod EU"))
+    assert events == [EnvironmentCreated(workspace_id="ws_1", environment_id="env_1", name="Prod EU",
+                                         slug="prod-eu", description=None),
+                      DefaultEnvironmentChanged(environment_id="env_1")]
+
+
+def test_a_taken_slug_conflicts():
+    with pytest.raises(Conflict):
+        when(ENVIRONMENTS, PROD, CreateEnvironment(workspace_id="ws_1", environment_id="env_2", name="prod"))
+
+
+def test_making_another_default_takes_it_from_the_previous_one():
+    past = [*PROD, env_created("env_2", "staging")]
+    events = when(ENVIRONMENTS, past, UpdateEnvironment(environment_id="env_2", is_default=True))
+    state = given(ENVIRONMENTS, *past, *events)
+    assert [e.is_default for e in state.live()] == [False, True]
+
+
+def test_deleting_the_default_promotes_the_oldest_remaining():
+    past = [*PROD, env_created("env_2", "staging"), env_created("env_3", "dev")]
+    events = when(ENVIRONMENTS, past, DeleteEnvironment(environment_id="env_1"))
+    assert events[-1] == DefaultEnvironmentChanged(environment_id="env_2")
+
+
+def test_deploys_name_their_direction_and_previous_release():
+    assert when(ENVIRONMENTS, PROD, DeployRelease(environment_id="env_1", deployment_id="dep_r1", app_id="app_1",
+                                                  release_id="r1", older_than_active=False)) == [deployed("r1", None)]
+    assert when(ENVIRONMENTS, [*PROD, deployed("r2", None)], DeployRelease(
+        environment_id="env_1", deployment_id="dep_r1", app_id="app_1", release_id="r1",
+        older_than_active=True)) == [deployed("r1", "r2", "rollback")]
+    with pytest.raises(Conflict):
+        when(ENVIRONMENTS, [*PROD, deployed("r2", None)], DeployRelease(
+            environment_id="env_1", deployment_id="dep_x", app_id="app_1", release_id="r2", older_than_active=False))
+
+
+def test_undeploy_needs_a_deployment_and_delete_needs_none():
+    with pytest.raises(NotFound):
+        when(ENVIRONMENTS, PROD, UndeployApp(environment_id="env_1", deployment_id="dep_u", app_id="app_1"))
+    with pytest.raises(Conflict):
+        when(ENVIRONMENTS, [*PROD, deployed("r1", None)], DeleteEnvironment(environment_id="env_1"))
+
+
+def test_evolve_leaves_the_given_state_untouched():
+    before = given(ENVIRONMENTS, *PROD)
+    after = ENVIRONMENTS.evolve(before, deployed("r1", None), META)
+    assert before.environments["env_1"].active_deployments == {}
+    assert after.environments["env_1"].active_deployments == {"app_1": "r1"}
+
+
+# Catalog
+from domain.catalog import CATALOG, AddItem, ChangeItem  # noqa: E402
+
+
+def test_catalog_fields_get_defaults_and_are_checked_by_kind():
+    [added] = when(CATALOG, [], AddItem(item_id="source_1", kind="sources", workspace_id="ws_1",
+                                        fields={"name": "manual"}))
+    assert added.fields == {"name": "manual", "type": None, "namespace_id": None, "status": "pending",
+                            "chunks": 0, "tokens": 0, "bytes": 0}
+    assert rejected_fields(CATALOG, [], AddItem(item_id="source_1", kind="sources", workspace_id="ws_1",
+                                                fields={"name": "m", "chunks": True, "status": "x"})) == [
+        ("chunks",), ("status",)]
+    assert rejected_fields(CATALOG, [added], ChangeItem({"namespace_id": "namespace_2"})) == [("namespace_id",)]
+
+
+def test_a_secret_value_is_refused():
+    assert rejected_fields(CATALOG, [], AddItem(item_id="secret_1", kind="secrets", workspace_id="ws_1",
+                                                fields={"name": "K", "value": "s3cr3t"})) == [("value",)]

@@ -1,0 +1,107 @@
+"""Catalog use cases, one set for all nine kinds."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from commands.aggregates import Aggregates, Context, Outcome, Transaction, new_id
+from domain.catalog import CATALOG, KINDS, AddItem, CatalogItem, ChangeItem, Kind, RemoveItem
+from domain.environments import ENVIRONMENTS, environments_stream
+from domain.errors import Conflict, NotFound
+from domain.workspace import WORKSPACE
+
+
+def require_workspace(tx: Transaction, workspace_id: str) -> None:
+    tx.require(WORKSPACE, workspace_id)
+
+
+def require_item(tx: Transaction, kind: str, item_id: str, workspace_id: str) -> CatalogItem:
+    """The live item of that kind in that workspace, or 404 naming it (e.g. `app`, `app_...`)."""
+    item = tx.load(CATALOG, item_id)
+    if item is None or item.deleted or item.kind != kind or item.workspace_id != workspace_id:
+        raise NotFound(KINDS[kind].resource, item_id)
+    return item
+
+
+def _require_parents(tx: Transaction, spec: Kind, fields: dict[str, Any], workspace_id: str) -> None:
+    for name, field in spec.refs.items():
+        if fields.get(name):
+            require_item(tx, field.ref, fields[name], workspace_id)
+
+
+def _unique_claim(tx: Transaction, spec: Kind, item: CatalogItem, *, release: bool = False) -> None:
+    if spec.unique is None:
+        return
+    within, field = spec.unique
+    scope, key = f"{spec.kind}.{field}:{item.fields[within]}", str(item.fields[field])
+    if release:
+        tx.release(scope, key, item.item_id)
+    else:
+        tx.claim(scope, key, item.item_id, Conflict(
+            f"A {spec.resource} with {field} '{key}' already exists for this {within.removesuffix('_id')}",
+            **{field: key, within: item.fields[within]}))
+
+
+def _refuse_if_deployed(tx: Transaction, item: CatalogItem) -> None:
+    environments = tx.load(ENVIRONMENTS, environments_stream(item.workspace_id))
+    if environments is None:
+        return
+    if item.kind == "apps":
+        where = environments.deployed_releases(item.item_id)
+    else:
+        where = [(e.environment_id, r) for e in environments.live()
+                 for r in e.active_deployments.values() if r == item.item_id]
+    if where:
+        raise Conflict(f"The {KINDS[item.kind].resource} is deployed; undeploy it first",
+                       environments=[environment_id for environment_id, _ in where])
+
+
+# What must hold before an item of a kind may be removed.
+REMOVAL_GUARDS: dict[str, Callable[[Transaction, CatalogItem], None]] = {
+    "apps": _refuse_if_deployed,
+    "releases": _refuse_if_deployed,
+}
+
+
+def add_item(aggregates: Aggregates, ctx: Context, workspace_id: str, kind: str, fields: dict[str, Any]) -> Outcome:
+    spec = KINDS[kind]
+    item_id = new_id(spec.resource)
+
+    def use_case(tx: Transaction) -> CatalogItem:
+        require_workspace(tx, workspace_id)
+        item = tx.decide(CATALOG, item_id, AddItem(item_id, kind, workspace_id, fields))
+        _require_parents(tx, spec, item.fields, workspace_id)
+        _unique_claim(tx, spec, item)
+        return item
+
+    return Outcome(*aggregates.run(ctx, use_case))
+
+
+def change_item(aggregates: Aggregates, ctx: Context, workspace_id: str, kind: str, item_id: str,
+                changes: dict[str, Any]) -> Outcome:
+    spec = KINDS[kind]
+
+    def use_case(tx: Transaction) -> CatalogItem:
+        require_workspace(tx, workspace_id)
+        before = require_item(tx, kind, item_id, workspace_id)
+        item = tx.decide(CATALOG, item_id, ChangeItem(changes))
+        if spec.unique and before.fields[spec.unique[1]] != item.fields[spec.unique[1]]:
+            _unique_claim(tx, spec, before, release=True)
+            _unique_claim(tx, spec, item)
+        return item
+
+    return Outcome(*aggregates.run(ctx, use_case))
+
+
+def remove_item(aggregates: Aggregates, ctx: Context, workspace_id: str, kind: str, item_id: str) -> Outcome:
+    spec = KINDS[kind]
+
+    def use_case(tx: Transaction) -> CatalogItem:
+        require_workspace(tx, workspace_id)
+        item = require_item(tx, kind, item_id, workspace_id)
+        if guard := REMOVAL_GUARDS.get(kind):
+            guard(tx, item)
+        _unique_claim(tx, spec, item, release=True)
+        return tx.decide(CATALOG, item_id, RemoveItem())
+
+    return Outcome(*aggregates.run(ctx, use_case))

@@ -1,0 +1,203 @@
+"""The catalog: apps, releases, endpoints and the other things deploys, actions and analytics point at.
+
+One aggregate type for all nine kinds; a kind is data (its fields and their rules), not code.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Union
+
+import msgspec
+
+from domain.errors import Conflict, Rules
+from domain.events import AggregateType, DomainEvent, EventMeta, register
+
+
+class Field(msgspec.Struct, frozen=True):
+    type: str  # text | int | bool | url | choice | ref
+    required: bool = False
+    min_length: int = 1
+    max_length: int = 200
+    minimum: int = 0
+    maximum: int = 2**53
+    choices: tuple[str, ...] = ()
+    ref: str | None = None  # the kind a ref points at
+    default: Any = None
+
+
+class Kind(msgspec.Struct, frozen=True):
+    kind: str  # the path segment, plural: "apps"
+    resource: str  # singular: "app" (permissions, errors, ids)
+    fields: dict[str, Field]
+    unique: tuple[str, str] | None = None  # (within this ref, this field is unique), e.g. version per app
+
+    @property
+    def id_field(self) -> str:
+        return f"{self.resource}_id"
+
+    @property
+    def refs(self) -> dict[str, Field]:
+        return {name: f for name, f in self.fields.items() if f.type == "ref"}
+
+
+NAME = Field("text", required=True, max_length=100)
+TEXT = Field("text", min_length=0, max_length=2000)
+COUNT = Field("int", default=0)
+
+KINDS: dict[str, Kind] = {k.kind: k for k in (
+    Kind("apps", "app", {"name": NAME, "description": TEXT}),
+    Kind("releases", "release", {"app_id": Field("ref", required=True, ref="apps"),
+                                 "version": Field("text", required=True, max_length=100),
+                                 "notes": Field("text", min_length=0, max_length=10_000)},
+         unique=("app_id", "version")),
+    Kind("endpoints", "endpoint", {"app_id": Field("ref", required=True, ref="apps"), "name": NAME,
+                                   "url": Field("url", max_length=2000),
+                                   "total_stages": Field("int", minimum=1, maximum=1000, default=1)}),
+    Kind("augmentations", "augmentation", {"app_id": Field("ref", required=True, ref="apps"), "name": NAME,
+                                           "type": Field("text", max_length=100)}),
+    Kind("namespaces", "namespace", {"name": NAME, "app_id": Field("ref", ref="apps")}),
+    Kind("threads", "thread", {"namespace_id": Field("ref", required=True, ref="namespaces"),
+                               "title": Field("text", min_length=0, max_length=500)}),
+    Kind("sources", "source", {"name": NAME, "type": Field("text", max_length=100),
+                               "namespace_id": Field("ref", ref="namespaces"),
+                               "status": Field("choice", choices=("pending", "indexed", "failed"),
+                                               default="pending"),
+                               "chunks": COUNT, "tokens": COUNT, "bytes": COUNT}),
+    Kind("secrets", "secret", {"name": NAME, "type": Field("text", max_length=100),
+                               "is_active": Field("bool", default=True)}),
+    Kind("models", "model", {"name": NAME, "provider": Field("text", max_length=100)}),
+)}
+
+URL = re.compile(r"https?://[^\s/?#]+[^\s]*", re.IGNORECASE)
+_TYPES = {"text": str, "url": str, "choice": str, "ref": str, "int": int, "bool": bool}
+_TYPE_ERRORS = {str: ("string_type", "a valid string"), int: ("int_type", "a valid integer"),
+                bool: ("bool_type", "a valid boolean")}
+
+
+class CatalogItem(msgspec.Struct):
+    item_id: str
+    kind: str
+    workspace_id: str
+    org_id: str
+    fields: dict[str, Any]
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    deleted: bool = False
+
+
+class AddItem(msgspec.Struct, frozen=True):
+    item_id: str
+    kind: str
+    workspace_id: str
+    fields: dict[str, Any]
+
+
+class ChangeItem(msgspec.Struct, frozen=True):
+    changes: dict[str, Any]
+
+
+class RemoveItem(msgspec.Struct, frozen=True):
+    pass
+
+
+class CatalogItemAdded(DomainEvent, frozen=True):
+    item_id: str
+    kind: str
+    workspace_id: str
+    fields: dict[str, Any]
+
+
+class CatalogItemChanged(DomainEvent, frozen=True):
+    changes: dict[str, Any]
+
+
+class CatalogItemRemoved(DomainEvent, frozen=True):
+    pass
+
+
+register("catalog", CatalogItemAdded, CatalogItemChanged, CatalogItemRemoved)
+
+CatalogCommand = Union[AddItem, ChangeItem, RemoveItem]
+
+
+def check_fields(kind: Kind, values: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+    """Validates fields against their kind; returns them with defaults filled in (unless partial)."""
+    rules = Rules()
+    for name, value in values.items():
+        spec = kind.fields.get(name)
+        if spec is None:
+            message = ("Secret values are never stored: send only metadata (name, type, is_active)"
+                       if kind.kind == "secrets" and name == "value" else "Extra inputs are not permitted")
+            rules.fail(name, message, "extra_forbidden", None if name == "value" else value)
+            continue
+        if partial and spec.type == "ref":
+            rules.fail(name, f"{name} cannot be changed after creation", "frozen_field", value)
+            continue
+        if value is None:
+            if spec.required:
+                rules.fail(name, "Field required", "missing", value)
+            continue
+        expected = _TYPES[spec.type]
+        if type(value) is not expected:  # bool is an int in Python; JSON does not confuse them
+            type_name, description = _TYPE_ERRORS[expected]
+            rules.fail(name, f"Input should be {description}", type_name, value)
+        elif expected is str:
+            rules.text(name, value, min_length=spec.min_length, max_length=spec.max_length)
+            if spec.type == "url" and value and not URL.fullmatch(value):
+                rules.fail(name, "Input should be an http(s) URL", "url_parsing", value)
+            if spec.type == "choice" and value not in spec.choices:
+                rules.fail(name, f"Input should be one of: {', '.join(spec.choices)}", "enum", value,
+                           expected=list(spec.choices))
+        elif expected is int:
+            if value < spec.minimum:
+                rules.fail(name, f"Input should be greater than or equal to {spec.minimum}",
+                           "greater_than_equal", value, ge=spec.minimum)
+            elif value > spec.maximum:
+                rules.fail(name, f"Input should be less than or equal to {spec.maximum}",
+                           "less_than_equal", value, le=spec.maximum)
+    if not partial:
+        for name, spec in kind.fields.items():
+            if spec.required and name not in values:
+                rules.fail(name, "Field required", "missing", None)
+    rules.check()
+    if partial:
+        return dict(values)
+    return {name: values.get(name, spec.default) for name, spec in kind.fields.items()}
+
+
+def decide(state: CatalogItem | None, command: CatalogCommand) -> list[DomainEvent]:
+    if isinstance(command, AddItem):
+        if state is not None:
+            raise Conflict("Catalog item already exists", item_id=command.item_id)
+        fields = check_fields(KINDS[command.kind], command.fields, partial=False)
+        return [CatalogItemAdded(item_id=command.item_id, kind=command.kind, workspace_id=command.workspace_id,
+                                 fields=fields)]
+    assert state is not None and not state.deleted, "the command layer answers 404 for a missing item"
+    match command:
+        case ChangeItem():
+            return [CatalogItemChanged(changes=check_fields(KINDS[state.kind], command.changes, partial=True))]
+        case RemoveItem():
+            return [CatalogItemRemoved()]
+    raise TypeError(f"not a catalog command: {command!r}")
+
+
+def evolve(state: CatalogItem | None, event: DomainEvent, meta: EventMeta) -> CatalogItem:
+    if isinstance(event, CatalogItemAdded):
+        return CatalogItem(item_id=event.item_id, kind=event.kind, workspace_id=event.workspace_id,
+                           org_id=meta.org_id, fields=dict(event.fields),
+                           created_by=meta.actor.user_id or meta.actor.principal_id,
+                           created_at=meta.occurred_at, updated_at=meta.occurred_at)
+    assert state is not None
+    match event:
+        case CatalogItemChanged():
+            return msgspec.structs.replace(state, fields={**state.fields, **event.changes},
+                                           updated_at=meta.occurred_at)
+        case CatalogItemRemoved():
+            return msgspec.structs.replace(state, deleted=True, updated_at=meta.occurred_at)
+    raise TypeError(f"not a catalog event: {event!r}")
+
+
+CATALOG = AggregateType("catalog item", decide, evolve, creates=(AddItem,))

@@ -1,0 +1,68 @@
+"""The catalog listing: one row per item, its state evolved by the domain's own `evolve`."""
+
+from __future__ import annotations
+
+import msgspec
+import psycopg
+
+from domain.catalog import CATALOG, CatalogItem
+from domain.events import Recorded
+
+NAME = "catalog"
+
+DDL = """
+CREATE TABLE IF NOT EXISTS rm_catalog (
+    item_id text PRIMARY KEY,
+    org_id text NOT NULL,
+    workspace_id text NOT NULL,
+    kind text NOT NULL,
+    seq bigint NOT NULL,
+    deleted boolean NOT NULL,
+    state bytea NOT NULL              -- JSON of CatalogItem
+);
+CREATE INDEX IF NOT EXISTS rm_catalog_list ON rm_catalog (workspace_id, kind, seq) WHERE NOT deleted;
+"""
+
+_decoder = msgspec.json.Decoder(CatalogItem)
+_encoder = msgspec.json.Encoder()
+
+
+class CatalogListing:
+    name = NAME
+    ddl = DDL
+
+    async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
+        events = [r for r in batch if r.event.aggregate == "catalog"]
+        if not events:
+            return
+        cursor = await conn.execute("SELECT item_id, seq, state FROM rm_catalog WHERE item_id = ANY(%s)",
+                                    (list({r.stream_id for r in events}),))
+        rows = {item_id: (seq, _decoder.decode(state)) for item_id, seq, state in await cursor.fetchall()}
+        for record in events:
+            seq, state = rows.get(record.stream_id, (record.position, None))
+            rows[record.stream_id] = (seq, CATALOG.evolve(state, record.event, record.meta))
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO rm_catalog (item_id, org_id, workspace_id, kind, seq, deleted, state) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (item_id) DO UPDATE SET deleted = EXCLUDED.deleted, state = EXCLUDED.state",
+                [(item_id, s.org_id, s.workspace_id, s.kind, seq, s.deleted, _encoder.encode(s))
+                 for item_id, (seq, s) in rows.items()])
+
+
+async def get_item(conn: psycopg.AsyncConnection, org_id: str, workspace_id: str, kind: str,
+                   item_id: str) -> CatalogItem | None:
+    row = await (await conn.execute(
+        "SELECT state FROM rm_catalog WHERE item_id = %s AND org_id = %s AND workspace_id = %s AND kind = %s "
+        "AND NOT deleted", (item_id, org_id, workspace_id, kind))).fetchone()
+    return _decoder.decode(row[0]) if row else None
+
+
+async def list_items(conn: psycopg.AsyncConnection, org_id: str, workspace_id: str, kind: str, after: int | None,
+                     limit: int) -> tuple[int, list[tuple[int, CatalogItem]]]:
+    where = "org_id = %s AND workspace_id = %s AND kind = %s AND NOT deleted"
+    total = await (await conn.execute(f"SELECT count(*) FROM rm_catalog WHERE {where}",
+                                      (org_id, workspace_id, kind))).fetchone()
+    cursor = await conn.execute(f"SELECT seq, state FROM rm_catalog WHERE {where} AND seq > %s ORDER BY seq LIMIT %s",
+                                (org_id, workspace_id, kind, after or 0, limit + 1))
+    return total[0], [(seq, _decoder.decode(state)) for seq, state in await cursor.fetchall()]
