@@ -21,13 +21,22 @@ def create_app(system) -> Litestar:
         version="1.0.0",
         path="/schema",
         render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-        components=Components(security_schemes={
-            "bearer": SecurityScheme(type="http", scheme="bearer", description="Root or org API token")}),
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", description="Root or org API token")
+            }
+        ),
         security=[{"bearer": []}],
     )
     app = Litestar(
-        route_handlers=[healthz, readyz, WorkspaceController, TokenController, EnvironmentController,
-                        *CATALOG_CONTROLLERS],
+        route_handlers=[
+            healthz,
+            readyz,
+            WorkspaceController,
+            TokenController,
+            EnvironmentController,
+            *CATALOG_CONTROLLERS,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
         request_max_body_size=system.settings.max_body_bytes,

@@ -11,13 +11,14 @@ import msgspec
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
-from api.errors import Forbidden, Unauthorized
+from api.errors import Unauthorized
 from commands.aggregates import Context
 from domain import access
-from domain.errors import FieldError, ValidationFailed
+from domain.errors import FieldError, Forbidden, ValidationFailed
 from domain.events import Actor
 
-ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # also a NATS subject token: no dots
+RESOURCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 ROOT_ACTOR = Actor(principal_type="root", principal_id="root", user_id="root")
 
@@ -51,8 +52,12 @@ async def authenticate(connection: ASGIConnection) -> Principal:
         token = await anyio.to_thread.run_sync(verifier.verify, presented)
     if token is None:
         raise Unauthorized()
-    actor = Actor(principal_type=token.principal_type, principal_id=token.user_id or token.token_id,
-                  user_id=token.user_id, token_id=token.token_id)
+    actor = Actor(
+        principal_type=token.principal_type,
+        principal_id=token.user_id or token.token_id,
+        user_id=token.user_id,
+        token_id=token.token_id,
+    )
     return Principal(actor=actor, role=token.role, org_id=token.org_id)
 
 
@@ -60,12 +65,9 @@ async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """Authenticates (401), checks the org in the path (422), then the permission (403)."""
     principal = await authenticate(connection)
     permission = handler.opt.get("permission", "")
+    _check_path(connection.path_params)
     org_id = connection.path_params.get("org_id")
     if org_id is not None:
-        if not ORG_ID.fullmatch(org_id):
-            raise ValidationFailed([FieldError(("org_id",), "org_id must be 1-64 letters, digits, '_' or '-'",
-                                               "string_pattern_mismatch", org_id,
-                                               {"pattern": ORG_ID.pattern})], source="path")
         if principal.org_id is not None and principal.org_id != org_id:
             raise Forbidden(permission or "org:access")
     if permission and not principal.may(permission):
@@ -74,7 +76,25 @@ async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     connection.state.trace_id = trace_id_of(connection)
 
 
+def _check_path(params: dict) -> None:
+    errors = []
+    for name, value in params.items():
+        pattern = ORG_ID if name == "org_id" else RESOURCE_ID
+        if isinstance(value, str) and not pattern.fullmatch(value):
+            errors.append(
+                FieldError(
+                    (name,),
+                    f"{name} must be letters, digits, '_' or '-'"
+                    + (" (at most 64)" if name == "org_id" else ", '.' (at most 128)"),
+                    "string_pattern_mismatch",
+                    value,
+                    {"pattern": pattern.pattern},
+                )
+            )
+    if errors:
+        raise ValidationFailed(errors, source="path")
+
+
 def context_of(connection: ASGIConnection) -> Context:
     principal: Principal = connection.state.principal
-    return Context(org_id=connection.path_params["org_id"], actor=principal.actor,
-                   trace_id=connection.state.trace_id)
+    return Context(org_id=connection.path_params["org_id"], actor=principal.actor, trace_id=connection.state.trace_id)

@@ -1,7 +1,6 @@
 """The catalog's nine kinds, from one controller factory: each kind's routes, bodies and OpenAPI
 schema are generated from its field list in `domain.catalog`."""
 
-
 from datetime import datetime
 from typing import Any, Literal
 
@@ -42,12 +41,20 @@ def _bodies(kind: Kind) -> tuple[type, type, type, type]:
             update_fields.append((name, wire | None | msgspec.UnsetType, msgspec.UNSET))
     create = msgspec.defstruct(f"{title}Create", create_fields, forbid_unknown_fields=True)
     update = msgspec.defstruct(f"{title}Update", update_fields, forbid_unknown_fields=True)
-    item = msgspec.defstruct(title, [
-        (kind.id_field, str), ("workspace_id", str),
-        *[(name, _wire_type(field) | None) for name, field in kind.fields.items()],
-        ("created_by", str), ("created_at", datetime), ("updated_at", datetime)])
-    page = msgspec.defstruct(f"{title}List", [("total", int), ("has_more", bool), ("next_cursor", str | None),
-                                              (kind.kind, list[item])])
+    item = msgspec.defstruct(
+        title,
+        [
+            (kind.id_field, str),
+            ("workspace_id", str),
+            *[(name, _wire_type(field) | None) for name, field in kind.fields.items()],
+            ("created_by", str),
+            ("created_at", datetime),
+            ("updated_at", datetime),
+        ],
+    )
+    page = msgspec.defstruct(
+        f"{title}List", [("total", int), ("has_more", bool), ("next_cursor", str | None), (kind.kind, list[item])]
+    )
     return create, update, item, page
 
 
@@ -56,9 +63,16 @@ def catalog_controller(kind: Kind) -> type[Controller]:
     resource, name = kind.resource, kind.kind
 
     def view(state: CatalogItem) -> Any:
-        return Item(**{kind.id_field: state.item_id, "workspace_id": state.workspace_id, **state.fields,
-                       "created_by": state.created_by, "created_at": state.created_at,
-                       "updated_at": state.updated_at})
+        return Item(
+            **{
+                kind.id_field: state.item_id,
+                "workspace_id": state.workspace_id,
+                **state.fields,
+                "created_by": state.created_by,
+                "created_at": state.created_at,
+                "updated_at": state.updated_at,
+            }
+        )
 
     def fields_of(data: msgspec.Struct) -> dict[str, Any]:
         return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
@@ -69,8 +83,15 @@ def catalog_controller(kind: Kind) -> type[Controller]:
         guards = [guard]
 
         @get("/", opt={"permission": f"{resource}:read"}, summary=f"List {name.title()}")
-        async def list_items(self, request: Request, org_id: PathId, workspace_id: PathId, limit: Limit = 50,
-                             cursor: Cursor = None, min_position: MinPosition = None) -> ItemList:
+        async def list_items(
+            self,
+            request: Request,
+            org_id: PathId,
+            workspace_id: PathId,
+            limit: Limit = 50,
+            cursor: Cursor = None,
+            min_position: MinPosition = None,
+        ) -> ItemList:
             after = decode_cursor(cursor)
             system = system_of(request)
             await system.wait_for(VIEWS, min_position)
@@ -78,20 +99,37 @@ def catalog_controller(kind: Kind) -> type[Controller]:
                 await require_workspace_view(conn, org_id, workspace_id)
                 total, rows = await listing.list_items(conn, org_id, workspace_id, name, after, limit)
             page = Page(rows, limit, key_of=lambda row: row[0])
-            return ItemList(total=total, has_more=page.has_more, next_cursor=page.next_cursor,
-                            **{name: [view(state) for _, state in page.items]})
+            return ItemList(
+                total=total,
+                has_more=page.has_more,
+                next_cursor=page.next_cursor,
+                **{name: [view(state) for _, state in page.items]},
+            )
 
-        @post("/", opt={"permission": f"{resource}:create"}, summary=f"Create {resource.title()}",
-              status_code=201, sync_to_thread=True)
-        def create_item(self, request: Request, org_id: PathId, workspace_id: PathId,
-                        data: JSONBody[Create]) -> Response[Item]:
-            outcome = use_cases.add_item(system_of(request).aggregates, context_of(request), workspace_id, name,
-                                         fields_of(data))
+        @post(
+            "/",
+            opt={"permission": f"{resource}:create"},
+            summary=f"Create {resource.title()}",
+            status_code=201,
+            sync_to_thread=True,
+        )
+        def create_item(
+            self, request: Request, org_id: PathId, workspace_id: PathId, data: JSONBody[Create]
+        ) -> Response[Item]:
+            outcome = use_cases.add_item(
+                system_of(request).aggregates, context_of(request), workspace_id, name, fields_of(data)
+            )
             return command_answer(view(outcome.state), outcome, 201)
 
         @get("/{item_id:str}", opt={"permission": f"{resource}:read"}, summary=f"Get {resource.title()}")
-        async def get_item(self, request: Request, org_id: PathId, workspace_id: PathId, item_id: PathId,
-                           min_position: MinPosition = None) -> Item:
+        async def get_item(
+            self,
+            request: Request,
+            org_id: PathId,
+            workspace_id: PathId,
+            item_id: PathId,
+            min_position: MinPosition = None,
+        ) -> Item:
             system = system_of(request)
             await system.wait_for(VIEWS, min_position)
             async with system.pool.connection() as conn:
@@ -101,20 +139,33 @@ def catalog_controller(kind: Kind) -> type[Controller]:
                 raise NotFound(resource, item_id)
             return view(state)
 
-        @put("/{item_id:str}", opt={"permission": f"{resource}:update"}, summary=f"Update {resource.title()}",
-             sync_to_thread=True)
-        def update_item(self, request: Request, org_id: PathId, workspace_id: PathId, item_id: PathId,
-                        data: JSONBody[Update]) -> Response[Item]:
-            outcome = use_cases.change_item(system_of(request).aggregates, context_of(request), workspace_id, name,
-                                            item_id, fields_of(data))
+        @put(
+            "/{item_id:str}",
+            opt={"permission": f"{resource}:update"},
+            summary=f"Update {resource.title()}",
+            sync_to_thread=True,
+        )
+        def update_item(
+            self, request: Request, org_id: PathId, workspace_id: PathId, item_id: PathId, data: JSONBody[Update]
+        ) -> Response[Item]:
+            outcome = use_cases.change_item(
+                system_of(request).aggregates, context_of(request), workspace_id, name, item_id, fields_of(data)
+            )
             return command_answer(view(outcome.state), outcome)
 
-        @delete("/{item_id:str}", opt={"permission": f"{resource}:delete"}, summary=f"Delete {resource.title()}",
-                status_code=200, sync_to_thread=True)
-        def delete_item(self, request: Request, org_id: PathId, workspace_id: PathId,
-                        item_id: PathId) -> Response[MessageBody]:
-            outcome = use_cases.remove_item(system_of(request).aggregates, context_of(request), workspace_id, name,
-                                            item_id)
+        @delete(
+            "/{item_id:str}",
+            opt={"permission": f"{resource}:delete"},
+            summary=f"Delete {resource.title()}",
+            status_code=200,
+            sync_to_thread=True,
+        )
+        def delete_item(
+            self, request: Request, org_id: PathId, workspace_id: PathId, item_id: PathId
+        ) -> Response[MessageBody]:
+            outcome = use_cases.remove_item(
+                system_of(request).aggregates, context_of(request), workspace_id, name, item_id
+            )
             return command_answer(MessageBody(f"{resource.title()} deleted successfully"), outcome)
 
     CatalogController.__name__ = f"{resource.title()}Controller"

@@ -13,12 +13,19 @@ from projections.workspaces import get_workspace
 
 PathId = FromPath[str]
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Maximum number of items to return (1-200)")]
-Cursor = Annotated[str | None, QueryParameter(
-    description="Cursor for pagination (from previous response's next_cursor)")]
-MinPosition = Annotated[int | None, HeaderParameter(
-    name="X-Min-Position", ge=0, required=False,
-    description="Wait (bounded) until the views serving this query have applied this event position "
-                "(the X-Event-Position of an earlier command).")]
+Cursor = Annotated[
+    str | None, QueryParameter(description="Cursor for pagination (from previous response's next_cursor)")
+]
+MinPosition = Annotated[
+    int | None,
+    HeaderParameter(
+        name="X-Min-Position",
+        ge=0,
+        required=False,
+        description="Wait (bounded) until the views serving this query have applied this event position "
+        "(the X-Event-Position of an earlier command).",
+    ),
+]
 
 EVENT_POSITION = "X-Event-Position"
 # Header parameters by their Python name, so validation errors can name the header itself.

@@ -9,8 +9,17 @@ from litestar.params import JSONBody
 from api.auth import context_of, guard
 from api.common import Cursor, Limit, MinPosition, PathId, command_answer, require_workspace_view, system_of
 from api.schemas import (
-    Deployed, Deployment, DeploymentList, DeployRequest, EnvironmentAnswer, EnvironmentCreate, EnvironmentList,
-    EnvironmentUpdate, EnvironmentView, MessageBody, Undeployed,
+    Deployed,
+    Deployment,
+    DeploymentList,
+    DeployRequest,
+    EnvironmentAnswer,
+    EnvironmentCreate,
+    EnvironmentList,
+    EnvironmentUpdate,
+    EnvironmentView,
+    MessageBody,
+    Undeployed,
 )
 from commands import environments as use_cases
 from domain.errors import NotFound
@@ -31,8 +40,15 @@ class EnvironmentController(Controller):
     guards = [guard]
 
     @get("/", opt={"permission": "environment:read"}, summary="List Environments")
-    async def list_environments(self, request: Request, org_id: PathId, workspace_id: PathId, limit: Limit = 50,
-                                cursor: Cursor = None, min_position: MinPosition = None) -> EnvironmentList:
+    async def list_environments(
+        self,
+        request: Request,
+        org_id: PathId,
+        workspace_id: PathId,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        min_position: MinPosition = None,
+    ) -> EnvironmentList:
         after = decode_cursor(cursor)
         system = system_of(request)
         await system.wait_for(VIEWS, min_position)
@@ -40,21 +56,38 @@ class EnvironmentController(Controller):
             await require_workspace_view(conn, org_id, workspace_id)
             total, rows = await listing.list_environments(conn, org_id, workspace_id, after, limit)
         page = Page(rows, limit, key_of=lambda row: row[0])
-        return EnvironmentList(total=total, has_more=page.has_more, next_cursor=page.next_cursor,
-                               environments=[EnvironmentView.of(org_id, workspace_id, e) for _, e in page.items])
+        return EnvironmentList(
+            total=total,
+            has_more=page.has_more,
+            next_cursor=page.next_cursor,
+            environments=[EnvironmentView.of(org_id, workspace_id, e) for _, e in page.items],
+        )
 
-    @post("/", opt={"permission": "environment:create"}, summary="Create Environment", status_code=201,
-          sync_to_thread=True)
-    def create_environment(self, request: Request, org_id: PathId, workspace_id: PathId,
-                           data: JSONBody[EnvironmentCreate]) -> Response[EnvironmentAnswer]:
-        outcome = use_cases.create_environment(system_of(request).aggregates, context_of(request), workspace_id,
-                                               **msgspec.structs.asdict(data))
+    @post(
+        "/",
+        opt={"permission": "environment:create"},
+        summary="Create Environment",
+        status_code=201,
+        sync_to_thread=True,
+    )
+    def create_environment(
+        self, request: Request, org_id: PathId, workspace_id: PathId, data: JSONBody[EnvironmentCreate]
+    ) -> Response[EnvironmentAnswer]:
+        outcome = use_cases.create_environment(
+            system_of(request).aggregates, context_of(request), workspace_id, **msgspec.structs.asdict(data)
+        )
         view = EnvironmentView.of(org_id, workspace_id, outcome.state)
         return command_answer(EnvironmentAnswer("Environment created successfully", view), outcome, 201)
 
     @get("/{environment_id:str}", opt={"permission": "environment:read"}, summary="Get Environment")
-    async def get_environment(self, request: Request, org_id: PathId, workspace_id: PathId, environment_id: PathId,
-                              min_position: MinPosition = None) -> EnvironmentView:
+    async def get_environment(
+        self,
+        request: Request,
+        org_id: PathId,
+        workspace_id: PathId,
+        environment_id: PathId,
+        min_position: MinPosition = None,
+    ) -> EnvironmentView:
         system = system_of(request)
         await system.wait_for(VIEWS, min_position)
         async with system.pool.connection() as conn:
@@ -64,45 +97,95 @@ class EnvironmentController(Controller):
             raise NotFound("environment", environment_id)
         return EnvironmentView.of(org_id, workspace_id, environment)
 
-    @put("/{environment_id:str}", opt={"permission": "environment:update"}, summary="Update Environment",
-         sync_to_thread=True)
-    def update_environment(self, request: Request, org_id: PathId, workspace_id: PathId, environment_id: PathId,
-                           data: JSONBody[EnvironmentUpdate]) -> Response[EnvironmentAnswer]:
-        outcome = use_cases.update_environment(system_of(request).aggregates, context_of(request), workspace_id,
-                                               environment_id, **_fields(data))
+    @put(
+        "/{environment_id:str}",
+        opt={"permission": "environment:update"},
+        summary="Update Environment",
+        sync_to_thread=True,
+    )
+    def update_environment(
+        self,
+        request: Request,
+        org_id: PathId,
+        workspace_id: PathId,
+        environment_id: PathId,
+        data: JSONBody[EnvironmentUpdate],
+    ) -> Response[EnvironmentAnswer]:
+        outcome = use_cases.update_environment(
+            system_of(request).aggregates, context_of(request), workspace_id, environment_id, **_fields(data)
+        )
         view = EnvironmentView.of(org_id, workspace_id, outcome.state)
         return command_answer(EnvironmentAnswer("Environment updated successfully", view), outcome)
 
-    @delete("/{environment_id:str}", opt={"permission": "environment:delete"}, summary="Delete Environment",
-            status_code=200, sync_to_thread=True)
-    def delete_environment(self, request: Request, org_id: PathId, workspace_id: PathId,
-                           environment_id: PathId) -> Response[MessageBody]:
-        outcome = use_cases.delete_environment(system_of(request).aggregates, context_of(request), workspace_id,
-                                               environment_id)
+    @delete(
+        "/{environment_id:str}",
+        opt={"permission": "environment:delete"},
+        summary="Delete Environment",
+        status_code=200,
+        sync_to_thread=True,
+    )
+    def delete_environment(
+        self, request: Request, org_id: PathId, workspace_id: PathId, environment_id: PathId
+    ) -> Response[MessageBody]:
+        outcome = use_cases.delete_environment(
+            system_of(request).aggregates, context_of(request), workspace_id, environment_id
+        )
         return command_answer(MessageBody("Environment deleted successfully"), outcome)
 
-    @post("/{environment_id:str}/deploy", opt={"permission": "deployment:create"}, summary="Deploy Release",
-          status_code=200, sync_to_thread=True)
-    def deploy(self, request: Request, org_id: PathId, workspace_id: PathId, environment_id: PathId,
-               data: JSONBody[DeployRequest]) -> Response[Deployed]:
-        outcome = use_cases.deploy_release(system_of(request).aggregates, context_of(request), workspace_id,
-                                           environment_id, data.app_id, data.release_id)
+    @post(
+        "/{environment_id:str}/deploy",
+        opt={"permission": "deployment:create"},
+        summary="Deploy Release",
+        status_code=200,
+        sync_to_thread=True,
+    )
+    def deploy(
+        self,
+        request: Request,
+        org_id: PathId,
+        workspace_id: PathId,
+        environment_id: PathId,
+        data: JSONBody[DeployRequest],
+    ) -> Response[Deployed]:
+        outcome = use_cases.deploy_release(
+            system_of(request).aggregates,
+            context_of(request),
+            workspace_id,
+            environment_id,
+            data.app_id,
+            data.release_id,
+        )
         d = outcome.state
-        return command_answer(Deployed("Release deployed successfully", d.deployment_id, d.environment_id, d.app_id,
-                                       d.release_id), outcome)
+        return command_answer(
+            Deployed("Release deployed successfully", d.deployment_id, d.environment_id, d.app_id, d.release_id),
+            outcome,
+        )
 
-    @delete("/{environment_id:str}/deploy/{app_id:str}", opt={"permission": "deployment:delete"},
-            summary="Undeploy App", status_code=200, sync_to_thread=True)
-    def undeploy(self, request: Request, org_id: PathId, workspace_id: PathId, environment_id: PathId,
-                 app_id: PathId) -> Response[Undeployed]:
-        outcome = use_cases.undeploy_app(system_of(request).aggregates, context_of(request), workspace_id,
-                                         environment_id, app_id)
+    @delete(
+        "/{environment_id:str}/deploy/{app_id:str}",
+        opt={"permission": "deployment:delete"},
+        summary="Undeploy App",
+        status_code=200,
+        sync_to_thread=True,
+    )
+    def undeploy(
+        self, request: Request, org_id: PathId, workspace_id: PathId, environment_id: PathId, app_id: PathId
+    ) -> Response[Undeployed]:
+        outcome = use_cases.undeploy_app(
+            system_of(request).aggregates, context_of(request), workspace_id, environment_id, app_id
+        )
         return command_answer(Undeployed("App undeployed from environment", outcome.state.deployment_id), outcome)
 
     @get("/{environment_id:str}/deployments", opt={"permission": "deployment:read"}, summary="List Deployments")
-    async def list_deployments(self, request: Request, org_id: PathId, workspace_id: PathId,
-                               environment_id: PathId, limit: Limit = 50,
-                               min_position: MinPosition = None) -> DeploymentList:
+    async def list_deployments(
+        self,
+        request: Request,
+        org_id: PathId,
+        workspace_id: PathId,
+        environment_id: PathId,
+        limit: Limit = 50,
+        min_position: MinPosition = None,
+    ) -> DeploymentList:
         system = system_of(request)
         await system.wait_for(VIEWS, min_position)
         async with system.pool.connection() as conn:
@@ -110,5 +193,6 @@ class EnvironmentController(Controller):
             if await listing.get_environment(conn, org_id, workspace_id, environment_id) is None:
                 raise NotFound("environment", environment_id)
             total, rows = await listing.list_deployments(conn, org_id, environment_id, limit)
-        return DeploymentList(deployments=[msgspec.convert(r, Deployment, from_attributes=True) for r in rows],
-                              total=total)
+        return DeploymentList(
+            deployments=[msgspec.convert(r, Deployment, from_attributes=True) for r in rows], total=total
+        )

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import psycopg_pool
-from eventsourcing.persistence import OperationalError as StoreOperationalError
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from api.common import HEADER_ALIASES
 from api.schemas import ErrorBody, ValidationErrorBody, ValidationErrorItem
-from domain.errors import Conflict, NotFound, ValidationFailed
+from commands.store import CommitterStopped
+from domain.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,6 @@ class Unauthorized(Exception):
     pass
 
 
-class Forbidden(Exception):
-    def __init__(self, permission: str) -> None:
-        super().__init__(permission)
-        self.permission = permission
-
-
 class Unavailable(Exception):
     def __init__(self, error: str, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -42,9 +37,10 @@ class Unavailable(Exception):
         self.details = details
 
 
-def envelope(status: int, error: str, message: str, details: dict[str, Any] | None = None,
-             headers: dict[str, str] | None = None) -> Response[ErrorBody]:
-    timestamp = datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
+def envelope(
+    status: int, error: str, message: str, details: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> Response[ErrorBody]:
+    timestamp = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
     body = ErrorBody(error=error, message=message, details=details or {}, timestamp=timestamp, status_code=status)
     return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
@@ -54,8 +50,12 @@ def unprocessable(items: list[ValidationErrorItem]) -> Response[ValidationErrorB
 
 
 def _validation_failed(_: Request, exc: ValidationFailed) -> Response:
-    return unprocessable([ValidationErrorItem(loc=[exc.source, *e.field], msg=e.msg, type=e.type, input=e.input,
-                                              ctx=e.ctx) for e in exc.errors])
+    return unprocessable(
+        [
+            ValidationErrorItem(loc=[exc.source, *e.field], msg=e.msg, type=e.type, input=e.input, ctx=e.ctx)
+            for e in exc.errors
+        ]
+    )
 
 
 def _framework_validation(request: Request, exc: ValidationException) -> Response:
@@ -71,8 +71,9 @@ def _framework_validation(request: Request, exc: ValidationException) -> Respons
             parts = [k for k in str(key).split(".") if k != "data"]
             key = ".".join([*parts, named.group(2)] if named else parts)
         loc: list[str | int] = [source, *_location(source, key)]
-        items.append(ValidationErrorItem(loc=loc, msg=message, type=_error_type(message),
-                                         input=_input_of(request, source, key)))
+        items.append(
+            ValidationErrorItem(loc=loc, msg=message, type=_error_type(message), input=_input_of(request, source, key))
+        )
     if not items:  # e.g. a body that is not JSON at all
         message = str(exc.detail)
         items.append(ValidationErrorItem(loc=["body"], msg=message, type="json_invalid"))
@@ -115,11 +116,20 @@ def _error_type(message: str) -> str:
 def _http_exception(_: Request, exc: HTTPException) -> Response:
     status = exc.status_code
     if status == 404:
-        return envelope(404, "RESOURCE_NOT_FOUND", "The requested resource was not found",
-                        {"resource_type": "route", "resource_id": _.url.path})
+        return envelope(
+            404,
+            "RESOURCE_NOT_FOUND",
+            "The requested resource was not found",
+            {"resource_type": "route", "resource_id": _.url.path},
+        )
     if status == 405:
-        return envelope(405, "METHOD_NOT_ALLOWED", "The method is not allowed for this resource",
-                        {"method": _.method}, headers=exc.headers)
+        return envelope(
+            405,
+            "METHOD_NOT_ALLOWED",
+            "The method is not allowed for this resource",
+            {"method": _.method},
+            headers=exc.headers,
+        )
     if status == 413:
         return envelope(413, "PAYLOAD_TOO_LARGE", "The request body is too large")
     if status == 400:  # Litestar's answer to a body it could not decode
@@ -134,8 +144,9 @@ def _unavailable(_: Request, exc: Exception) -> Response:
     if isinstance(exc, Unavailable):
         return envelope(503, exc.error, exc.message, exc.details, headers={"Retry-After": "1"})
     log.warning("storage unavailable: %s: %s", type(exc).__name__, exc)
-    return envelope(503, "SERVICE_UNAVAILABLE", "A backing service is unavailable; retry shortly",
-                    headers={"Retry-After": "1"})
+    return envelope(
+        503, "SERVICE_UNAVAILABLE", "A backing service is unavailable; retry shortly", headers={"Retry-After": "1"}
+    )
 
 
 def _internal(_: Request, exc: Exception) -> Response:
@@ -145,15 +156,21 @@ def _internal(_: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     Unauthorized: lambda _, exc: envelope(401, "AUTHENTICATION_FAILED", "Authentication required"),
-    Forbidden: lambda _, exc: envelope(403, "FORBIDDEN", "You don't have permission to perform this action",
-                                       {"required_permission": exc.permission}),
-    NotFound: lambda _, exc: envelope(404, "RESOURCE_NOT_FOUND", "The requested resource was not found",
-                                      {"resource_type": exc.resource_type, "resource_id": exc.resource_id}),
+    Forbidden: lambda _, exc: envelope(
+        403, "FORBIDDEN", "You don't have permission to perform this action", {"required_permission": exc.permission}
+    ),
+    NotFound: lambda _, exc: envelope(
+        404,
+        "RESOURCE_NOT_FOUND",
+        "The requested resource was not found",
+        {"resource_type": exc.resource_type, "resource_id": exc.resource_id},
+    ),
     Conflict: lambda _, exc: envelope(409, "CONFLICT", exc.message, exc.details),
     ValidationFailed: _validation_failed,
     ValidationException: _framework_validation,
     HTTPException: _http_exception,
     Unavailable: _unavailable,
+    CommitterStopped: _unavailable,
     psycopg.OperationalError: _unavailable,
     psycopg_pool.PoolTimeout: _unavailable,
     StoreOperationalError: _unavailable,

@@ -17,5 +17,6 @@ async def healthz() -> Health:
 async def readyz(request: Request) -> Response[Health]:
     checks = await system_of(request).check_backends()
     ready = all(value == "ok" for value in checks.values())
-    return Response(Health(status="ready" if ready else "unavailable", checks=checks),
-                    status_code=200 if ready else 503)
+    return Response(
+        Health(status="ready" if ready else "unavailable", checks=checks), status_code=200 if ready else 503
+    )

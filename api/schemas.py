@@ -77,11 +77,18 @@ class Workspace(msgspec.Struct):
     @classmethod
     def of(cls, state: WorkspaceState) -> Workspace:
         return cls(
-            workspace_id=state.workspace_id, name=state.name, description=state.description,
-            owner_id=state.owner_id, subscription_plan_id=state.subscription_plan_id, is_active=state.is_active,
-            tags=state.tags, region=state.region, s3_bucket=state.s3_bucket,
+            workspace_id=state.workspace_id,
+            name=state.name,
+            description=state.description,
+            owner_id=state.owner_id,
+            subscription_plan_id=state.subscription_plan_id,
+            is_active=state.is_active,
+            tags=state.tags,
+            region=state.region,
+            s3_bucket=state.s3_bucket,
             bucket_status=state.bucket_status,  # type: ignore[arg-type]
-            created_at=state.created_at, updated_at=state.updated_at,
+            created_at=state.created_at,
+            updated_at=state.updated_at,
         )
 
 
@@ -169,10 +176,20 @@ class EnvironmentView(msgspec.Struct):
 
     @classmethod
     def of(cls, org_id: str, workspace_id: str, e) -> EnvironmentView:
-        return cls(environment_id=e.environment_id, workspace_id=workspace_id, org_id=org_id, name=e.name,
-                   slug=e.slug, description=e.description, is_default=e.is_default,
-                   active_deployments=e.active_deployments, status="active", created_by=e.created_by,
-                   created_at=e.created_at, updated_at=e.updated_at)
+        return cls(
+            environment_id=e.environment_id,
+            workspace_id=workspace_id,
+            org_id=org_id,
+            name=e.name,
+            slug=e.slug,
+            description=e.description,
+            is_default=e.is_default,
+            active_deployments=e.active_deployments,
+            status="active",
+            created_by=e.created_by,
+            created_at=e.created_at,
+            updated_at=e.updated_at,
+        )
 
 
 class EnvironmentAnswer(msgspec.Struct):

@@ -7,10 +7,10 @@ from litestar.params import JSONBody
 
 from api.auth import context_of, guard
 from api.common import Cursor, Limit, MinPosition, PathId, command_answer, system_of
-from api.errors import Forbidden
 from api.schemas import MessageBody, Token, TokenCreate, TokenIssued, TokenList
 from commands import tokens as use_cases
 from domain import access
+from domain.errors import Forbidden
 from domain.token import check_issue
 from projections import tokens as listing
 from projections.pagination import Page, decode_cursor
@@ -28,32 +28,72 @@ class TokenController(Controller):
         if principal.org_id is not None and not access.may_issue(principal.role, data.role):
             raise Forbidden(f"token:create:{data.role}")
         system = system_of(request)
-        outcome, secret = use_cases.issue_token(system.aggregates, context_of(request), name=data.name,
-                                                role=data.role, user_id=data.user_id,
-                                                principal_type=data.principal_type)
+        outcome, secret = use_cases.issue_token(
+            system.aggregates,
+            context_of(request),
+            name=data.name,
+            role=data.role,
+            user_id=data.user_id,
+            principal_type=data.principal_type,
+        )
         state = outcome.state
-        body = TokenIssued(token_id=state.token_id, token=secret, name=state.name, role=state.role,
-                           user_id=state.user_id, principal_type=state.principal_type, created_at=state.created_at)
+        body = TokenIssued(
+            token_id=state.token_id,
+            token=secret,
+            name=state.name,
+            role=state.role,
+            user_id=state.user_id,
+            principal_type=state.principal_type,
+            created_at=state.created_at,
+        )
         return command_answer(body, outcome, status_code=201)
 
     @get("/", opt={"permission": "token:read"}, summary="List Tokens")
-    async def list_tokens(self, request: Request, org_id: PathId, limit: Limit = 50, cursor: Cursor = None,
-                          min_position: MinPosition = None) -> TokenList:
+    async def list_tokens(
+        self,
+        request: Request,
+        org_id: PathId,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        min_position: MinPosition = None,
+    ) -> TokenList:
         after = decode_cursor(cursor)
         system = system_of(request)
         await system.wait_for([listing.NAME], min_position)
         async with system.pool.connection() as conn:
             total, rows = await listing.list_tokens(conn, org_id, after, limit)
         page = Page(rows, limit, key_of=lambda row: row[0])
-        return TokenList(total=total, has_more=page.has_more, next_cursor=page.next_cursor, tokens=[
-            Token(token_id=t.token_id, name=t.name, role=t.role, user_id=t.user_id,
-                  principal_type=t.principal_type, created_at=t.created_at, created_by=t.created_by,
-                  revoked_at=t.revoked_at, is_active=t.revoked_at is None) for _, t in page.items])
+        return TokenList(
+            total=total,
+            has_more=page.has_more,
+            next_cursor=page.next_cursor,
+            tokens=[
+                Token(
+                    token_id=t.token_id,
+                    name=t.name,
+                    role=t.role,
+                    user_id=t.user_id,
+                    principal_type=t.principal_type,
+                    created_at=t.created_at,
+                    created_by=t.created_by,
+                    revoked_at=t.revoked_at,
+                    is_active=t.revoked_at is None,
+                )
+                for _, t in page.items
+            ],
+        )
 
-    @delete("/{token_id:str}", opt={"permission": "token:delete"}, summary="Revoke Token", status_code=200,
-            sync_to_thread=True)
+    @delete(
+        "/{token_id:str}",
+        opt={"permission": "token:delete"},
+        summary="Revoke Token",
+        status_code=200,
+        sync_to_thread=True,
+    )
     def revoke_token(self, request: Request, org_id: PathId, token_id: PathId) -> Response[MessageBody]:
         system = system_of(request)
-        outcome = use_cases.revoke_token(system.aggregates, context_of(request), token_id)
+        principal = request.state.principal
+        issuer_role = None if principal.org_id is None else principal.role
+        outcome = use_cases.revoke_token(system.aggregates, context_of(request), token_id, issuer_role)
         system.tokens.forget(token_id)
         return command_answer(MessageBody(message="Token revoked"), outcome)

@@ -24,31 +24,53 @@ class WorkspaceController(Controller):
     guards = [guard]
 
     @get("/", opt={"permission": "workspace:read"}, summary="List Workspaces")
-    async def list_workspaces(self, request: Request, org_id: PathId, organization_id: Annotated[str | None, QueryParameter()] = None,
-                              limit: Limit = 50, cursor: Cursor = None,
-                              min_position: MinPosition = None) -> WorkspaceList:
+    async def list_workspaces(
+        self,
+        request: Request,
+        org_id: PathId,
+        organization_id: Annotated[str | None, QueryParameter()] = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        min_position: MinPosition = None,
+    ) -> WorkspaceList:
         if organization_id is not None and organization_id != org_id:
-            raise ValidationFailed([FieldError(("organization_id",), "organization_id must equal the organization "
-                                               "in the path", "value_error", organization_id)], source="query")
+            raise ValidationFailed(
+                [
+                    FieldError(
+                        ("organization_id",),
+                        "organization_id must equal the organization in the path",
+                        "value_error",
+                        organization_id,
+                    )
+                ],
+                source="query",
+            )
         after = decode_cursor(cursor)
         system = system_of(request)
         await system.wait_for([listing.NAME], min_position)
         async with system.pool.connection() as conn:
             total, rows = await listing.list_workspaces(conn, org_id, after, limit)
         page = Page(rows, limit, key_of=lambda row: row[0])
-        return WorkspaceList(total=total, has_more=page.has_more, next_cursor=page.next_cursor,
-                             workspaces=[Workspace.of(state) for _, state in page.items])
+        return WorkspaceList(
+            total=total,
+            has_more=page.has_more,
+            next_cursor=page.next_cursor,
+            workspaces=[Workspace.of(state) for _, state in page.items],
+        )
 
-    @post("/", opt={"permission": "workspace:create"}, summary="Create Workspace", status_code=201,
-          sync_to_thread=True)
-    def create_workspace(self, request: Request, org_id: PathId, data: JSONBody[WorkspaceCreate]) -> Response[Workspace]:
-        outcome = use_cases.create_workspace(system_of(request).aggregates, context_of(request),
-                                             **msgspec.structs.asdict(data))
+    @post("/", opt={"permission": "workspace:create"}, summary="Create Workspace", status_code=201, sync_to_thread=True)
+    def create_workspace(
+        self, request: Request, org_id: PathId, data: JSONBody[WorkspaceCreate]
+    ) -> Response[Workspace]:
+        outcome = use_cases.create_workspace(
+            system_of(request).aggregates, context_of(request), **msgspec.structs.asdict(data)
+        )
         return command_answer(Workspace.of(outcome.state), outcome, status_code=201)
 
     @get("/{workspace_id:str}", opt={"permission": "workspace:read"}, summary="Get Workspace")
-    async def get_workspace(self, request: Request, org_id: PathId, workspace_id: PathId,
-                            min_position: MinPosition = None) -> Workspace:
+    async def get_workspace(
+        self, request: Request, org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
+    ) -> Workspace:
         system = system_of(request)
         await system.wait_for([listing.NAME], min_position)
         async with system.pool.connection() as conn:
@@ -57,16 +79,21 @@ class WorkspaceController(Controller):
             raise NotFound("workspace", workspace_id)
         return Workspace.of(state)
 
-    @put("/{workspace_id:str}", opt={"permission": "workspace:update"}, summary="Update Workspace",
-         sync_to_thread=True)
-    def update_workspace(self, request: Request, org_id: PathId, workspace_id: PathId,
-                         data: JSONBody[WorkspaceUpdate]) -> Response[Workspace]:
+    @put("/{workspace_id:str}", opt={"permission": "workspace:update"}, summary="Update Workspace", sync_to_thread=True)
+    def update_workspace(
+        self, request: Request, org_id: PathId, workspace_id: PathId, data: JSONBody[WorkspaceUpdate]
+    ) -> Response[Workspace]:
         update = UpdateWorkspace(**msgspec.structs.asdict(data))
         outcome = use_cases.update_workspace(system_of(request).aggregates, context_of(request), workspace_id, update)
         return command_answer(Workspace.of(outcome.state), outcome)
 
-    @delete("/{workspace_id:str}", opt={"permission": "workspace:delete"}, summary="Delete Workspace",
-            status_code=200, sync_to_thread=True)
+    @delete(
+        "/{workspace_id:str}",
+        opt={"permission": "workspace:delete"},
+        summary="Delete Workspace",
+        status_code=200,
+        sync_to_thread=True,
+    )
     def delete_workspace(self, request: Request, org_id: PathId, workspace_id: PathId) -> Response[MessageBody]:
         outcome = use_cases.delete_workspace(system_of(request).aggregates, context_of(request), workspace_id)
         return command_answer(MessageBody(message="Workspace deleted successfully"), outcome)

@@ -11,22 +11,23 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import msgspec
 from eventsourcing.persistence import StoredEvent
 
 from commands.store import Append, Claim, ClaimTaken, ConcurrencyConflict, EventStore
 from domain.errors import Conflict, NotFound
-from domain.events import Actor, AggregateType, DomainEvent, EventMeta, decode, encode
+from domain.events import Actor, AggregateType, DomainEvent, EventMeta, aggregate_of, decode, encode
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_id(prefix: str) -> str:
@@ -49,6 +50,8 @@ class Outcome(msgspec.Struct, frozen=True):
 
 def fold(kind: AggregateType, history: list[StoredEvent]) -> tuple[Any, int]:
     """The state a stream's events add up to, and its version."""
+    if history and aggregate_of(history[0].topic) != kind.name:
+        return None, 0  # an id of another kind of thing (a workspace id passed as a token id, say)
     state, version = None, 0
     for stored in history:
         meta, event = decode(stored.topic, stored.state)

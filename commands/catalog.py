@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from commands.aggregates import Aggregates, Context, Outcome, Transaction, new_id
 from domain.catalog import CATALOG, KINDS, AddItem, CatalogItem, ChangeItem, Kind, RemoveItem
@@ -37,9 +38,15 @@ def _unique_claim(tx: Transaction, spec: Kind, item: CatalogItem, *, release: bo
     if release:
         tx.release(scope, key, item.item_id)
     else:
-        tx.claim(scope, key, item.item_id, Conflict(
-            f"A {spec.resource} with {field} '{key}' already exists for this {within.removesuffix('_id')}",
-            **{field: key, within: item.fields[within]}))
+        tx.claim(
+            scope,
+            key,
+            item.item_id,
+            Conflict(
+                f"A {spec.resource} with {field} '{key}' already exists for this {within.removesuffix('_id')}",
+                **{field: key, within: item.fields[within]},
+            ),
+        )
 
 
 def _refuse_if_deployed(tx: Transaction, item: CatalogItem) -> None:
@@ -49,11 +56,17 @@ def _refuse_if_deployed(tx: Transaction, item: CatalogItem) -> None:
     if item.kind == "apps":
         where = environments.deployed_releases(item.item_id)
     else:
-        where = [(e.environment_id, r) for e in environments.live()
-                 for r in e.active_deployments.values() if r == item.item_id]
+        where = [
+            (e.environment_id, r)
+            for e in environments.live()
+            for r in e.active_deployments.values()
+            if r == item.item_id
+        ]
     if where:
-        raise Conflict(f"The {KINDS[item.kind].resource} is deployed; undeploy it first",
-                       environments=[environment_id for environment_id, _ in where])
+        raise Conflict(
+            f"The {KINDS[item.kind].resource} is deployed; undeploy it first",
+            environments=[environment_id for environment_id, _ in where],
+        )
 
 
 # What must hold before an item of a kind may be removed.
@@ -77,8 +90,9 @@ def add_item(aggregates: Aggregates, ctx: Context, workspace_id: str, kind: str,
     return Outcome(*aggregates.run(ctx, use_case))
 
 
-def change_item(aggregates: Aggregates, ctx: Context, workspace_id: str, kind: str, item_id: str,
-                changes: dict[str, Any]) -> Outcome:
+def change_item(
+    aggregates: Aggregates, ctx: Context, workspace_id: str, kind: str, item_id: str, changes: dict[str, Any]
+) -> Outcome:
     spec = KINDS[kind]
 
     def use_case(tx: Transaction) -> CatalogItem:

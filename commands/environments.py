@@ -8,8 +8,15 @@ from commands.aggregates import Aggregates, Context, Outcome, Transaction, new_i
 from commands.catalog import require_item, require_workspace
 from domain.catalog import CATALOG
 from domain.environments import (
-    ENVIRONMENTS, CreateEnvironment, DeleteEnvironment, DeployRelease, Environment, Environments,
-    UndeployApp, UpdateEnvironment, environments_stream,
+    ENVIRONMENTS,
+    CreateEnvironment,
+    DeleteEnvironment,
+    DeployRelease,
+    Environment,
+    Environments,
+    UndeployApp,
+    UpdateEnvironment,
+    environments_stream,
 )
 from domain.errors import FieldError, NotFound, ValidationFailed
 
@@ -34,8 +41,9 @@ def create_environment(aggregates: Aggregates, ctx: Context, workspace_id: str, 
     return Outcome(*aggregates.run(ctx, use_case))
 
 
-def update_environment(aggregates: Aggregates, ctx: Context, workspace_id: str, environment_id: str,
-                       **changes) -> Outcome:
+def update_environment(
+    aggregates: Aggregates, ctx: Context, workspace_id: str, environment_id: str, **changes
+) -> Outcome:
     def use_case(tx: Transaction) -> Environment:
         _environments(tx, workspace_id, environment_id)
         command = UpdateEnvironment(environment_id=environment_id, **changes)
@@ -59,8 +67,9 @@ class Deployment(msgspec.Struct, frozen=True):
     release_id: str | None
 
 
-def deploy_release(aggregates: Aggregates, ctx: Context, workspace_id: str, environment_id: str,
-                   app_id: str, release_id: str) -> Outcome:
+def deploy_release(
+    aggregates: Aggregates, ctx: Context, workspace_id: str, environment_id: str, app_id: str, release_id: str
+) -> Outcome:
     deployment_id = new_id("dep")
 
     def use_case(tx: Transaction) -> Deployment:
@@ -68,28 +77,45 @@ def deploy_release(aggregates: Aggregates, ctx: Context, workspace_id: str, envi
         require_item(tx, "apps", app_id, workspace_id)
         release = require_item(tx, "releases", release_id, workspace_id)
         if release.fields["app_id"] != app_id:
-            raise ValidationFailed([FieldError(("release_id",), f"Release {release_id} belongs to app "
-                                               f"{release.fields['app_id']}, not {app_id}", "value_error",
-                                               release_id)])
+            raise ValidationFailed(
+                [
+                    FieldError(
+                        ("release_id",),
+                        f"Release {release_id} belongs to app {release.fields['app_id']}, not {app_id}",
+                        "value_error",
+                        release_id,
+                    )
+                ]
+            )
         active_id = environment.active_deployments.get(app_id)
         active = tx.load(CATALOG, active_id) if active_id else None
         older = active is not None and (release.created_at, release.item_id) < (active.created_at, active.item_id)
-        tx.decide(ENVIRONMENTS, environments_stream(workspace_id), DeployRelease(
-            environment_id=environment_id, deployment_id=deployment_id, app_id=app_id, release_id=release_id,
-            older_than_active=older))
+        tx.decide(
+            ENVIRONMENTS,
+            environments_stream(workspace_id),
+            DeployRelease(
+                environment_id=environment_id,
+                deployment_id=deployment_id,
+                app_id=app_id,
+                release_id=release_id,
+                older_than_active=older,
+            ),
+        )
         return Deployment(deployment_id, environment_id, app_id, release_id)
 
     return Outcome(*aggregates.run(ctx, use_case))
 
 
-def undeploy_app(aggregates: Aggregates, ctx: Context, workspace_id: str, environment_id: str,
-                 app_id: str) -> Outcome:
+def undeploy_app(aggregates: Aggregates, ctx: Context, workspace_id: str, environment_id: str, app_id: str) -> Outcome:
     deployment_id = new_id("dep")
 
     def use_case(tx: Transaction) -> Deployment:
         _environments(tx, workspace_id, environment_id)
-        tx.decide(ENVIRONMENTS, environments_stream(workspace_id),
-                  UndeployApp(environment_id=environment_id, deployment_id=deployment_id, app_id=app_id))
+        tx.decide(
+            ENVIRONMENTS,
+            environments_stream(workspace_id),
+            UndeployApp(environment_id=environment_id, deployment_id=deployment_id, app_id=app_id),
+        )
         return Deployment(deployment_id, environment_id, app_id, None)
 
     return Outcome(*aggregates.run(ctx, use_case))

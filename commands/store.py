@@ -15,8 +15,9 @@ import logging
 import queue
 import re
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any, Sequence
+from typing import Any
 
 import msgspec
 from eventsourcing.persistence import IntegrityError, StoredEvent
@@ -72,6 +73,10 @@ class Append(msgspec.Struct, frozen=True):
     releases: Sequence[Claim] = ()
 
 
+class CommitterStopped(Exception):
+    """The store is closing: the command was not written."""
+
+
 class ConcurrencyConflict(Exception):
     """Another writer changed a stream this command wrote or read: decide again."""
 
@@ -111,26 +116,37 @@ def to_recorded(position: int, stored: StoredEvent) -> Recorded:
 class Recorder(PostgresApplicationRecorder):
     """The library's recorder, with read checks and claims inside its insert transaction."""
 
-    def _insert_stored_events(self, curs, stored_events, *, expected: dict[str, int] | None = None,
-                              claims: Sequence[Claim] = (), releases: Sequence[Claim] = (), **kwargs: Any) -> None:
+    def _insert_stored_events(
+        self,
+        curs,
+        stored_events,
+        *,
+        expected: dict[str, int] | None = None,
+        claims: Sequence[Claim] = (),
+        releases: Sequence[Claim] = (),
+        **kwargs: Any,
+    ) -> None:
         super()._insert_stored_events(curs, stored_events, **kwargs)  # takes the table lock first
         with curs.connection.cursor() as extra:
             if expected:
                 extra.execute("SELECT mm_check_versions(%s, %s)", (list(expected), list(expected.values())))
             if releases:
-                extra.executemany("DELETE FROM mm_claims WHERE scope = %s AND key = %s AND owner = %s",
-                                  [(c.scope, c.key, c.owner) for c in releases])
+                extra.executemany(
+                    "DELETE FROM mm_claims WHERE scope = %s AND key = %s AND owner = %s",
+                    [(c.scope, c.key, c.owner) for c in releases],
+                )
             if claims:
-                extra.executemany("INSERT INTO mm_claims (scope, key, owner) VALUES (%s, %s, %s)",
-                                  [(c.scope, c.key, c.owner) for c in claims])
+                extra.executemany(
+                    "INSERT INTO mm_claims (scope, key, owner) VALUES (%s, %s, %s)",
+                    [(c.scope, c.key, c.owner) for c in claims],
+                )
 
 
 class EventStore:
     def __init__(self, datastore: PostgresDatastore) -> None:
         self.datastore = datastore
         self.recorder = Recorder(datastore, events_table_name=EVENTS_TABLE)
-        self._committer: GroupCommit | None = None
-        self._lock = threading.Lock()
+        self._committer = GroupCommit(self.recorder)
 
     def create_tables(self) -> None:
         self.recorder.create_table()
@@ -143,22 +159,19 @@ class EventStore:
 
     def append(self, append: Append) -> list[int]:
         """Commits one command's append atomically; returns the positions of its events."""
-        with self._lock:
-            if self._committer is None:
-                self._committer = GroupCommit(self.recorder)
         return self._committer.submit(append)
 
     def read(self, after: int, limit: int, *, upto: int | None = None) -> list[Recorded]:
         notifications = self.recorder.select_notifications(
-            start=after, limit=limit, stop=upto, inclusive_of_start=False)
+            start=after, limit=limit, stop=upto, inclusive_of_start=False
+        )
         return [to_recorded(n.id, n) for n in notifications]
 
     def head(self) -> int:
         return self.recorder.max_notification_id() or 0
 
     def close(self) -> None:
-        if self._committer is not None:
-            self._committer.close()
+        self._committer.close()
         self.datastore.close()
 
 
@@ -173,19 +186,38 @@ class GroupCommit:
         self._recorder = recorder
         self._max_batch_events = max_batch_events
         self._queue: queue.SimpleQueue[tuple[Append, Future[list[int]]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
     def submit(self, append: Append) -> list[int]:
         future: Future[list[int]] = Future()
-        self._queue.put((append, future))
+        with self._lock:  # after close() nothing enters the queue, so nothing waits forever
+            if self._closed or not self._thread.is_alive():
+                raise CommitterStopped("the event store is closed")
+            self._queue.put((append, future))
         return future.result()
 
     def close(self) -> None:
-        self._queue.put(None)
+        with self._lock:
+            self._closed = True
+            self._queue.put(None)
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:  # never leave a command waiting on a committer that is gone
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[1].set_exception(CommitterStopped("the event store is closed"))
+
+    def _loop(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
@@ -213,7 +245,7 @@ class GroupCommit:
             else:
                 offset = 0
                 for append, future in batch:
-                    future.set_result(positions[offset:offset + len(append.events)])
+                    future.set_result(positions[offset : offset + len(append.events)])
                     offset += len(append.events)
                 return
         for append, future in batch:
@@ -232,7 +264,10 @@ class GroupCommit:
                 if expected.setdefault(stream, version) != version:
                     raise StaleRead()  # two appends read one stream at different versions
         positions = self._recorder.insert_events(
-            [e for a in appends for e in a.events], expected=expected,
-            claims=[c for a in appends for c in a.claims], releases=[c for a in appends for c in a.releases])
+            [e for a in appends for e in a.events],
+            expected=expected,
+            claims=[c for a in appends for c in a.claims],
+            releases=[c for a in appends for c in a.releases],
+        )
         assert positions is not None
         return list(positions)

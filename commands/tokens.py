@@ -12,7 +12,9 @@ import secrets
 import threading
 import time
 
-from commands.aggregates import Aggregates, Context, Outcome, new_id
+from commands.aggregates import Aggregates, Context, Outcome, Transaction, new_id
+from domain.access import may_issue
+from domain.errors import Forbidden
 from domain.token import TOKEN, IssueToken, RevokeToken, TokenState
 
 
@@ -20,18 +22,39 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def issue_token(aggregates: Aggregates, ctx: Context, *, name: str, role: str, user_id: str | None = None,
-                principal_type: str = "user") -> tuple[Outcome, str]:
+def issue_token(
+    aggregates: Aggregates,
+    ctx: Context,
+    *,
+    name: str,
+    role: str,
+    user_id: str | None = None,
+    principal_type: str = "user",
+) -> tuple[Outcome, str]:
     token_id = new_id("tok")
     secret = secrets.token_urlsafe(32)
-    command = IssueToken(token_id=token_id, name=name, role=role, secret_hash=hash_secret(secret),
-                         user_id=user_id, principal_type=principal_type)
+    command = IssueToken(
+        token_id=token_id,
+        name=name,
+        role=role,
+        secret_hash=hash_secret(secret),
+        user_id=user_id,
+        principal_type=principal_type,
+    )
     outcome = aggregates.execute(TOKEN, token_id, command, ctx)
     return outcome, f"{token_id}.{secret}"
 
 
-def revoke_token(aggregates: Aggregates, ctx: Context, token_id: str) -> Outcome:
-    return aggregates.execute(TOKEN, token_id, RevokeToken(), ctx)
+def revoke_token(aggregates: Aggregates, ctx: Context, token_id: str, revoker_role: str | None) -> Outcome:
+    """`revoker_role` None is the root token; otherwise only a role that may issue a token may revoke it."""
+
+    def use_case(tx: Transaction) -> TokenState:
+        token = tx.load(TOKEN, token_id)
+        if token is not None and revoker_role is not None and not may_issue(revoker_role, token.role):
+            raise Forbidden(f"token:delete:{token.role}")
+        return tx.decide(TOKEN, token_id, RevokeToken())
+
+    return Outcome(*aggregates.run(ctx, use_case))
 
 
 class TokenVerifier:

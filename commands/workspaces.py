@@ -8,8 +8,9 @@ from domain.workspace import WORKSPACE, CreateWorkspace, DeleteWorkspace, Update
 
 def create_workspace(aggregates: Aggregates, ctx: Context, **fields) -> Outcome:
     workspace_id = new_id("ws")
-    command = CreateWorkspace(workspace_id=workspace_id, org_id=ctx.org_id,
-                              owner_id=ctx.actor.user_id or ctx.actor.principal_id, **fields)
+    command = CreateWorkspace(
+        workspace_id=workspace_id, org_id=ctx.org_id, owner_id=ctx.actor.user_id or ctx.actor.principal_id, **fields
+    )
     return aggregates.execute(WORKSPACE, workspace_id, command, ctx)
 
 

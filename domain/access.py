@@ -6,8 +6,20 @@ ROLES = ("owner", "admin", "member", "viewer", "auditor")
 PRINCIPAL_TYPES = ("user", "service")
 
 # Resources every member may change and every viewer may read. Later groups add theirs here.
-RESOURCES = ("workspace", "environment", "deployment", "app", "release", "endpoint", "augmentation", "namespace",
-             "thread", "source", "secret", "model")
+RESOURCES = (
+    "workspace",
+    "environment",
+    "deployment",
+    "app",
+    "release",
+    "endpoint",
+    "augmentation",
+    "namespace",
+    "thread",
+    "source",
+    "secret",
+    "model",
+)
 _READ = frozenset(f"{r}:read" for r in RESOURCES)
 _WRITE = frozenset(f"{r}:{a}" for r in RESOURCES for a in ("create", "update", "delete"))
 _TOKENS = frozenset({"token:create", "token:read", "token:delete"})

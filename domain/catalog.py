@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -46,34 +46,73 @@ NAME = Field("text", required=True, max_length=100)
 TEXT = Field("text", min_length=0, max_length=2000)
 COUNT = Field("int", default=0)
 
-KINDS: dict[str, Kind] = {k.kind: k for k in (
-    Kind("apps", "app", {"name": NAME, "description": TEXT}),
-    Kind("releases", "release", {"app_id": Field("ref", required=True, ref="apps"),
-                                 "version": Field("text", required=True, max_length=100),
-                                 "notes": Field("text", min_length=0, max_length=10_000)},
-         unique=("app_id", "version")),
-    Kind("endpoints", "endpoint", {"app_id": Field("ref", required=True, ref="apps"), "name": NAME,
-                                   "url": Field("url", max_length=2000),
-                                   "total_stages": Field("int", minimum=1, maximum=1000, default=1)}),
-    Kind("augmentations", "augmentation", {"app_id": Field("ref", required=True, ref="apps"), "name": NAME,
-                                           "type": Field("text", max_length=100)}),
-    Kind("namespaces", "namespace", {"name": NAME, "app_id": Field("ref", ref="apps")}),
-    Kind("threads", "thread", {"namespace_id": Field("ref", required=True, ref="namespaces"),
-                               "title": Field("text", min_length=0, max_length=500)}),
-    Kind("sources", "source", {"name": NAME, "type": Field("text", max_length=100),
-                               "namespace_id": Field("ref", ref="namespaces"),
-                               "status": Field("choice", choices=("pending", "indexed", "failed"),
-                                               default="pending"),
-                               "chunks": COUNT, "tokens": COUNT, "bytes": COUNT}),
-    Kind("secrets", "secret", {"name": NAME, "type": Field("text", max_length=100),
-                               "is_active": Field("bool", default=True)}),
-    Kind("models", "model", {"name": NAME, "provider": Field("text", max_length=100)}),
-)}
+KINDS: dict[str, Kind] = {
+    k.kind: k
+    for k in (
+        Kind("apps", "app", {"name": NAME, "description": TEXT}),
+        Kind(
+            "releases",
+            "release",
+            {
+                "app_id": Field("ref", required=True, ref="apps"),
+                "version": Field("text", required=True, max_length=100),
+                "notes": Field("text", min_length=0, max_length=10_000),
+            },
+            unique=("app_id", "version"),
+        ),
+        Kind(
+            "endpoints",
+            "endpoint",
+            {
+                "app_id": Field("ref", required=True, ref="apps"),
+                "name": NAME,
+                "url": Field("url", max_length=2000),
+                "total_stages": Field("int", minimum=1, maximum=1000, default=1),
+            },
+        ),
+        Kind(
+            "augmentations",
+            "augmentation",
+            {"app_id": Field("ref", required=True, ref="apps"), "name": NAME, "type": Field("text", max_length=100)},
+        ),
+        Kind("namespaces", "namespace", {"name": NAME, "app_id": Field("ref", ref="apps")}),
+        Kind(
+            "threads",
+            "thread",
+            {
+                "namespace_id": Field("ref", required=True, ref="namespaces"),
+                "title": Field("text", min_length=0, max_length=500),
+            },
+        ),
+        Kind(
+            "sources",
+            "source",
+            {
+                "name": NAME,
+                "type": Field("text", max_length=100),
+                "namespace_id": Field("ref", ref="namespaces"),
+                "status": Field("choice", choices=("pending", "indexed", "failed"), default="pending"),
+                "chunks": COUNT,
+                "tokens": COUNT,
+                "bytes": COUNT,
+            },
+        ),
+        Kind(
+            "secrets",
+            "secret",
+            {"name": NAME, "type": Field("text", max_length=100), "is_active": Field("bool", default=True)},
+        ),
+        Kind("models", "model", {"name": NAME, "provider": Field("text", max_length=100)}),
+    )
+}
 
 URL = re.compile(r"https?://[^\s/?#]+[^\s]*", re.IGNORECASE)
 _TYPES = {"text": str, "url": str, "choice": str, "ref": str, "int": int, "bool": bool}
-_TYPE_ERRORS = {str: ("string_type", "a valid string"), int: ("int_type", "a valid integer"),
-                bool: ("bool_type", "a valid boolean")}
+_TYPE_ERRORS = {
+    str: ("string_type", "a valid string"),
+    int: ("int_type", "a valid integer"),
+    bool: ("bool_type", "a valid boolean"),
+}
 
 
 class CatalogItem(msgspec.Struct):
@@ -120,7 +159,7 @@ class CatalogItemRemoved(DomainEvent, frozen=True):
 
 register("catalog", CatalogItemAdded, CatalogItemChanged, CatalogItemRemoved)
 
-CatalogCommand = Union[AddItem, ChangeItem, RemoveItem]
+CatalogCommand = AddItem | ChangeItem | RemoveItem
 
 
 def check_fields(kind: Kind, values: dict[str, Any], *, partial: bool) -> dict[str, Any]:
@@ -129,8 +168,11 @@ def check_fields(kind: Kind, values: dict[str, Any], *, partial: bool) -> dict[s
     for name, value in values.items():
         spec = kind.fields.get(name)
         if spec is None:
-            message = ("Secret values are never stored: send only metadata (name, type, is_active)"
-                       if kind.kind == "secrets" and name == "value" else "Extra inputs are not permitted")
+            message = (
+                "Secret values are never stored: send only metadata (name, type, is_active)"
+                if kind.kind == "secrets" and name == "value"
+                else "Extra inputs are not permitted"
+            )
             rules.fail(name, message, "extra_forbidden", None if name == "value" else value)
             continue
         if partial and spec.type == "ref":
@@ -149,15 +191,30 @@ def check_fields(kind: Kind, values: dict[str, Any], *, partial: bool) -> dict[s
             if spec.type == "url" and value and not URL.fullmatch(value):
                 rules.fail(name, "Input should be an http(s) URL", "url_parsing", value)
             if spec.type == "choice" and value not in spec.choices:
-                rules.fail(name, f"Input should be one of: {', '.join(spec.choices)}", "enum", value,
-                           expected=list(spec.choices))
+                rules.fail(
+                    name,
+                    f"Input should be one of: {', '.join(spec.choices)}",
+                    "enum",
+                    value,
+                    expected=list(spec.choices),
+                )
         elif expected is int:
             if value < spec.minimum:
-                rules.fail(name, f"Input should be greater than or equal to {spec.minimum}",
-                           "greater_than_equal", value, ge=spec.minimum)
+                rules.fail(
+                    name,
+                    f"Input should be greater than or equal to {spec.minimum}",
+                    "greater_than_equal",
+                    value,
+                    ge=spec.minimum,
+                )
             elif value > spec.maximum:
-                rules.fail(name, f"Input should be less than or equal to {spec.maximum}",
-                           "less_than_equal", value, le=spec.maximum)
+                rules.fail(
+                    name,
+                    f"Input should be less than or equal to {spec.maximum}",
+                    "less_than_equal",
+                    value,
+                    le=spec.maximum,
+                )
     if not partial:
         for name, spec in kind.fields.items():
             if spec.required and name not in values:
@@ -173,8 +230,11 @@ def decide(state: CatalogItem | None, command: CatalogCommand) -> list[DomainEve
         if state is not None:
             raise Conflict("Catalog item already exists", item_id=command.item_id)
         fields = check_fields(KINDS[command.kind], command.fields, partial=False)
-        return [CatalogItemAdded(item_id=command.item_id, kind=command.kind, workspace_id=command.workspace_id,
-                                 fields=fields)]
+        return [
+            CatalogItemAdded(
+                item_id=command.item_id, kind=command.kind, workspace_id=command.workspace_id, fields=fields
+            )
+        ]
     assert state is not None and not state.deleted, "the command layer answers 404 for a missing item"
     match command:
         case ChangeItem():
@@ -186,18 +246,23 @@ def decide(state: CatalogItem | None, command: CatalogCommand) -> list[DomainEve
 
 def evolve(state: CatalogItem | None, event: DomainEvent, meta: EventMeta) -> CatalogItem:
     if isinstance(event, CatalogItemAdded):
-        return CatalogItem(item_id=event.item_id, kind=event.kind, workspace_id=event.workspace_id,
-                           org_id=meta.org_id, fields=dict(event.fields),
-                           created_by=meta.actor.user_id or meta.actor.principal_id,
-                           created_at=meta.occurred_at, updated_at=meta.occurred_at)
+        return CatalogItem(
+            item_id=event.item_id,
+            kind=event.kind,
+            workspace_id=event.workspace_id,
+            org_id=meta.org_id,
+            fields=dict(event.fields),
+            created_by=meta.actor.user_id or meta.actor.principal_id,
+            created_at=meta.occurred_at,
+            updated_at=meta.occurred_at,
+        )
     assert state is not None
     match event:
         case CatalogItemChanged():
-            return msgspec.structs.replace(state, fields={**state.fields, **event.changes},
-                                           updated_at=meta.occurred_at)
+            return msgspec.structs.replace(state, fields={**state.fields, **event.changes}, updated_at=meta.occurred_at)
         case CatalogItemRemoved():
             return msgspec.structs.replace(state, deleted=True, updated_at=meta.occurred_at)
     raise TypeError(f"not a catalog event: {event!r}")
 
 
-CATALOG = AggregateType("catalog item", decide, evolve, creates=(AddItem,))
+CATALOG = AggregateType("catalog", decide, evolve, creates=(AddItem,))

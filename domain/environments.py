@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Union
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -57,8 +56,7 @@ class Environments(msgspec.Struct):
 
     def deployed_releases(self, app_id: str) -> list[tuple[str, str]]:
         """(environment id, release id) wherever the app is deployed."""
-        return [(e.environment_id, e.active_deployments[app_id]) for e in self.live()
-                if app_id in e.active_deployments]
+        return [(e.environment_id, e.active_deployments[app_id]) for e in self.live() if app_id in e.active_deployments]
 
 
 # Commands
@@ -137,10 +135,17 @@ class AppUndeployed(DomainEvent, frozen=True):
     previous_release_id: str
 
 
-register("environment", EnvironmentCreated, EnvironmentUpdated, DefaultEnvironmentChanged, EnvironmentDeleted,
-         ReleaseDeployed, AppUndeployed)
+register(
+    "environment",
+    EnvironmentCreated,
+    EnvironmentUpdated,
+    DefaultEnvironmentChanged,
+    EnvironmentDeleted,
+    ReleaseDeployed,
+    AppUndeployed,
+)
 
-EnvironmentCommand = Union[CreateEnvironment, UpdateEnvironment, DeleteEnvironment, DeployRelease, UndeployApp]
+EnvironmentCommand = CreateEnvironment | UpdateEnvironment | DeleteEnvironment | DeployRelease | UndeployApp
 
 
 def _check(rules: Rules, state: Environments | None, environment_id: str, name, slug, description) -> None:
@@ -149,8 +154,13 @@ def _check(rules: Rules, state: Environments | None, environment_id: str, name, 
     if isinstance(description, str):
         rules.text("description", description, min_length=0, max_length=2000)
     if isinstance(slug, str) and not SLUG.fullmatch(slug):
-        rules.fail("slug", "Slug must be 1-63 lower-case letters, digits or hyphens", "string_pattern_mismatch",
-                   slug, pattern=SLUG.pattern)
+        rules.fail(
+            "slug",
+            "Slug must be 1-63 lower-case letters, digits or hyphens",
+            "string_pattern_mismatch",
+            slug,
+            pattern=SLUG.pattern,
+        )
 
 
 def _slug_taken(state: Environments | None, slug: str, environment_id: str) -> bool:
@@ -166,9 +176,15 @@ def decide(state: Environments | None, command: EnvironmentCommand) -> list[Doma
             slug = command.slug or slug_from(command.name)
             if _slug_taken(state, slug, command.environment_id):
                 raise Conflict(f"An environment with slug '{slug}' already exists in this workspace", slug=slug)
-            events: list[DomainEvent] = [EnvironmentCreated(
-                workspace_id=command.workspace_id, environment_id=command.environment_id, name=command.name,
-                slug=slug, description=command.description)]
+            events: list[DomainEvent] = [
+                EnvironmentCreated(
+                    workspace_id=command.workspace_id,
+                    environment_id=command.environment_id,
+                    name=command.name,
+                    slug=slug,
+                    description=command.description,
+                )
+            ]
             first = state is None or not state.live()
             if first or command.is_default:
                 events.append(DefaultEnvironmentChanged(environment_id=command.environment_id))
@@ -181,21 +197,34 @@ def decide(state: Environments | None, command: EnvironmentCommand) -> list[Doma
             rules = Rules()
             _check(rules, state, command.environment_id, command.name, command.slug, command.description)
             if command.is_default is False and environment.is_default:
-                rules.fail("is_default", "A workspace always has one default environment: make another one the "
-                           "default instead", "value_error", False)
+                rules.fail(
+                    "is_default",
+                    "A workspace always has one default environment: make another one the default instead",
+                    "value_error",
+                    False,
+                )
             rules.check()
             if isinstance(command.slug, str) and _slug_taken(state, command.slug, command.environment_id):
-                raise Conflict(f"An environment with slug '{command.slug}' already exists in this workspace",
-                               slug=command.slug)
-            events = [EnvironmentUpdated(environment_id=command.environment_id, name=command.name,
-                                         slug=command.slug, description=command.description)]
+                raise Conflict(
+                    f"An environment with slug '{command.slug}' already exists in this workspace", slug=command.slug
+                )
+            events = [
+                EnvironmentUpdated(
+                    environment_id=command.environment_id,
+                    name=command.name,
+                    slug=command.slug,
+                    description=command.description,
+                )
+            ]
             if command.is_default is True and not environment.is_default:
                 events.append(DefaultEnvironmentChanged(environment_id=command.environment_id))
             return events
         case DeleteEnvironment():
             if environment.active_deployments:
-                raise Conflict("The environment still has active deployments; undeploy them first",
-                               active_deployments=dict(environment.active_deployments))
+                raise Conflict(
+                    "The environment still has active deployments; undeploy them first",
+                    active_deployments=dict(environment.active_deployments),
+                )
             events = [EnvironmentDeleted(environment_id=command.environment_id)]
             others = [e for e in state.live() if e.environment_id != command.environment_id]
             if environment.is_default and others:
@@ -206,15 +235,28 @@ def decide(state: Environments | None, command: EnvironmentCommand) -> list[Doma
             if previous == command.release_id:
                 raise Conflict("This release is already active in the environment", release_id=command.release_id)
             action = "rollback" if previous is not None and command.older_than_active else "deploy"
-            return [ReleaseDeployed(environment_id=command.environment_id, deployment_id=command.deployment_id,
-                                    app_id=command.app_id, release_id=command.release_id,
-                                    previous_release_id=previous, action=action)]
+            return [
+                ReleaseDeployed(
+                    environment_id=command.environment_id,
+                    deployment_id=command.deployment_id,
+                    app_id=command.app_id,
+                    release_id=command.release_id,
+                    previous_release_id=previous,
+                    action=action,
+                )
+            ]
         case UndeployApp():
             previous = environment.active_deployments.get(command.app_id)
             if previous is None:
                 raise NotFound("deployment", command.app_id)
-            return [AppUndeployed(environment_id=command.environment_id, deployment_id=command.deployment_id,
-                                  app_id=command.app_id, previous_release_id=previous)]
+            return [
+                AppUndeployed(
+                    environment_id=command.environment_id,
+                    deployment_id=command.deployment_id,
+                    app_id=command.app_id,
+                    previous_release_id=previous,
+                )
+            ]
     raise TypeError(f"not an environment command: {command!r}")
 
 
@@ -224,9 +266,16 @@ def evolve(state: Environments | None, event: DomainEvent, meta: EventMeta) -> E
     if isinstance(event, EnvironmentCreated):
         environments = dict(state.environments) if state else {}
         environments[event.environment_id] = Environment(
-            environment_id=event.environment_id, name=event.name, slug=event.slug, description=event.description,
-            is_default=False, active_deployments={}, created_by=meta.actor.user_id or meta.actor.principal_id,
-            created_at=at, updated_at=at)
+            environment_id=event.environment_id,
+            name=event.name,
+            slug=event.slug,
+            description=event.description,
+            is_default=False,
+            active_deployments={},
+            created_by=meta.actor.user_id or meta.actor.principal_id,
+            created_at=at,
+            updated_at=at,
+        )
         return Environments(workspace_id=event.workspace_id, org_id=meta.org_id, environments=environments)
     assert state is not None
     environments = dict(state.environments)
@@ -244,8 +293,11 @@ def evolve(state: Environments | None, event: DomainEvent, meta: EventMeta) -> E
         case EnvironmentDeleted():
             environment = replace(environment, deleted=True, is_default=False, updated_at=at)
         case ReleaseDeployed():
-            environment = replace(environment, updated_at=at,
-                                  active_deployments={**environment.active_deployments, event.app_id: event.release_id})
+            environment = replace(
+                environment,
+                updated_at=at,
+                active_deployments={**environment.active_deployments, event.app_id: event.release_id},
+            )
         case AppUndeployed():
             active = {k: v for k, v in environment.active_deployments.items() if k != event.app_id}
             environment = replace(environment, active_deployments=active, updated_at=at)

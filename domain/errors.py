@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
+
+# NUL cannot be stored in PostgreSQL text; the other C0 controls (bar tab and newlines) have no business
+# in names either.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -57,13 +62,33 @@ class Rules:
     def text(self, field: str | tuple[str, ...], value: str | None, *, min_length: int, max_length: int) -> None:
         if value is None:
             return
-        if len(value) < min_length:
-            self.fail(field, f"String should have at least {min_length} character{'s' * (min_length != 1)}",
-                      "string_too_short", value, min_length=min_length)
+        if CONTROL_CHARACTERS.search(value):
+            self.fail(field, "String must not contain control characters", "string_pattern_mismatch", value)
+        elif len(value) < min_length:
+            self.fail(
+                field,
+                f"String should have at least {min_length} character{'s' * (min_length != 1)}",
+                "string_too_short",
+                value,
+                min_length=min_length,
+            )
         elif len(value) > max_length:
-            self.fail(field, f"String should have at most {max_length} characters",
-                      "string_too_long", value, max_length=max_length)
+            self.fail(
+                field,
+                f"String should have at most {max_length} characters",
+                "string_too_long",
+                value,
+                max_length=max_length,
+            )
 
     def check(self) -> None:
         if self.errors:
             raise ValidationFailed(self.errors)
+
+
+class Forbidden(DomainError):
+    """The caller lacks `permission` (e.g. `workspace:create`, or `token:create:owner` for a role)."""
+
+    def __init__(self, permission: str) -> None:
+        super().__init__(permission)
+        self.permission = permission

@@ -6,8 +6,9 @@ An event is stored as its type name (the store's topic) and a JSON envelope
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import msgspec
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Union
 
 import msgspec
 
@@ -57,7 +56,7 @@ class TokenRevoked(DomainEvent, frozen=True):
 
 register("token", TokenIssued, TokenRevoked)
 
-TokenCommand = Union[IssueToken, RevokeToken]
+TokenCommand = IssueToken | RevokeToken
 
 
 def check_issue(name: str, role: str, principal_type: str, user_id: str | None) -> None:
@@ -66,8 +65,13 @@ def check_issue(name: str, role: str, principal_type: str, user_id: str | None) 
     if role not in ROLES:
         rules.fail("role", f"Input should be one of: {', '.join(ROLES)}", "enum", role, expected=list(ROLES))
     if principal_type not in PRINCIPAL_TYPES:
-        rules.fail("principal_type", f"Input should be one of: {', '.join(PRINCIPAL_TYPES)}", "enum",
-                   principal_type, expected=list(PRINCIPAL_TYPES))
+        rules.fail(
+            "principal_type",
+            f"Input should be one of: {', '.join(PRINCIPAL_TYPES)}",
+            "enum",
+            principal_type,
+            expected=list(PRINCIPAL_TYPES),
+        )
     rules.text("user_id", user_id, min_length=1, max_length=200)
     rules.check()
 
@@ -78,9 +82,16 @@ def decide(state: TokenState | None, command: TokenCommand) -> list[DomainEvent]
             if state is not None:
                 raise Conflict("Token already exists", token_id=command.token_id)
             check_issue(command.name, command.role, command.principal_type, command.user_id)
-            return [TokenIssued(token_id=command.token_id, name=command.name, role=command.role,
-                                user_id=command.user_id, principal_type=command.principal_type,
-                                secret_hash=command.secret_hash)]
+            return [
+                TokenIssued(
+                    token_id=command.token_id,
+                    name=command.name,
+                    role=command.role,
+                    user_id=command.user_id,
+                    principal_type=command.principal_type,
+                    secret_hash=command.secret_hash,
+                )
+            ]
         case RevokeToken():
             assert state is not None, "the command layer answers 404 for a token that never existed"
             if not state.active:
@@ -92,10 +103,17 @@ def decide(state: TokenState | None, command: TokenCommand) -> list[DomainEvent]
 def evolve(state: TokenState | None, event: DomainEvent, meta: EventMeta) -> TokenState:
     match event:
         case TokenIssued():
-            return TokenState(token_id=event.token_id, org_id=meta.org_id, name=event.name, role=event.role,
-                              user_id=event.user_id, principal_type=event.principal_type,
-                              secret_hash=event.secret_hash, created_at=meta.occurred_at,
-                              created_by=meta.actor.principal_id)
+            return TokenState(
+                token_id=event.token_id,
+                org_id=meta.org_id,
+                name=event.name,
+                role=event.role,
+                user_id=event.user_id,
+                principal_type=event.principal_type,
+                secret_hash=event.secret_hash,
+                created_at=meta.occurred_at,
+                created_by=meta.actor.principal_id,
+            )
         case TokenRevoked():
             assert state is not None
             return msgspec.structs.replace(state, revoked_at=meta.occurred_at)

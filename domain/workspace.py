@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Union
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -12,9 +11,17 @@ from domain.errors import Conflict, NotFound, Rules
 from domain.events import AggregateType, DomainEvent, EventMeta, register
 
 REGIONS = (
-    "us-east-1", "us-east-2", "us-west-1", "us-west-2",
-    "eu-west-1", "eu-west-2", "eu-central-1",
-    "ap-southeast-1", "ap-southeast-2", "ap-northeast-1", "ap-south-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-central-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-northeast-1",
+    "ap-south-1",
 )
 DEFAULT_REGION = "us-east-1"
 MAX_TAGS = 20
@@ -107,23 +114,39 @@ class WorkspaceBucketFailed(DomainEvent, frozen=True):
     reason: str
 
 
-register("workspace", WorkspaceCreated, WorkspaceUpdated, WorkspaceDeleted,
-         WorkspaceBucketProvisioned, WorkspaceBucketFailed)
+register(
+    "workspace", WorkspaceCreated, WorkspaceUpdated, WorkspaceDeleted, WorkspaceBucketProvisioned, WorkspaceBucketFailed
+)
 
-WorkspaceCommand = Union[CreateWorkspace, UpdateWorkspace, DeleteWorkspace,
-                         RecordBucketProvisioned, RecordBucketFailed]
+WorkspaceCommand = CreateWorkspace | UpdateWorkspace | DeleteWorkspace | RecordBucketProvisioned | RecordBucketFailed
 
 
-def _check_fields(rules: Rules, org_id: str, organization_id: str | None | UnsetType,
-                  name: str | UnsetType, tags: list[str] | UnsetType, region: str | None | UnsetType) -> None:
+def _check_fields(
+    rules: Rules,
+    org_id: str,
+    organization_id: str | None | UnsetType,
+    name: str | UnsetType,
+    tags: list[str] | UnsetType,
+    region: str | None | UnsetType,
+    description: str | None | UnsetType,
+    subscription_plan_id: str | None | UnsetType,
+) -> None:
+    if isinstance(description, str):
+        rules.text("description", description, min_length=0, max_length=2000)
+    if isinstance(subscription_plan_id, str):
+        rules.text("subscription_plan_id", subscription_plan_id, min_length=1, max_length=100)
     if isinstance(organization_id, str) and organization_id != org_id:
-        rules.fail("organization_id", "organization_id must equal the organization in the path",
-                   "value_error", organization_id, expected=org_id)
+        rules.fail(
+            "organization_id",
+            "organization_id must equal the organization in the path",
+            "value_error",
+            organization_id,
+            expected=org_id,
+        )
     if isinstance(name, str):
         rules.text("name", name, min_length=1, max_length=100)
     if isinstance(region, str) and region not in REGIONS:
-        rules.fail("region", f"Input should be one of: {', '.join(REGIONS)}", "enum", region,
-                   expected=list(REGIONS))
+        rules.fail("region", f"Input should be one of: {', '.join(REGIONS)}", "enum", region, expected=list(REGIONS))
     if isinstance(tags, list):
         if len(tags) > MAX_TAGS:
             rules.fail("tags", f"List should have at most {MAX_TAGS} items", "too_long", tags, max_length=MAX_TAGS)
@@ -136,26 +159,56 @@ def decide(state: WorkspaceState | None, command: WorkspaceCommand) -> list[Doma
         if state is not None:
             raise Conflict("Workspace already exists", workspace_id=command.workspace_id)
         rules = Rules()
-        _check_fields(rules, command.org_id, command.organization_id, command.name, command.tags, command.region)
+        _check_fields(
+            rules,
+            command.org_id,
+            command.organization_id,
+            command.name,
+            command.tags,
+            command.region,
+            command.description,
+            command.subscription_plan_id,
+        )
         rules.check()
-        return [WorkspaceCreated(
-            workspace_id=command.workspace_id, name=command.name, description=command.description,
-            owner_id=command.owner_id, subscription_plan_id=command.subscription_plan_id,
-            is_active=command.is_active, tags=list(command.tags), region=command.region or DEFAULT_REGION,
-        )]
+        return [
+            WorkspaceCreated(
+                workspace_id=command.workspace_id,
+                name=command.name,
+                description=command.description,
+                owner_id=command.owner_id,
+                subscription_plan_id=command.subscription_plan_id,
+                is_active=command.is_active,
+                tags=list(command.tags),
+                region=command.region or DEFAULT_REGION,
+            )
+        ]
     assert state is not None, "the command layer answers 404 for a workspace that never existed"
     if state.deleted:
         raise NotFound("workspace", state.workspace_id)
     match command:
         case UpdateWorkspace():
             rules = Rules()
-            _check_fields(rules, state.org_id, command.organization_id, command.name, command.tags, command.region)
+            _check_fields(
+                rules,
+                state.org_id,
+                command.organization_id,
+                command.name,
+                command.tags,
+                command.region,
+                command.description,
+                command.subscription_plan_id,
+            )
             rules.check()
-            return [WorkspaceUpdated(
-                name=command.name, description=command.description,
-                subscription_plan_id=command.subscription_plan_id, is_active=command.is_active,
-                tags=command.tags, region=command.region,
-            )]
+            return [
+                WorkspaceUpdated(
+                    name=command.name,
+                    description=command.description,
+                    subscription_plan_id=command.subscription_plan_id,
+                    is_active=command.is_active,
+                    tags=command.tags,
+                    region=command.region,
+                )
+            ]
         case DeleteWorkspace():
             return [WorkspaceDeleted()]
         case RecordBucketProvisioned():
@@ -173,10 +226,19 @@ def decide(state: WorkspaceState | None, command: WorkspaceCommand) -> list[Doma
 def evolve(state: WorkspaceState | None, event: DomainEvent, meta: EventMeta) -> WorkspaceState:
     if isinstance(event, WorkspaceCreated):
         return WorkspaceState(
-            workspace_id=event.workspace_id, org_id=meta.org_id, name=event.name, description=event.description,
-            owner_id=event.owner_id, subscription_plan_id=event.subscription_plan_id, is_active=event.is_active,
-            tags=list(event.tags), region=event.region, s3_bucket=None, bucket_status="pending",
-            created_at=meta.occurred_at, updated_at=meta.occurred_at,
+            workspace_id=event.workspace_id,
+            org_id=meta.org_id,
+            name=event.name,
+            description=event.description,
+            owner_id=event.owner_id,
+            subscription_plan_id=event.subscription_plan_id,
+            is_active=event.is_active,
+            tags=list(event.tags),
+            region=event.region,
+            s3_bucket=None,
+            bucket_status="pending",
+            created_at=meta.occurred_at,
+            updated_at=meta.occurred_at,
         )
     assert state is not None, f"{type(event).__name__} before WorkspaceCreated"
     match event:
@@ -186,8 +248,9 @@ def evolve(state: WorkspaceState | None, event: DomainEvent, meta: EventMeta) ->
         case WorkspaceDeleted():
             return msgspec.structs.replace(state, deleted=True, is_active=False, updated_at=meta.occurred_at)
         case WorkspaceBucketProvisioned():
-            return msgspec.structs.replace(state, s3_bucket=event.s3_bucket, bucket_status="ready",
-                                           updated_at=meta.occurred_at)
+            return msgspec.structs.replace(
+                state, s3_bucket=event.s3_bucket, bucket_status="ready", updated_at=meta.occurred_at
+            )
         case WorkspaceBucketFailed():
             return msgspec.structs.replace(state, bucket_status="failed", updated_at=meta.occurred_at)
     raise TypeError(f"not a workspace event: {event!r}")

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import time
 
-import nats
 import uvicorn
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
@@ -46,8 +45,9 @@ class System:
         self.store = EventStore(datastore_from_url(settings.database_url))
         self.aggregates = Aggregates(self.store, clock)
         self.tokens = TokenVerifier(self.aggregates)
-        self.pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=20, open=False,
-                                        kwargs={"autocommit": True}, timeout=10)
+        self.pool = AsyncConnectionPool(
+            settings.database_url, min_size=1, max_size=20, open=False, kwargs={"autocommit": True}, timeout=10
+        )
         self.nats: NATS | None = None
         self._nats_retry: asyncio.Task | None = None
 
@@ -72,15 +72,28 @@ class System:
         await asyncio.to_thread(self.store.close)
 
     def subscriptions(self) -> list[Subscription]:
-        handlers = [*read_models(),
-                    BucketProvisioner(self.aggregates, DirectoryBuckets(self.settings.buckets_dir))]
-        return [Subscription(handler, self.store, self.pool, self.settings.database_url, lambda: self.nats,
-                             stream=self.settings.stream, prefix=self.settings.subject_prefix)
-                for handler in handlers]
+        handlers = [*read_models(), BucketProvisioner(self.aggregates, DirectoryBuckets(self.settings.buckets_dir))]
+        return [
+            Subscription(
+                handler,
+                self.store,
+                self.pool,
+                self.settings.database_url,
+                lambda: self.nats,
+                stream=self.settings.stream,
+                prefix=self.settings.subject_prefix,
+            )
+            for handler in handlers
+        ]
 
     def relay(self) -> Relay:
-        return Relay(self.store, self.settings.database_url, lambda: self.nats,
-                     stream=self.settings.stream, prefix=self.settings.subject_prefix)
+        return Relay(
+            self.store,
+            self.settings.database_url,
+            lambda: self.nats,
+            stream=self.settings.stream,
+            prefix=self.settings.subject_prefix,
+        )
 
     async def wait_for(self, names: list[str], position: int | None) -> None:
         """Read-your-writes: waits until every named view has applied `position`, or answers 503."""
@@ -94,9 +107,12 @@ class System:
             if min(reached.values()) >= position:
                 return
             if time.monotonic() >= deadline:
-                raise Unavailable("PROJECTION_NOT_CAUGHT_UP",
-                                  f"The view has not reached position {position} yet; retry shortly",
-                                  required_position=position, positions=reached)
+                raise Unavailable(
+                    "PROJECTION_NOT_CAUGHT_UP",
+                    f"The view has not reached position {position} yet; retry shortly",
+                    required_position=position,
+                    positions=reached,
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
@@ -112,13 +128,23 @@ class System:
         return checks
 
 
-async def connect_nats(url: str) -> NATS | None:
-    """Connects, reconnecting forever; None when NATS is down at start (the store then feeds the views)."""
+async def connect_nats(url: str, timeout: float = 5.0) -> NATS | None:
+    """Connects within `timeout`, then reconnects forever after any loss; None when NATS is down now
+    (the store then feeds the views, and the caller may try again later)."""
+    client = NATS()
     try:
-        return await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
-                                  name="mechamental")
+        # Reconnecting forever also makes the *first* connect wait forever: bound it ourselves.
+        await asyncio.wait_for(
+            client.connect(
+                url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2, name="mechamental"
+            ),
+            timeout,
+        )
+        return client
     except Exception as error:  # noqa: BLE001
-        log.warning("NATS at %s unavailable (%s); continuing without it", url, error)
+        log.warning("NATS at %s unavailable (%s); continuing without it", url, type(error).__name__)
+        with contextlib.suppress(Exception):
+            await client.close()
         return None
 
 
@@ -155,8 +181,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def run_roles(settings: Settings, roles: set[str], stop: asyncio.Event,
-                    on_ready=None) -> None:
+async def run_roles(settings: Settings, roles: set[str], stop: asyncio.Event, on_ready=None) -> None:
     from api.app import create_app
 
     system = System(settings)
@@ -169,8 +194,14 @@ async def run_roles(settings: Settings, roles: set[str], stop: asyncio.Event,
         if "projector" in roles:
             tasks += [asyncio.create_task(s.run(stop), name=s.handler.name) for s in system.subscriptions()]
         if "api" in roles:
-            config = uvicorn.Config(create_app(system), host=settings.host, port=settings.port,
-                                    log_level="warning", access_log=False, lifespan="off")
+            config = uvicorn.Config(
+                create_app(system),
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+            )
             server = _Server(config)
             tasks.append(asyncio.create_task(server.serve(), name="api"))
             while not server.started and not tasks[-1].done():
@@ -188,7 +219,9 @@ async def run_roles(settings: Settings, roles: set[str], stop: asyncio.Event,
         stop.set()
         if server is not None:
             server.should_exit = True
-        await asyncio.wait(tasks, timeout=10) if tasks else None
-        for task in tasks:
-            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         await system.close()

@@ -20,10 +20,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mechamental", description="MechaMental control plane")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dev = commands.add_parser("dev", help="run every role in one process, on embedded PostgreSQL and NATS "
-                                          "unless MECHAMENTAL_DATABASE_URL / MECHAMENTAL_NATS_URL are set")
-    dev.add_argument("--data-dir", type=Path, default=None, help="where embedded servers keep data "
-                                                                 "(default ./.mechamental)")
+    dev = commands.add_parser(
+        "dev",
+        help="run every role in one process, on embedded PostgreSQL and NATS "
+        "unless MECHAMENTAL_DATABASE_URL / MECHAMENTAL_NATS_URL are set",
+    )
+    dev.add_argument(
+        "--data-dir", type=Path, default=None, help="where embedded servers keep data (default ./.mechamental)"
+    )
     dev.add_argument("--host", default=None, help="API address (default 127.0.0.1)")
     dev.add_argument("--port", type=int, default=None, help="API port (default 8000)")
 
@@ -52,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as error:
         print(error, file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
     logging.getLogger("nats").setLevel(logging.CRITICAL)  # it logs every reconnect attempt as an error
     if args.command == "dev":
         return dev(settings)
@@ -137,8 +143,9 @@ def create_token(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=0))
     try:
-        ctx = Context(org_id=args.org, actor=Actor("operator", os.environ.get("USER", "operator")),
-                      trace_id=secrets.token_hex(16))
+        ctx = Context(
+            org_id=args.org, actor=Actor("operator", os.environ.get("USER", "operator")), trace_id=secrets.token_hex(16)
+        )
         _, token = issue_token(Aggregates(store), ctx, name=args.name, role=args.role, user_id=args.user_id)
     except ValidationFailed as error:
         print(f"invalid token: {error}", file=sys.stderr)

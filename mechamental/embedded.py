@@ -30,6 +30,7 @@ def _die_with_parent(sig: int):
         os.setpgrp()  # a Ctrl-C in the terminal reaches us, not the servers; we stop them in order
         if sys.platform.startswith("linux"):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+
     return preexec
 
 
@@ -58,8 +59,9 @@ def _pid_in(pid_file: Path) -> int | None:
         return None
 
 
-def _wait_for_exit(pid: int | None, program: str, timeout: float = 60) -> None:
-    """Waits while `pid` is alive and still runs `program` (a stale pid file may name a reused pid)."""
+def _wait_for_exit(pid: int | None, data_dir: str, timeout: float = 60) -> None:
+    """Waits while `pid` is alive and still a server on `data_dir` (a stale pid file may name a pid
+    since reused by something else)."""
     if pid is None:
         return
     deadline = time.monotonic() + timeout
@@ -68,10 +70,10 @@ def _wait_for_exit(pid: int | None, program: str, timeout: float = 60) -> None:
             command = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return
-        if program.encode() not in command:
-            return
+        if data_dir.encode() not in command:
+            return  # the pid now belongs to something else
         time.sleep(0.1)
-    raise RuntimeError(f"the previous {program} (pid {pid}) is still running after {timeout}s")
+    raise RuntimeError(f"a server on {data_dir} (pid {pid}) is still running after {timeout}s")
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -112,36 +114,50 @@ class EmbeddedPostgres:
                 shutil.rmtree(self.pgdata)  # a half-made cluster from an interrupted first start
             self.pgdata.mkdir(mode=0o700)
             self._chown(self.pgdata)
-            initdb = [str(bin_path / "initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
-                      "--encoding=UTF8"]
+            initdb = [
+                str(bin_path / "initdb"),
+                "-D",
+                str(self.pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+            ]
             if not self.durable:
                 initdb.append("--no-sync")
             done = subprocess.run(initdb, capture_output=True, text=True, user=self._user)
             if done.returncode != 0:
                 raise RuntimeError(f"initdb failed:\n{done.stderr}")
         # After a kill -9 of `mechamental dev`, the previous server is still shutting down: let it finish.
-        _wait_for_exit(_pid_in(self.pgdata / "postmaster.pid"), "postgres")
+        _wait_for_exit(_pid_in(self.pgdata / "postmaster.pid"), str(self.pgdata))
         self._chown(self.log.parent, recursive=False)
         self.log.touch()
         self._chown(self.log, recursive=False)
-        options = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-                   "-c", "max_connections=200"]
+        options = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200"]
         if not self.durable:  # test servers trade crash safety for speed
             options += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [str(bin_path / "postgres"), "-D", str(self.pgdata), "-p", str(self.port), *options],
-                stdout=log, stderr=log, user=self._user, preexec_fn=_die_with_parent(signal.SIGINT))
-        _wait_for_port(self.port, self.process, "postgres", self.log)
-        deadline = time.monotonic() + 30
-        while True:  # listening is not accepting: wait until recovery (after a crash) has finished
-            try:
-                psycopg.connect(self.url, connect_timeout=2).close()
-                return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise
-                time.sleep(0.1)
+                stdout=log,
+                stderr=log,
+                user=self._user,
+                preexec_fn=_die_with_parent(signal.SIGINT),
+            )
+        try:
+            _wait_for_port(self.port, self.process, "postgres", self.log)
+            deadline = time.monotonic() + 60
+            while True:  # listening is not accepting: wait until recovery (after a crash) has finished
+                try:
+                    psycopg.connect(self.url, connect_timeout=2).close()
+                    return
+                except psycopg.OperationalError:
+                    if time.monotonic() > deadline or self.process.poll() is not None:
+                        raise
+                    time.sleep(0.1)
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
 
     def _chown(self, path: Path, recursive: bool = True) -> None:
         if self._user is None:
@@ -185,13 +201,30 @@ class EmbeddedNats:
     def start(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         pid_file = self.store_dir.parent / "nats.pid"
-        _wait_for_exit(_pid_in(pid_file), "nats-server")
+        _wait_for_exit(_pid_in(pid_file), str(self.store_dir))
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir),
-                 "-P", str(pid_file)],
-                stdout=log, stderr=log, preexec_fn=_die_with_parent(signal.SIGTERM))
-        _wait_for_port(self.port, self.process, "nats-server", self.log)
+                [
+                    nats_server_binary(),
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-js",
+                    "-sd",
+                    str(self.store_dir),
+                    "-P",
+                    str(pid_file),
+                ],
+                stdout=log,
+                stderr=log,
+                preexec_fn=_die_with_parent(signal.SIGTERM),
+            )
+        try:
+            _wait_for_port(self.port, self.process, "nats-server", self.log)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

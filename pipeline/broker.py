@@ -17,6 +17,10 @@ HEADER_STREAM_ID = "Mm-Stream-Id"
 HEADER_VERSION = "Mm-Version"
 HEADER_TYPE = "Mm-Type"
 HEADER_MSG_ID = "Nats-Msg-Id"
+HEADER_IN_STORE = "Mm-In-Store"  # the payload was too large for NATS: read the event from the store
+
+# NATS refuses messages over its max_payload (1 MiB by default); larger events are sent without data.
+MAX_INLINE_BYTES = 256 * 1024
 
 
 def events_subject(prefix: str, org_id: str = "*", aggregate: str = "*", event_type: str = "*") -> str:
@@ -45,8 +49,9 @@ async def ensure_stream(js: JetStreamContext, name: str, prefix: str) -> None:
     await js.update_stream(config)
 
 
-def to_message(prefix: str, store_id: str, previous: int, notification: Any,
-               org_id: str) -> tuple[str, bytes, dict[str, str]]:
+def to_message(
+    prefix: str, store_id: str, previous: int, notification: Any, org_id: str
+) -> tuple[str, bytes, dict[str, str]]:
     topic = notification.topic
     headers = {
         HEADER_MSG_ID: f"{store_id}:{notification.id}",
@@ -56,15 +61,23 @@ def to_message(prefix: str, store_id: str, previous: int, notification: Any,
         HEADER_VERSION: str(notification.originator_version),
         HEADER_TYPE: topic,
     }
-    return events_subject(prefix, org_id, aggregate_of(topic), topic), notification.state, headers
+    payload = notification.state
+    if len(payload) > MAX_INLINE_BYTES:
+        headers[HEADER_IN_STORE] = "1"
+        payload = b""
+    return events_subject(prefix, org_id, aggregate_of(topic), topic), payload, headers
 
 
-def from_message(headers: dict[str, str], data: bytes) -> tuple[Recorded, int]:
-    """The event a message carries and the position of the event before it in the log."""
+def from_message(headers: dict[str, str], data: bytes) -> tuple[Recorded | None, int, int]:
+    """The event a message carries (None when it must be read from the store), its position, and the
+    position of the event before it in the log."""
+    position, previous = int(headers[HEADER_POSITION]), int(headers[HEADER_PREVIOUS])
+    if headers.get(HEADER_IN_STORE):
+        return None, position, previous
     stored = StoredEvent(
         originator_id=headers[HEADER_STREAM_ID],
         originator_version=int(headers[HEADER_VERSION]),
         topic=headers[HEADER_TYPE],
         state=data,
     )
-    return to_recorded(int(headers[HEADER_POSITION]), stored), int(headers[HEADER_PREVIOUS])
+    return to_recorded(position, stored), position, previous

@@ -26,7 +26,8 @@ async def create_tables(conn: AsyncConnection) -> None:
     # Message ids are `<store id>:<position>`, so JetStream's de-duplication never confuses two stores.
     await conn.execute(
         "INSERT INTO mm_settings (key, value) VALUES ('store_id', %s) ON CONFLICT (key) DO NOTHING",
-        (secrets.token_hex(6),))
+        (secrets.token_hex(6),),
+    )
 
 
 async def store_id(conn: AsyncConnection) -> str:
@@ -38,15 +39,13 @@ async def store_id(conn: AsyncConnection) -> str:
 async def lock_position(conn: AsyncConnection, name: str) -> int:
     """Reads a consumer's position inside the caller's transaction, holding it until commit."""
     await conn.execute("INSERT INTO mm_positions (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (name,))
-    row = await (await conn.execute(
-        "SELECT position FROM mm_positions WHERE name = %s FOR UPDATE", (name,))).fetchone()
+    row = await (await conn.execute("SELECT position FROM mm_positions WHERE name = %s FOR UPDATE", (name,))).fetchone()
     assert row is not None
     return row[0]
 
 
 async def save_position(conn: AsyncConnection, name: str, position: int) -> None:
-    await conn.execute(
-        "UPDATE mm_positions SET position = %s, updated_at = now() WHERE name = %s", (position, name))
+    await conn.execute("UPDATE mm_positions SET position = %s, updated_at = now() WHERE name = %s", (position, name))
 
 
 async def read_positions(conn: AsyncConnection, names: list[str]) -> dict[str, int]:
@@ -57,6 +56,5 @@ async def read_positions(conn: AsyncConnection, names: list[str]) -> dict[str, i
 
 async def try_leadership(conn: AsyncConnection, role: str) -> bool:
     """One active process per role: a session advisory lock, released when its connection ends."""
-    row = await (await conn.execute(
-        "SELECT pg_try_advisory_lock(hashtext('mechamental.' || %s))", (role,))).fetchone()
+    row = await (await conn.execute("SELECT pg_try_advisory_lock(hashtext('mechamental.' || %s))", (role,))).fetchone()
     return bool(row and row[0])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import psycopg
 from nats.aio.client import Client as NATS
@@ -25,8 +25,17 @@ log = logging.getLogger(__name__)
 
 
 class Relay:
-    def __init__(self, store: EventStore, database_url: str, nats: Callable[[], NATS | None], *, stream: str, prefix: str,
-                 batch_size: int = 1000, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        database_url: str,
+        nats: Callable[[], NATS | None],
+        *,
+        stream: str,
+        prefix: str,
+        batch_size: int = 1000,
+        poll_interval: float = 1.0,
+    ) -> None:
         self.store = store
         self.database_url = database_url
         self.nats = nats
@@ -70,8 +79,8 @@ class Relay:
 
     async def _publish_batch(self, js, conn: psycopg.AsyncConnection, store_id: str, last: int) -> int:
         notifications = await asyncio.to_thread(
-            self.store.recorder.select_notifications, last, self.batch_size, None, (),
-            inclusive_of_start=False)
+            self.store.recorder.select_notifications, last, self.batch_size, None, (), inclusive_of_start=False
+        )
         if not notifications:
             return last
         acks = []
@@ -101,6 +110,6 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
     """Sleeps, or returns early (True) when asked to stop."""
     try:
         await asyncio.wait_for(stop.wait(), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
     return True

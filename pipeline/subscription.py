@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import nats.js.api as js_api
 import psycopg
@@ -36,9 +37,19 @@ class Handler(Protocol):
 
 
 class Subscription:
-    def __init__(self, handler: Handler, store: EventStore, pool: AsyncConnectionPool, database_url: str,
-                 nats: Callable[[], NATS | None], *, stream: str, prefix: str, batch_size: int = 500,
-                 idle_timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        store: EventStore,
+        pool: AsyncConnectionPool,
+        database_url: str,
+        nats: Callable[[], NATS | None],
+        *,
+        stream: str,
+        prefix: str,
+        batch_size: int = 500,
+        idle_timeout: float = 1.0,
+    ) -> None:
         self.handler = handler
         self.store = store
         self.pool = pool
@@ -75,7 +86,7 @@ class Subscription:
                     continue
             try:
                 messages = await subscription.fetch(self.batch_size, timeout=self.idle_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self.catch_up()
                 continue
             except asyncio.CancelledError:
@@ -84,10 +95,20 @@ class Subscription:
                 log.info("%s: fetch failed (%s); resubscribing", self.handler.name, error)
                 subscription = None
                 continue
-            records = [from_message(m.headers or {}, m.data) for m in messages]
-            await self.apply(records)
+            await self.apply(self._decode(messages))
             for message in messages:
                 await message.ack()
+
+    def _decode(self, messages) -> list[tuple[Recorded | None, int, int]]:
+        """Messages this process cannot read (foreign, corrupt, or of an event type it does not know yet)
+        are skipped, not retried forever: the next good message shows the gap and the store fills it."""
+        decoded = []
+        for message in messages:
+            try:
+                decoded.append(from_message(message.headers or {}, message.data))
+            except Exception as error:  # noqa: BLE001
+                log.warning("%s: skipping unreadable message on %s: %r", self.handler.name, message.subject, error)
+        return decoded
 
     async def _subscribe(self):
         client = self.nats()
@@ -96,27 +117,33 @@ class Subscription:
         try:
             js = client.jetstream()
             return await js.pull_subscribe(
-                all_events(self.prefix), durable=self.durable, stream=self.stream,
-                config=js_api.ConsumerConfig(ack_wait=30, max_ack_pending=20_000,
-                                             deliver_policy=js_api.DeliverPolicy.ALL))
+                all_events(self.prefix),
+                durable=self.durable,
+                stream=self.stream,
+                config=js_api.ConsumerConfig(
+                    ack_wait=30, max_ack_pending=20_000, deliver_policy=js_api.DeliverPolicy.ALL
+                ),
+            )
         except Exception as error:  # noqa: BLE001
             log.info("%s: cannot subscribe yet (%s)", self.handler.name, error)
             return None
 
-    async def apply(self, records: list[tuple[Recorded, int]]) -> None:
-        """Applies delivered events (each with its predecessor's position), backfilling any gap."""
+    async def apply(self, records: list[tuple[Recorded | None, int, int]]) -> None:
+        """Applies delivered events (with their position and their predecessor's), backfilling any gap.
+        An event delivered without its data (too large for NATS) is read from the store like a gap."""
         async with self.pool.connection() as conn, conn.transaction():
             tracked = await positions.lock_position(conn, self.handler.name)
             batch: list[Recorded] = []
-            for record, previous in records:
-                if record.position <= tracked:
+            for record, position, previous in records:
+                if position <= tracked:
                     continue  # redelivered, or already read from the store
-                if previous > tracked:
-                    missing = await self._read_store(tracked, upto=previous)
+                if previous > tracked or record is None:
+                    missing = await self._read_store(tracked, upto=position if record is None else previous)
                     batch.extend(missing)
-                    log.info("%s: backfilled %d events from the store", self.handler.name, len(missing))
-                batch.append(record)
-                tracked = record.position
+                    log.info("%s: read %d events from the store", self.handler.name, len(missing))
+                if record is not None:
+                    batch.append(record)
+                tracked = position
             if batch:
                 await self.handler.handle(conn, batch)
                 await positions.save_position(conn, self.handler.name, tracked)

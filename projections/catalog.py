@@ -35,8 +35,9 @@ class CatalogListing:
         events = [r for r in batch if r.event.aggregate == "catalog"]
         if not events:
             return
-        cursor = await conn.execute("SELECT item_id, seq, state FROM rm_catalog WHERE item_id = ANY(%s)",
-                                    (list({r.stream_id for r in events}),))
+        cursor = await conn.execute(
+            "SELECT item_id, seq, state FROM rm_catalog WHERE item_id = ANY(%s)", (list({r.stream_id for r in events}),)
+        )
         rows = {item_id: (seq, _decoder.decode(state)) for item_id, seq, state in await cursor.fetchall()}
         for record in events:
             seq, state = rows.get(record.stream_id, (record.position, None))
@@ -46,23 +47,35 @@ class CatalogListing:
                 "INSERT INTO rm_catalog (item_id, org_id, workspace_id, kind, seq, deleted, state) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (item_id) DO UPDATE SET deleted = EXCLUDED.deleted, state = EXCLUDED.state",
-                [(item_id, s.org_id, s.workspace_id, s.kind, seq, s.deleted, _encoder.encode(s))
-                 for item_id, (seq, s) in rows.items()])
+                [
+                    (item_id, s.org_id, s.workspace_id, s.kind, seq, s.deleted, _encoder.encode(s))
+                    for item_id, (seq, s) in rows.items()
+                ],
+            )
 
 
-async def get_item(conn: psycopg.AsyncConnection, org_id: str, workspace_id: str, kind: str,
-                   item_id: str) -> CatalogItem | None:
-    row = await (await conn.execute(
-        "SELECT state FROM rm_catalog WHERE item_id = %s AND org_id = %s AND workspace_id = %s AND kind = %s "
-        "AND NOT deleted", (item_id, org_id, workspace_id, kind))).fetchone()
+async def get_item(
+    conn: psycopg.AsyncConnection, org_id: str, workspace_id: str, kind: str, item_id: str
+) -> CatalogItem | None:
+    row = await (
+        await conn.execute(
+            "SELECT state FROM rm_catalog WHERE item_id = %s AND org_id = %s AND workspace_id = %s AND kind = %s "
+            "AND NOT deleted",
+            (item_id, org_id, workspace_id, kind),
+        )
+    ).fetchone()
     return _decoder.decode(row[0]) if row else None
 
 
-async def list_items(conn: psycopg.AsyncConnection, org_id: str, workspace_id: str, kind: str, after: int | None,
-                     limit: int) -> tuple[int, list[tuple[int, CatalogItem]]]:
+async def list_items(
+    conn: psycopg.AsyncConnection, org_id: str, workspace_id: str, kind: str, after: int | None, limit: int
+) -> tuple[int, list[tuple[int, CatalogItem]]]:
     where = "org_id = %s AND workspace_id = %s AND kind = %s AND NOT deleted"
-    total = await (await conn.execute(f"SELECT count(*) FROM rm_catalog WHERE {where}",
-                                      (org_id, workspace_id, kind))).fetchone()
-    cursor = await conn.execute(f"SELECT seq, state FROM rm_catalog WHERE {where} AND seq > %s ORDER BY seq LIMIT %s",
-                                (org_id, workspace_id, kind, after or 0, limit + 1))
+    total = await (
+        await conn.execute(f"SELECT count(*) FROM rm_catalog WHERE {where}", (org_id, workspace_id, kind))
+    ).fetchone()
+    cursor = await conn.execute(
+        f"SELECT seq, state FROM rm_catalog WHERE {where} AND seq > %s ORDER BY seq LIMIT %s",
+        (org_id, workspace_id, kind, after or 0, limit + 1),
+    )
     return total[0], [(seq, _decoder.decode(state)) for seq, state in await cursor.fetchall()]

@@ -12,7 +12,12 @@ import msgspec
 import psycopg
 
 from domain.environments import (
-    ENVIRONMENTS, AppUndeployed, Environment, EnvironmentCreated, Environments, ReleaseDeployed,
+    ENVIRONMENTS,
+    AppUndeployed,
+    Environment,
+    EnvironmentCreated,
+    Environments,
+    ReleaseDeployed,
 )
 from domain.events import Recorded
 
@@ -71,8 +76,10 @@ class EnvironmentListing:
         events = [r for r in batch if r.event.aggregate == "environment"]
         if not events:
             return
-        cursor = await conn.execute("SELECT stream_id, state FROM rm_environment_sets WHERE stream_id = ANY(%s)",
-                                    (list({r.stream_id for r in events}),))
+        cursor = await conn.execute(
+            "SELECT stream_id, state FROM rm_environment_sets WHERE stream_id = ANY(%s)",
+            (list({r.stream_id for r in events}),),
+        )
         sets = {stream_id: _set_decoder.decode(state) for stream_id, state in await cursor.fetchall()}
         created_at: dict[str, int] = {}  # environment id -> position of its creation (its keyset order)
         deployments = []
@@ -82,56 +89,90 @@ class EnvironmentListing:
             if isinstance(event, EnvironmentCreated):
                 created_at[event.environment_id] = record.position
             if isinstance(event, (ReleaseDeployed, AppUndeployed)):
-                deployments.append((
-                    event.deployment_id, record.meta.org_id, event.environment_id, record.position, event.app_id,
-                    event.release_id if isinstance(event, ReleaseDeployed) else None, event.previous_release_id,
-                    event.action if isinstance(event, ReleaseDeployed) else "undeploy",
-                    record.meta.actor.user_id or record.meta.actor.principal_id, record.meta.occurred_at))
+                deployments.append(
+                    (
+                        event.deployment_id,
+                        record.meta.org_id,
+                        event.environment_id,
+                        record.position,
+                        event.app_id,
+                        event.release_id if isinstance(event, ReleaseDeployed) else None,
+                        event.previous_release_id,
+                        event.action if isinstance(event, ReleaseDeployed) else "undeploy",
+                        record.meta.actor.user_id or record.meta.actor.principal_id,
+                        record.meta.occurred_at,
+                    )
+                )
         async with conn.cursor() as cur:
             await cur.executemany(
                 "INSERT INTO rm_environment_sets (stream_id, state) VALUES (%s, %s) "
                 "ON CONFLICT (stream_id) DO UPDATE SET state = EXCLUDED.state",
-                [(stream_id, _encoder.encode(state)) for stream_id, state in sets.items()])
+                [(stream_id, _encoder.encode(state)) for stream_id, state in sets.items()],
+            )
             # Every environment of a touched workspace: a new default changes the old one too.
             await cur.executemany(
                 "INSERT INTO rm_environments (environment_id, org_id, workspace_id, seq, deleted, state) "
                 "VALUES (%s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (environment_id) DO UPDATE SET deleted = EXCLUDED.deleted, state = EXCLUDED.state",
-                [(e.environment_id, s.org_id, s.workspace_id, created_at.get(e.environment_id, 0), e.deleted,
-                  _encoder.encode(e)) for s in sets.values() for e in s.environments.values()])
+                [
+                    (
+                        e.environment_id,
+                        s.org_id,
+                        s.workspace_id,
+                        created_at.get(e.environment_id, 0),
+                        e.deleted,
+                        _encoder.encode(e),
+                    )
+                    for s in sets.values()
+                    for e in s.environments.values()
+                ],
+            )
             await cur.executemany(
                 "INSERT INTO rm_deployments (deployment_id, org_id, environment_id, seq, app_id, release_id, "
                 "previous_release_id, action, deployed_by, deployed_at) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (deployment_id) DO NOTHING",
-                deployments)
+                deployments,
+            )
 
 
-async def get_environment(conn: psycopg.AsyncConnection, org_id: str, workspace_id: str,
-                          environment_id: str) -> Environment | None:
-    row = await (await conn.execute(
-        "SELECT state FROM rm_environments WHERE environment_id = %s AND org_id = %s AND workspace_id = %s "
-        "AND NOT deleted", (environment_id, org_id, workspace_id))).fetchone()
+async def get_environment(
+    conn: psycopg.AsyncConnection, org_id: str, workspace_id: str, environment_id: str
+) -> Environment | None:
+    row = await (
+        await conn.execute(
+            "SELECT state FROM rm_environments WHERE environment_id = %s AND org_id = %s AND workspace_id = %s "
+            "AND NOT deleted",
+            (environment_id, org_id, workspace_id),
+        )
+    ).fetchone()
     return _decoder.decode(row[0]) if row else None
 
 
-async def list_environments(conn: psycopg.AsyncConnection, org_id: str, workspace_id: str, after: int | None,
-                            limit: int) -> tuple[int, list[tuple[int, Environment]]]:
+async def list_environments(
+    conn: psycopg.AsyncConnection, org_id: str, workspace_id: str, after: int | None, limit: int
+) -> tuple[int, list[tuple[int, Environment]]]:
     where = "org_id = %s AND workspace_id = %s AND NOT deleted"
-    total = await (await conn.execute(f"SELECT count(*) FROM rm_environments WHERE {where}",
-                                      (org_id, workspace_id))).fetchone()
+    total = await (
+        await conn.execute(f"SELECT count(*) FROM rm_environments WHERE {where}", (org_id, workspace_id))
+    ).fetchone()
     cursor = await conn.execute(
         f"SELECT seq, state FROM rm_environments WHERE {where} AND seq > %s ORDER BY seq LIMIT %s",
-        (org_id, workspace_id, after or 0, limit + 1))
+        (org_id, workspace_id, after or 0, limit + 1),
+    )
     return total[0], [(seq, _decoder.decode(state)) for seq, state in await cursor.fetchall()]
 
 
-async def list_deployments(conn: psycopg.AsyncConnection, org_id: str, environment_id: str,
-                           limit: int) -> tuple[int, list[Deployment]]:
-    total = await (await conn.execute(
-        "SELECT count(*) FROM rm_deployments WHERE org_id = %s AND environment_id = %s",
-        (org_id, environment_id))).fetchone()
+async def list_deployments(
+    conn: psycopg.AsyncConnection, org_id: str, environment_id: str, limit: int
+) -> tuple[int, list[Deployment]]:
+    total = await (
+        await conn.execute(
+            "SELECT count(*) FROM rm_deployments WHERE org_id = %s AND environment_id = %s", (org_id, environment_id)
+        )
+    ).fetchone()
     cursor = await conn.execute(
         "SELECT deployment_id, environment_id, app_id, release_id, previous_release_id, action, deployed_by, "
         "deployed_at FROM rm_deployments WHERE org_id = %s AND environment_id = %s ORDER BY seq DESC LIMIT %s",
-        (org_id, environment_id, limit))
+        (org_id, environment_id, limit),
+    )
     return total[0], [Deployment(*row) for row in await cursor.fetchall()]

@@ -22,8 +22,10 @@ def decode_cursor(cursor: str | None) -> int | None:
             raise ValueError(raw)
         return int(key)
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValidationFailed([FieldError(("cursor",), "Invalid cursor: pass the next_cursor of a previous page",
-                                           "value_error", cursor)], source="query") from None
+        raise ValidationFailed(
+            [FieldError(("cursor",), "Invalid cursor: pass the next_cursor of a previous page", "value_error", cursor)],
+            source="query",
+        ) from None
 
 
 class Page:

@@ -53,17 +53,32 @@ class TokenListing:
                             "INSERT INTO rm_tokens (token_id, org_id, seq, name, role, user_id, principal_type, "
                             "created_at, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                             "ON CONFLICT (token_id) DO NOTHING",
-                            (e.token_id, record.meta.org_id, record.position, e.name, e.role, e.user_id,
-                             e.principal_type, record.meta.occurred_at, record.meta.actor.principal_id))
+                            (
+                                e.token_id,
+                                record.meta.org_id,
+                                record.position,
+                                e.name,
+                                e.role,
+                                e.user_id,
+                                e.principal_type,
+                                record.meta.occurred_at,
+                                record.meta.actor.principal_id,
+                            ),
+                        )
                     case TokenRevoked():
-                        await cur.execute("UPDATE rm_tokens SET revoked_at = %s WHERE token_id = %s",
-                                          (record.meta.occurred_at, record.stream_id))
+                        await cur.execute(
+                            "UPDATE rm_tokens SET revoked_at = %s WHERE token_id = %s",
+                            (record.meta.occurred_at, record.stream_id),
+                        )
 
 
-async def list_tokens(conn: psycopg.AsyncConnection, org_id: str, after: int | None,
-                      limit: int) -> tuple[int, list[tuple[int, TokenRow]]]:
+async def list_tokens(
+    conn: psycopg.AsyncConnection, org_id: str, after: int | None, limit: int
+) -> tuple[int, list[tuple[int, TokenRow]]]:
     total_row = await (await conn.execute("SELECT count(*) FROM rm_tokens WHERE org_id = %s", (org_id,))).fetchone()
     cursor = await conn.execute(
         "SELECT seq, token_id, name, role, user_id, principal_type, created_at, created_by, revoked_at "
-        "FROM rm_tokens WHERE org_id = %s AND seq > %s ORDER BY seq LIMIT %s", (org_id, after or 0, limit + 1))
+        "FROM rm_tokens WHERE org_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+        (org_id, after or 0, limit + 1),
+    )
     return total_row[0], [(row[0], TokenRow(*row[1:])) for row in await cursor.fetchall()]

@@ -35,33 +35,42 @@ class WorkspaceListing:
             return
         ids = list({r.stream_id for r in events})
         cursor = await conn.execute(
-            "SELECT workspace_id, seq, state FROM rm_workspaces WHERE workspace_id = ANY(%s)", (ids,))
+            "SELECT workspace_id, seq, state FROM rm_workspaces WHERE workspace_id = ANY(%s)", (ids,)
+        )
         rows = {wid: (seq, _decoder.decode(state)) for wid, seq, state in await cursor.fetchall()}
         for record in events:
             seq, state = rows.get(record.stream_id, (record.position, None))
             rows[record.stream_id] = (seq, WORKSPACE.evolve(state, record.event, record.meta))
-        changed = [(wid, state.org_id, seq, state.deleted, _encoder.encode(state))
-                   for wid, (seq, state) in rows.items()]
+        changed = [
+            (wid, state.org_id, seq, state.deleted, _encoder.encode(state)) for wid, (seq, state) in rows.items()
+        ]
         async with conn.cursor() as cur:
             await cur.executemany(
                 "INSERT INTO rm_workspaces (workspace_id, org_id, seq, deleted, state) VALUES (%s, %s, %s, %s, %s) "
                 "ON CONFLICT (workspace_id) DO UPDATE SET deleted = EXCLUDED.deleted, state = EXCLUDED.state",
-                changed)
+                changed,
+            )
 
 
 async def get_workspace(conn: psycopg.AsyncConnection, org_id: str, workspace_id: str) -> WorkspaceState | None:
-    row = await (await conn.execute(
-        "SELECT state FROM rm_workspaces WHERE workspace_id = %s AND org_id = %s AND NOT deleted",
-        (workspace_id, org_id))).fetchone()
+    row = await (
+        await conn.execute(
+            "SELECT state FROM rm_workspaces WHERE workspace_id = %s AND org_id = %s AND NOT deleted",
+            (workspace_id, org_id),
+        )
+    ).fetchone()
     return _decoder.decode(row[0]) if row else None
 
 
-async def list_workspaces(conn: psycopg.AsyncConnection, org_id: str, after: int | None,
-                          limit: int) -> tuple[int, list[tuple[int, WorkspaceState]]]:
+async def list_workspaces(
+    conn: psycopg.AsyncConnection, org_id: str, after: int | None, limit: int
+) -> tuple[int, list[tuple[int, WorkspaceState]]]:
     """The org's total and one page of (key, workspace) in creation order, after the cursor's key."""
-    total_row = await (await conn.execute(
-        "SELECT count(*) FROM rm_workspaces WHERE org_id = %s AND NOT deleted", (org_id,))).fetchone()
+    total_row = await (
+        await conn.execute("SELECT count(*) FROM rm_workspaces WHERE org_id = %s AND NOT deleted", (org_id,))
+    ).fetchone()
     cursor = await conn.execute(
-        "SELECT seq, state FROM rm_workspaces WHERE org_id = %s AND NOT deleted AND seq > %s "
-        "ORDER BY seq LIMIT %s", (org_id, after or 0, limit + 1))
+        "SELECT seq, state FROM rm_workspaces WHERE org_id = %s AND NOT deleted AND seq > %s ORDER BY seq LIMIT %s",
+        (org_id, after or 0, limit + 1),
+    )
     return total_row[0], [(seq, _decoder.decode(state)) for seq, state in await cursor.fetchall()]

@@ -11,7 +11,6 @@ import asyncio
 import os
 import secrets
 import threading
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -58,9 +57,15 @@ def settings(server_urls, tmp_path_factory) -> Settings:
     params = conninfo_to_dict(admin_url)
     params["dbname"] = name
     tag = secrets.token_hex(4)
-    settings = Settings(database_url=make_conninfo(**params), nats_url=nats_url, root_token=ROOT_TOKEN,
-                        data_dir=tmp_path_factory.mktemp("data"), stream=f"MMTEST_{tag}",
-                        subject_prefix=f"mmt{tag}", min_position_timeout=3.0)
+    settings = Settings(
+        database_url=make_conninfo(**params),
+        nats_url=nats_url,
+        root_token=ROOT_TOKEN,
+        data_dir=tmp_path_factory.mktemp("data"),
+        stream=f"MMTEST_{tag}",
+        subject_prefix=f"mmt{tag}",
+        min_position_timeout=3.0,
+    )
     migrate(settings)
     yield settings
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -121,8 +126,7 @@ def system(settings) -> RunningRoles:
 
 @pytest.fixture()
 def api(system) -> httpx.Client:
-    with httpx.Client(base_url=system.url, headers={"Authorization": f"Bearer {ROOT_TOKEN}"},
-                      timeout=30) as client:
+    with httpx.Client(base_url=system.url, headers={"Authorization": f"Bearer {ROOT_TOKEN}"}, timeout=30) as client:
         yield client
 
 

@@ -12,8 +12,11 @@ def test_missing_or_bad_token_is_401(system, org):
     with httpx.Client(base_url=system.url) as anonymous:
         body = assert_envelope(anonymous.get(f"/v1/orgs/{org}/workspaces"), 401, "AUTHENTICATION_FAILED")
         assert body["message"] == "Authentication required" and body["details"] == {}
-        assert_envelope(anonymous.get(f"/v1/orgs/{org}/workspaces", headers={"Authorization": "Basic eDp5"}),
-                        401, "AUTHENTICATION_FAILED")
+        assert_envelope(
+            anonymous.get(f"/v1/orgs/{org}/workspaces", headers={"Authorization": "Basic eDp5"}),
+            401,
+            "AUTHENTICATION_FAILED",
+        )
     for token in ("garbage", "tok_abc.def", "tok_.x"):
         with as_token(system, token) as client:
             assert_envelope(client.get(f"/v1/orgs/{org}/workspaces"), 401, "AUTHENTICATION_FAILED")
@@ -69,8 +72,9 @@ def test_roles_grant_what_they_should(api, system, org):
         body = assert_envelope(viewer.post(f"/v1/orgs/{org}/workspaces", json={"name": "x"}), 403, "FORBIDDEN")
         assert body["details"]["required_permission"] == "workspace:create"
     with as_token(system, issue_token(api, org, "member")) as member:
-        body = assert_envelope(member.post(f"/v1/orgs/{org}/tokens", json={"name": "x", "role": "viewer"}),
-                               403, "FORBIDDEN")
+        body = assert_envelope(
+            member.post(f"/v1/orgs/{org}/tokens", json={"name": "x", "role": "viewer"}), 403, "FORBIDDEN"
+        )
         assert body["details"]["required_permission"] == "token:create"
         assert_envelope(member.get(f"/v1/orgs/{org}/tokens"), 403, "FORBIDDEN")
     with as_token(system, issue_token(api, org, "auditor")) as auditor:
@@ -84,3 +88,15 @@ def test_roles_grant_what_they_should(api, system, org):
 def test_bad_token_request_is_422(api, org):
     response = api.post(f"/v1/orgs/{org}/tokens", json={"name": "x", "role": "superuser"})
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "role"]
+
+
+def test_an_admin_cannot_revoke_an_owner_token(api, system, org):
+    owner_id = issue_token(api, org, "owner").split(".")[0]
+    with as_token(system, issue_token(api, org, "admin")) as admin:
+        body = assert_envelope(admin.delete(f"/v1/orgs/{org}/tokens/{owner_id}"), 403, "FORBIDDEN")
+        assert body["details"]["required_permission"] == "token:delete:owner"
+
+
+def test_control_characters_never_reach_a_view(api, org):
+    response = api.post(f"/v1/orgs/{org}/tokens", json={"name": "x\u0000y", "role": "viewer"})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "name"]

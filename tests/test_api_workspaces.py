@@ -7,18 +7,36 @@ import time
 
 from tests.conftest import assert_422, assert_envelope, position_of
 
-WORKSPACE_KEYS = {"workspace_id", "name", "description", "owner_id", "subscription_plan_id", "is_active", "tags",
-                  "region", "s3_bucket", "bucket_status", "created_at", "updated_at"}
+WORKSPACE_KEYS = {
+    "workspace_id",
+    "name",
+    "description",
+    "owner_id",
+    "subscription_plan_id",
+    "is_active",
+    "tags",
+    "region",
+    "s3_bucket",
+    "bucket_status",
+    "created_at",
+    "updated_at",
+}
 
 
 def test_create_answers_the_seed_shape_with_its_position(api, org):
-    response = api.post(f"/v1/orgs/{org}/workspaces", json={"organization_id": org, "name": "alpha",
-                                                              "tags": ["prod"], "region": "eu-west-1"})
+    response = api.post(
+        f"/v1/orgs/{org}/workspaces",
+        json={"organization_id": org, "name": "alpha", "tags": ["prod"], "region": "eu-west-1"},
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     assert set(body) == WORKSPACE_KEYS
-    assert (body["name"], body["region"], body["tags"], body["bucket_status"]) == ("alpha", "eu-west-1", ["prod"],
-                                                                                    "pending")
+    assert (body["name"], body["region"], body["tags"], body["bucket_status"]) == (
+        "alpha",
+        "eu-west-1",
+        ["prod"],
+        "pending",
+    )
     assert body["created_at"].endswith("Z") and int(position_of(response)) > 0
 
 
@@ -47,8 +65,10 @@ def test_update_then_delete(api, org):
     after = {"X-Min-Position": position_of(deleted)}
     assert_envelope(api.get(f"/v1/orgs/{org}/workspaces/{workspace_id}", headers=after), 404, "RESOURCE_NOT_FOUND")
     assert api.get(f"/v1/orgs/{org}/workspaces", headers=after).json()["total"] == 0
-    for response in (api.put(f"/v1/orgs/{org}/workspaces/{workspace_id}", json={"name": "x"}),
-                     api.delete(f"/v1/orgs/{org}/workspaces/{workspace_id}")):
+    for response in (
+        api.put(f"/v1/orgs/{org}/workspaces/{workspace_id}", json={"name": "x"}),
+        api.delete(f"/v1/orgs/{org}/workspaces/{workspace_id}"),
+    ):
         body = assert_envelope(response, 404, "RESOURCE_NOT_FOUND")
         assert body["details"] == {"resource_type": "workspace", "resource_id": workspace_id}
 
@@ -94,7 +114,7 @@ def test_concurrent_updates_of_one_workspace_are_all_kept(api, org):
     answers = []
 
     def tag(i: int) -> None:
-        answers.append(api.put(f"/v1/orgs/{org}/workspaces/{workspace_id}", json={f"description": f"d{i}"}))
+        answers.append(api.put(f"/v1/orgs/{org}/workspaces/{workspace_id}", json={"description": f"d{i}"}))
 
     threads = [threading.Thread(target=tag, args=(i,)) for i in range(16)]
     for thread in threads:
@@ -140,3 +160,15 @@ def test_openapi_schema_and_health(api):
     assert api.get("/healthz").json() == {"status": "ok", "checks": {}}
     ready = api.get("/readyz").json()
     assert ready["checks"] == {"postgres": "ok", "nats": "ok"}
+
+
+def test_ids_of_the_wrong_kind_or_shape_are_404_or_422_never_500(api, org):
+    workspace_id = api.post(f"/v1/orgs/{org}/workspaces", json={"name": "alpha"}).json()["workspace_id"]
+    token_id = api.post(f"/v1/orgs/{org}/tokens", json={"name": "t", "role": "viewer"}).json()["token_id"]
+    assert_envelope(api.delete(f"/v1/orgs/{org}/tokens/{workspace_id}"), 404, "RESOURCE_NOT_FOUND")
+    assert_envelope(api.put(f"/v1/orgs/{org}/workspaces/{token_id}", json={"name": "x"}), 404, "RESOURCE_NOT_FOUND")
+    assert_422(api.get(f"/v1/orgs/{org}/workspaces/a%00b"), ["path", "workspace_id"])
+    assert_422(api.put(f"/v1/orgs/{org}/workspaces/a%00b", json={}), ["path", "workspace_id"])
+    assert_422(
+        api.post(f"/v1/orgs/{org}/workspaces", json={"name": "n", "description": "d" * 2001}), ["body", "description"]
+    )

@@ -43,8 +43,11 @@ def test_every_variable_is_one_the_code_reads_and_points_at_the_right_service():
     postgres_env = services["postgres"]["environment"]
     url = services["api"]["environment"]["MECHAMENTAL_DATABASE_URL"]
     user, password, database = re.fullmatch(r"postgresql://(\w+):(\w+)@postgres:5432/(\w+)", url).groups()
-    assert (user, password, database) == (postgres_env["POSTGRES_USER"], postgres_env["POSTGRES_PASSWORD"],
-                                          postgres_env["POSTGRES_DB"])
+    assert (user, password, database) == (
+        postgres_env["POSTGRES_USER"],
+        postgres_env["POSTGRES_PASSWORD"],
+        postgres_env["POSTGRES_DB"],
+    )
 
 
 def test_api_port_matches_its_settings_and_published_port():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -10,12 +10,19 @@ from domain.errors import Conflict, NotFound, ValidationFailed
 from domain.events import SYSTEM_ACTOR, EventMeta, decode, encode
 from domain.token import TOKEN, IssueToken, RevokeToken, TokenIssued, TokenRevoked
 from domain.workspace import (
-    WORKSPACE, CreateWorkspace, DeleteWorkspace, RecordBucketFailed, RecordBucketProvisioned, UpdateWorkspace,
-    WorkspaceBucketProvisioned, WorkspaceCreated, WorkspaceDeleted, WorkspaceUpdated,
+    WORKSPACE,
+    CreateWorkspace,
+    DeleteWorkspace,
+    RecordBucketFailed,
+    RecordBucketProvisioned,
+    UpdateWorkspace,
+    WorkspaceBucketProvisioned,
+    WorkspaceCreated,
+    WorkspaceDeleted,
+    WorkspaceUpdated,
 )
 
-META = EventMeta(org_id="acme", actor=SYSTEM_ACTOR, trace_id="t" * 32,
-                 occurred_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+META = EventMeta(org_id="acme", actor=SYSTEM_ACTOR, trace_id="t" * 32, occurred_at=datetime(2026, 1, 1, tzinfo=UTC))
 
 
 def given(kind, *events):
@@ -29,8 +36,16 @@ def when(kind, past, command):
     return kind.decide(given(kind, *past), command)
 
 
-CREATED = WorkspaceCreated(workspace_id="ws_1", name="alpha", description=None, owner_id="u1",
-                           subscription_plan_id=None, is_active=True, tags=[], region="us-east-1")
+CREATED = WorkspaceCreated(
+    workspace_id="ws_1",
+    name="alpha",
+    description=None,
+    owner_id="u1",
+    subscription_plan_id=None,
+    is_active=True,
+    tags=[],
+    region="us-east-1",
+)
 
 
 def create(**fields) -> CreateWorkspace:
@@ -51,8 +66,9 @@ def test_create_workspace_defaults_region_and_starts_with_pending_bucket():
 
 
 def test_create_workspace_rejects_every_broken_rule_at_once():
-    fields = rejected_fields(WORKSPACE, [], create(name="", region="mars-1", tags=["x" * 51] + ["t"] * 20,
-                                                   organization_id="other"))
+    fields = rejected_fields(
+        WORKSPACE, [], create(name="", region="mars-1", tags=["x" * 51] + ["t"] * 20, organization_id="other")
+    )
     assert ("organization_id",) in fields and ("name",) in fields and ("region",) in fields
     assert ("tags",) in fields and ("tags", "0") in fields
 
@@ -104,8 +120,9 @@ def test_updated_event_round_trips_through_the_log_without_unset_fields():
 def test_token_issue_validates_role_and_revocation_is_final():
     with pytest.raises(ValidationFailed):
         when(TOKEN, [], IssueToken(token_id="tok_1", name="n", role="superuser", secret_hash="h"))
-    issued = TokenIssued(token_id="tok_1", name="n", role="viewer", user_id=None, principal_type="user",
-                         secret_hash="h")
+    issued = TokenIssued(
+        token_id="tok_1", name="n", role="viewer", user_id=None, principal_type="user", secret_hash="h"
+    )
     assert when(TOKEN, [issued], RevokeToken()) == [TokenRevoked()]
     with pytest.raises(NotFound):
         when(TOKEN, [issued, TokenRevoked()], RevokeToken())
@@ -113,29 +130,46 @@ def test_token_issue_validates_role_and_revocation_is_final():
 
 # Environments
 from domain.environments import (  # noqa: E402
-    ENVIRONMENTS, CreateEnvironment, DefaultEnvironmentChanged, DeleteEnvironment, DeployRelease,
-    EnvironmentCreated, ReleaseDeployed, UndeployApp, UpdateEnvironment,
+    ENVIRONMENTS,
+    CreateEnvironment,
+    DefaultEnvironmentChanged,
+    DeleteEnvironment,
+    DeployRelease,
+    EnvironmentCreated,
+    ReleaseDeployed,
+    UndeployApp,
+    UpdateEnvironment,
 )
 
 
 def env_created(environment_id: str, slug: str) -> EnvironmentCreated:
-    return EnvironmentCreated(workspace_id="ws_1", environment_id=environment_id, name=slug, slug=slug,
-                              description=None)
+    return EnvironmentCreated(
+        workspace_id="ws_1", environment_id=environment_id, name=slug, slug=slug, description=None
+    )
 
 
 PROD = [env_created("env_1", "prod"), DefaultEnvironmentChanged(environment_id="env_1")]
 
 
 def deployed(release_id: str, previous: str | None, action: str = "deploy") -> ReleaseDeployed:
-    return ReleaseDeployed(environment_id="env_1", deployment_id=f"dep_{release_id}", app_id="app_1",
-                           release_id=release_id, previous_release_id=previous, action=action)
+    return ReleaseDeployed(
+        environment_id="env_1",
+        deployment_id=f"dep_{release_id}",
+        app_id="app_1",
+        release_id=release_id,
+        previous_release_id=previous,
+        action=action,
+    )
 
 
 def test_first_environment_becomes_default_and_a_slug_is_derived():
     events = when(ENVIRONMENTS, [], CreateEnvironment(workspace_id="ws_1", environment_id="env_1", name="Prod EU"))
-    assert events == [EnvironmentCreated(workspace_id="ws_1", environment_id="env_1", name="Prod EU",
-                                         slug="prod-eu", description=None),
-                      DefaultEnvironmentChanged(environment_id="env_1")]
+    assert events == [
+        EnvironmentCreated(
+            workspace_id="ws_1", environment_id="env_1", name="Prod EU", slug="prod-eu", description=None
+        ),
+        DefaultEnvironmentChanged(environment_id="env_1"),
+    ]
 
 
 def test_a_taken_slug_conflicts():
@@ -157,14 +191,28 @@ def test_deleting_the_default_promotes_the_oldest_remaining():
 
 
 def test_deploys_name_their_direction_and_previous_release():
-    assert when(ENVIRONMENTS, PROD, DeployRelease(environment_id="env_1", deployment_id="dep_r1", app_id="app_1",
-                                                  release_id="r1", older_than_active=False)) == [deployed("r1", None)]
-    assert when(ENVIRONMENTS, [*PROD, deployed("r2", None)], DeployRelease(
-        environment_id="env_1", deployment_id="dep_r1", app_id="app_1", release_id="r1",
-        older_than_active=True)) == [deployed("r1", "r2", "rollback")]
+    assert when(
+        ENVIRONMENTS,
+        PROD,
+        DeployRelease(
+            environment_id="env_1", deployment_id="dep_r1", app_id="app_1", release_id="r1", older_than_active=False
+        ),
+    ) == [deployed("r1", None)]
+    assert when(
+        ENVIRONMENTS,
+        [*PROD, deployed("r2", None)],
+        DeployRelease(
+            environment_id="env_1", deployment_id="dep_r1", app_id="app_1", release_id="r1", older_than_active=True
+        ),
+    ) == [deployed("r1", "r2", "rollback")]
     with pytest.raises(Conflict):
-        when(ENVIRONMENTS, [*PROD, deployed("r2", None)], DeployRelease(
-            environment_id="env_1", deployment_id="dep_x", app_id="app_1", release_id="r2", older_than_active=False))
+        when(
+            ENVIRONMENTS,
+            [*PROD, deployed("r2", None)],
+            DeployRelease(
+                environment_id="env_1", deployment_id="dep_x", app_id="app_1", release_id="r2", older_than_active=False
+            ),
+        )
 
 
 def test_undeploy_needs_a_deployment_and_delete_needs_none():
@@ -186,16 +234,31 @@ from domain.catalog import CATALOG, AddItem, ChangeItem  # noqa: E402
 
 
 def test_catalog_fields_get_defaults_and_are_checked_by_kind():
-    [added] = when(CATALOG, [], AddItem(item_id="source_1", kind="sources", workspace_id="ws_1",
-                                        fields={"name": "manual"}))
-    assert added.fields == {"name": "manual", "type": None, "namespace_id": None, "status": "pending",
-                            "chunks": 0, "tokens": 0, "bytes": 0}
-    assert rejected_fields(CATALOG, [], AddItem(item_id="source_1", kind="sources", workspace_id="ws_1",
-                                                fields={"name": "m", "chunks": True, "status": "x"})) == [
-        ("chunks",), ("status",)]
+    [added] = when(
+        CATALOG, [], AddItem(item_id="source_1", kind="sources", workspace_id="ws_1", fields={"name": "manual"})
+    )
+    assert added.fields == {
+        "name": "manual",
+        "type": None,
+        "namespace_id": None,
+        "status": "pending",
+        "chunks": 0,
+        "tokens": 0,
+        "bytes": 0,
+    }
+    assert rejected_fields(
+        CATALOG,
+        [],
+        AddItem(
+            item_id="source_1", kind="sources", workspace_id="ws_1", fields={"name": "m", "chunks": True, "status": "x"}
+        ),
+    ) == [("chunks",), ("status",)]
     assert rejected_fields(CATALOG, [added], ChangeItem({"namespace_id": "namespace_2"})) == [("namespace_id",)]
 
 
 def test_a_secret_value_is_refused():
-    assert rejected_fields(CATALOG, [], AddItem(item_id="secret_1", kind="secrets", workspace_id="ws_1",
-                                                fields={"name": "K", "value": "s3cr3t"})) == [("value",)]
+    assert rejected_fields(
+        CATALOG,
+        [],
+        AddItem(item_id="secret_1", kind="secrets", workspace_id="ws_1", fields={"name": "K", "value": "s3cr3t"}),
+    ) == [("value",)]

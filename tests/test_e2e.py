@@ -44,10 +44,17 @@ def role_env(server_urls, tmp_path):
     params = conninfo_to_dict(admin_url)
     params["dbname"] = name
     tag = secrets.token_hex(4)
-    env = {**os.environ, "MECHAMENTAL_DATABASE_URL": make_conninfo(**params), "MECHAMENTAL_NATS_URL": nats_url,
-           "MECHAMENTAL_ROOT_TOKEN": "e2e-" + secrets.token_hex(8), "MECHAMENTAL_STREAM": f"MME2E_{tag}",
-           "MECHAMENTAL_SUBJECT_PREFIX": f"mme2e{tag}", "MECHAMENTAL_DATA_DIR": str(tmp_path),
-           "MECHAMENTAL_PORT": str(free_port()), "MECHAMENTAL_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "MECHAMENTAL_DATABASE_URL": make_conninfo(**params),
+        "MECHAMENTAL_NATS_URL": nats_url,
+        "MECHAMENTAL_ROOT_TOKEN": "e2e-" + secrets.token_hex(8),
+        "MECHAMENTAL_STREAM": f"MME2E_{tag}",
+        "MECHAMENTAL_SUBJECT_PREFIX": f"mme2e{tag}",
+        "MECHAMENTAL_DATA_DIR": str(tmp_path),
+        "MECHAMENTAL_PORT": str(free_port()),
+        "MECHAMENTAL_LOG_LEVEL": "WARNING",
+    }
     yield env
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -91,8 +98,9 @@ def test_roles_as_processes_survive_kill_9_of_projector_and_relay(role_env, tmp_
         for role in ("api", "relay", "projector"):
             roles.start(role)
         roles.start("relay", name="standby-relay")  # waits on the advisory lock until the leader dies
-        client = httpx.Client(base_url=base, timeout=30,
-                              headers={"Authorization": f"Bearer {role_env['MECHAMENTAL_ROOT_TOKEN']}"})
+        client = httpx.Client(
+            base_url=base, timeout=30, headers={"Authorization": f"Bearer {role_env['MECHAMENTAL_ROOT_TOKEN']}"}
+        )
         wait_until(lambda: client.get("/readyz").status_code == 200, what="api ready")
 
         def create(n: int) -> list[httpx.Response]:
@@ -101,8 +109,11 @@ def test_roles_as_processes_survive_kill_9_of_projector_and_relay(role_env, tmp_
             return answers
 
         def listed(after: httpx.Response) -> set[str]:
-            page = client.get(f"/v1/orgs/{org}/workspaces", params={"limit": 200},
-                              headers={"X-Min-Position": after.headers["X-Event-Position"]})
+            page = client.get(
+                f"/v1/orgs/{org}/workspaces",
+                params={"limit": 200},
+                headers={"X-Min-Position": after.headers["X-Event-Position"]},
+            )
             assert page.status_code == 200, page.text
             return {w["workspace_id"] for w in page.json()["workspaces"]}
 
@@ -118,8 +129,10 @@ def test_roles_as_processes_survive_kill_9_of_projector_and_relay(role_env, tmp_
         wait_until(lambda: listed(third[-1]) == expected, timeout=60, what="every workspace listed")
 
         ws = third[-1].json()["workspace_id"]
-        wait_until(lambda: client.get(f"/v1/orgs/{org}/workspaces/{ws}").json()["bucket_status"] == "ready",
-                   what="bucket ready")
+        wait_until(
+            lambda: client.get(f"/v1/orgs/{org}/workspaces/{ws}").json()["bucket_status"] == "ready",
+            what="bucket ready",
+        )
     finally:
         roles.stop_all()
 
@@ -145,8 +158,7 @@ def test_kill_9_of_dev_during_a_write_burst_loses_no_acknowledged_workspace(tmp_
                     return
                 if answer.status_code == 201:
                     with lock:
-                        acknowledged.append((answer.json()["workspace_id"],
-                                             int(answer.headers["X-Event-Position"])))
+                        acknowledged.append((answer.json()["workspace_id"], int(answer.headers["X-Event-Position"])))
 
     log = open(tmp_path / "dev.log", "ab")
     dev = subprocess.Popen(command, env=env, stdout=log, stderr=log)
@@ -169,8 +181,9 @@ def test_kill_9_of_dev_during_a_write_burst_loses_no_acknowledged_workspace(tmp_
             seen, cursor = set(), None
             while True:
                 params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
-                page = client.get(f"/v1/orgs/{org}/workspaces", params=params,
-                                  headers={"X-Min-Position": str(newest)}).json()
+                page = client.get(
+                    f"/v1/orgs/{org}/workspaces", params=params, headers={"X-Min-Position": str(newest)}
+                ).json()
                 seen |= {w["workspace_id"] for w in page["workspaces"]}
                 if not page["has_more"]:
                     break

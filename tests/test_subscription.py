@@ -51,14 +51,26 @@ def write_events(store: EventStore, count: int) -> list[int]:
 def run(settings, store, handler, scenario):
     async def main():
         async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
-            subscription = Subscription(handler, store, pool, settings.database_url, lambda: None,
-                                        stream=settings.stream, prefix=settings.subject_prefix)
+            subscription = Subscription(
+                handler,
+                store,
+                pool,
+                settings.database_url,
+                lambda: None,
+                stream=settings.stream,
+                prefix=settings.subject_prefix,
+            )
             await scenario(subscription)
             async with pool.connection() as conn:
-                seen = [r[0] for r in await (await conn.execute(
-                    f"SELECT position FROM {handler.name} ORDER BY position")).fetchall()]
+                seen = [
+                    r[0]
+                    for r in await (
+                        await conn.execute(f"SELECT position FROM {handler.name} ORDER BY position")
+                    ).fetchall()
+                ]
                 tracked = (await positions.read_positions(conn, [handler.name]))[handler.name]
             return seen, tracked
+
     return asyncio.run(main())
 
 
@@ -66,7 +78,7 @@ def delivered(store: EventStore, after: int, upto: int) -> list:
     """What the relay would publish: each event with the position of the one before it."""
     events = store.read(after, 10_000, upto=upto)
     previous = [after] + [e.position for e in events[:-1]]
-    return list(zip(events, previous))
+    return [(event, event.position, before) for event, before in zip(events, previous, strict=False)]
 
 
 def test_redelivered_messages_are_applied_once(settings, store, handler):
@@ -79,7 +91,7 @@ def test_redelivered_messages_are_applied_once(settings, store, handler):
         await subscription.apply(messages[-2:])
 
     seen, tracked = run(settings, store, handler, scenario)
-    assert seen == [m[0].position for m in messages]
+    assert seen == [m[1] for m in messages]
     assert tracked == written[-1]
 
 
@@ -92,7 +104,7 @@ def test_a_gap_is_backfilled_from_the_store(settings, store, handler):
         await subscription.apply(messages[-1:])  # everything in between was lost on the way
 
     seen, tracked = run(settings, store, handler, scenario)
-    assert seen == [m[0].position for m in messages]
+    assert seen == [m[1] for m in messages]
     assert set(written) <= set(seen) and tracked == written[-1]
 
 
@@ -126,3 +138,39 @@ def test_a_failing_batch_moves_neither_rows_nor_position(settings, store, handle
 
     seen, tracked = run(settings, store, exploding, scenario)
     assert seen == [] and tracked == 0
+
+
+def test_an_event_sent_without_its_data_is_read_from_the_store(settings, store, handler):
+    written = write_events(store, 3)
+    messages = delivered(store, 0, written[-1])
+    last_event, position, previous = messages[-1]
+
+    async def scenario(subscription):
+        await subscription.apply([*messages[:-1], (None, position, previous)])
+
+    seen, tracked = run(settings, store, handler, scenario)
+    assert seen[-1] == last_event.position and tracked == written[-1]
+
+
+def test_unreadable_messages_are_skipped_and_readable_ones_kept(settings, store, handler):
+    from types import SimpleNamespace
+
+    from pipeline.broker import to_message
+
+    written = write_events(store, 1)
+    [notification] = store.recorder.select_notifications(start=written[0], limit=1)
+    subject, payload, headers = to_message("p", "store", written[0] - 1, notification, "org")
+    good = SimpleNamespace(subject=subject, headers=headers, data=payload)
+    foreign = SimpleNamespace(subject="p.events.x", headers={"Mm-Position": "x"}, data=b"{}")
+    unknown = SimpleNamespace(subject=subject, headers={**headers, "Mm-Type": "SomethingNew"}, data=payload)
+    subscription = Subscription(
+        handler,
+        store,
+        None,
+        settings.database_url,
+        lambda: None,
+        stream=settings.stream,
+        prefix=settings.subject_prefix,
+    )
+    decoded = subscription._decode([foreign, good, unknown])
+    assert [(record.position, position) for record, position, _ in decoded] == [(written[0], written[0])]
