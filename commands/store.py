@@ -94,7 +94,7 @@ class StaleRead(Exception):
 
 def datastore_from_url(url: str, *, pool_size: int = 4, max_overflow: int = 8) -> PostgresDatastore:
     params = conninfo_to_dict(url)
-    return PostgresDatastore(
+    datastore = PostgresDatastore(
         dbname=str(params.get("dbname", "postgres")),
         host=str(params.get("host", "127.0.0.1")),
         port=str(params.get("port", 5432)),
@@ -106,6 +106,11 @@ def datastore_from_url(url: str, *, pool_size: int = 4, max_overflow: int = 8) -
         pre_ping=True,
         originator_id_type="text",
     )
+    # No server-side prepared statements: when a group-commit batch fails inside psycopg's pipeline, the
+    # server skips the statements queued after the error, a PREPARE among them, while psycopg believes it
+    # prepared; the next use then fails with "prepared statement ... does not exist" (seen in CI runs).
+    datastore.pool.kwargs["prepare_threshold"] = None
+    return datastore
 
 
 def to_recorded(position: int, stored: StoredEvent) -> Recorded:

@@ -83,7 +83,7 @@ def test_slugs_are_validated_and_unique_also_when_creates_race(api, base):
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(a.status_code for a in answers) == [201] + [409] * 7
+    assert sorted(a.status_code for a in answers) == [201] + [409] * 7, [a.text for a in answers]
     listed = api.get(
         f"{base}/environments",
         headers={"X-Min-Position": position_of(next(a for a in answers if a.status_code == 201))},

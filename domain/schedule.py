@@ -1,0 +1,51 @@
+"""When a scheduled action fires: cron slots in the action's time zone, answered in UTC.
+
+Daylight-saving rules (croniter's, plus one of ours):
+- a wall time that does not exist (spring forward) fires at the first moment after the gap;
+- a wall time that happens twice (fall back) fires once, at its first occurrence, for expressions
+  with a fixed hour; expressions every hour (hour field `*`) fire at every real hour.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+
+def valid_timezone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def valid_cron(expression: str) -> bool:
+    return len(expression.split()) == 5 and croniter.is_valid(expression)
+
+
+def next_slot(expression: str, tz_name: str, after: datetime) -> datetime:
+    """The first slot strictly after `after`, in UTC."""
+    tz = ZoneInfo(tz_name)
+    hourly = expression.split()[1] == "*"
+    slots = croniter(expression, after.astimezone(tz))
+    while True:
+        slot = slots.get_next(datetime)
+        utc = slot.astimezone(timezone.utc)
+        wall = slot.replace(tzinfo=None)
+        first_occurrence = wall.replace(tzinfo=tz, fold=0).astimezone(timezone.utc)
+        if utc != first_occurrence and not hourly:
+            continue  # the repeat of a wall time the clock already showed this night
+        return utc
+
+
+def slots_between(expression: str, tz_name: str, after: datetime, upto: datetime) -> list[datetime]:
+    """Every slot in (after, upto], in UTC (bounded: a long outage is summarised, not replayed)."""
+    slots: list[datetime] = []
+    slot = next_slot(expression, tz_name, after)
+    while slot <= upto and len(slots) < 10_000:
+        slots.append(slot)
+        slot = next_slot(expression, tz_name, slot)
+    return slots

@@ -1,0 +1,75 @@
+"""The event store's group commit against real PostgreSQL."""
+
+from __future__ import annotations
+
+import secrets
+from concurrent.futures import Future
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from commands.store import Append, Claim, ClaimTaken, ConcurrencyConflict, EventStore, datastore_from_url
+from domain.events import SYSTEM_ACTOR, EventMeta, encode
+from domain.workspace import WorkspaceDeleted
+
+
+@pytest.fixture()
+def store(settings):
+    # One connection, so every batch and retry below shares it, as the committer's connection does.
+    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=0))
+    yield store
+    store.close()
+
+
+def event(stream: str, version: int) -> StoredEvent:
+    from datetime import datetime, timezone
+
+    meta = EventMeta("org", SYSTEM_ACTOR, "t", datetime.now(timezone.utc))
+    topic, data = encode(WorkspaceDeleted(), meta)
+    return StoredEvent(stream, version, topic, data)
+
+
+def commit_together(store: EventStore, *appends: Append) -> list[Future]:
+    futures = [Future() for _ in appends]
+    store._committer._commit(list(zip(appends, futures, strict=True)))
+    return futures
+
+
+def test_a_failed_batch_commits_the_innocent_and_fails_only_the_culprit(store):
+    for _ in range(3):  # repeatedly on one connection: a failed batch must not poison the next
+        stream = "s_" + secrets.token_hex(4)
+        first, second, third = commit_together(
+            store, Append([event(stream, 1)]), Append([event(stream, 1)]), Append([event(stream + "x", 1)]))
+        assert len(first.result()) == 1 and len(third.result()) == 1
+        with pytest.raises(ConcurrencyConflict):
+            second.result()
+    assert store.append(Append([event("s_" + secrets.token_hex(4), 1)]))
+
+
+def test_a_read_stream_that_moved_fails_the_append_and_writes_nothing(store):
+    read, written = "r_" + secrets.token_hex(4), "w_" + secrets.token_hex(4)
+    store.append(Append([event(read, 1)]))
+    with pytest.raises(ConcurrencyConflict):
+        store.append(Append([event(written, 1)], expected={read: 0}))
+    assert store.load(written) == []
+    assert store.append(Append([event(written, 1)], expected={read: 1}))
+
+
+def test_claims_are_unique_until_released(store):
+    scope = "test:" + secrets.token_hex(4)
+    store.append(Append([event("a_" + scope, 1)], claims=[Claim(scope, "k", "a")]))
+    with pytest.raises(ClaimTaken):
+        store.append(Append([event("b_" + scope, 1)], claims=[Claim(scope, "k", "b")]))
+    store.append(Append([event("a_" + scope, 2)], releases=[Claim(scope, "k", "a")]))
+    store.append(Append([event("b_" + scope, 1)], claims=[Claim(scope, "k", "b")]))
+
+
+def test_a_batch_failing_on_a_stale_read_does_not_poison_the_connection(store):
+    for _ in range(4):
+        stream, other = "s_" + secrets.token_hex(4), "o_" + secrets.token_hex(4)
+        writer, reader = commit_together(store, Append([event(stream, 1)]),
+                                         Append([event(other, 1)], expected={stream: 0}))
+        assert writer.result()
+        with pytest.raises(ConcurrencyConflict):
+            reader.result()
+    assert store.append(Append([event("s_" + secrets.token_hex(4), 1)]))
