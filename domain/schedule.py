@@ -8,7 +8,7 @@ Daylight-saving rules (croniter's, plus one of ours):
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -33,9 +33,9 @@ def next_slot(expression: str, tz_name: str, after: datetime) -> datetime:
     slots = croniter(expression, after.astimezone(tz))
     while True:
         slot = slots.get_next(datetime)
-        utc = slot.astimezone(timezone.utc)
+        utc = slot.astimezone(UTC)
         wall = slot.replace(tzinfo=None)
-        first_occurrence = wall.replace(tzinfo=tz, fold=0).astimezone(timezone.utc)
+        first_occurrence = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
         if utc != first_occurrence and not hourly:
             continue  # the repeat of a wall time the clock already showed this night
         return utc

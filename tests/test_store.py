@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from concurrent.futures import Future
+from datetime import UTC
 
 import pytest
 from eventsourcing.persistence import StoredEvent
@@ -28,9 +29,9 @@ def store(settings):
 
 
 def event(stream: str, version: int) -> StoredEvent:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    meta = EventMeta("org", SYSTEM_ACTOR, "t", datetime.now(timezone.utc))
+    meta = EventMeta("org", SYSTEM_ACTOR, "t", datetime.now(UTC))
     topic, data = encode(Probed(), meta)
     return StoredEvent(stream, version, topic, data)
 
@@ -45,7 +46,8 @@ def test_a_failed_batch_commits_the_innocent_and_fails_only_the_culprit(store):
     for _ in range(3):  # repeatedly on one connection: a failed batch must not poison the next
         stream = "s_" + secrets.token_hex(4)
         first, second, third = commit_together(
-            store, Append([event(stream, 1)]), Append([event(stream, 1)]), Append([event(stream + "x", 1)]))
+            store, Append([event(stream, 1)]), Append([event(stream, 1)]), Append([event(stream + "x", 1)])
+        )
         assert len(first.result()) == 1 and len(third.result()) == 1
         with pytest.raises(ConcurrencyConflict):
             second.result()
@@ -73,8 +75,9 @@ def test_claims_are_unique_until_released(store):
 def test_a_batch_failing_on_a_stale_read_does_not_poison_the_connection(store):
     for _ in range(4):
         stream, other = "s_" + secrets.token_hex(4), "o_" + secrets.token_hex(4)
-        writer, reader = commit_together(store, Append([event(stream, 1)]),
-                                         Append([event(other, 1)], expected={stream: 0}))
+        writer, reader = commit_together(
+            store, Append([event(stream, 1)]), Append([event(other, 1)], expected={stream: 0})
+        )
         assert writer.result()
         with pytest.raises(ConcurrencyConflict):
             reader.result()
