@@ -7,6 +7,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
+from api.actions import ActionController
 from api.catalog import CATALOG_CONTROLLERS
 from api.environments import EnvironmentController
 from api.errors import EXCEPTION_HANDLERS
@@ -36,6 +37,7 @@ def create_app(system) -> Litestar:
             TokenController,
             EnvironmentController,
             *CATALOG_CONTROLLERS,
+            ActionController,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,

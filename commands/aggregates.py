@@ -99,6 +99,10 @@ class Transaction:
             self._pending.setdefault(stream_id, []).extend(events)
         return state
 
+    def pending(self, stream_id: str) -> list[DomainEvent]:
+        """The events this transaction has staged for a stream so far."""
+        return list(self._pending.get(stream_id, ()))
+
     def claim(self, scope: str, key: str, owner: str, conflict: Conflict) -> None:
         self._claims.append(Claim(scope, key, owner))
         self._conflicts[(scope, key)] = conflict

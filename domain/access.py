@@ -19,9 +19,10 @@ RESOURCES = (
     "source",
     "secret",
     "model",
+    "action",
 )
 _READ = frozenset(f"{r}:read" for r in RESOURCES)
-_WRITE = frozenset(f"{r}:{a}" for r in RESOURCES for a in ("create", "update", "delete"))
+_WRITE = frozenset({f"{r}:{a}" for r in RESOURCES for a in ("create", "update", "delete")} | {"action:trigger"})
 _TOKENS = frozenset({"token:create", "token:read", "token:delete"})
 _OVERSIGHT = frozenset({"activity:read", "audit:read"})
 

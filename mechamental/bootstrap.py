@@ -25,18 +25,21 @@ from pipeline import positions
 from pipeline.broker import ensure_stream
 from pipeline.relay import Relay
 from pipeline.subscription import Subscription
+from projections.actions import ActionListing
 from projections.catalog import CatalogListing
 from projections.environments import EnvironmentListing
 from projections.tokens import TokenListing
 from projections.workspaces import WorkspaceListing
+from scheduler.executor import Executor, OutboundPolicy
+from scheduler.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
-ROLES = ("api", "relay", "projector")
+ROLES = ("api", "relay", "projector", "scheduler", "executor")
 
 
 def read_models():
-    return [WorkspaceListing(), TokenListing(), CatalogListing(), EnvironmentListing()]
+    return [WorkspaceListing(), TokenListing(), CatalogListing(), EnvironmentListing(), ActionListing()]
 
 
 class System:
@@ -191,6 +194,13 @@ async def run_roles(settings: Settings, roles: set[str], stop: asyncio.Event, on
     try:
         if "relay" in roles:
             tasks.append(asyncio.create_task(system.relay().run(stop), name="relay"))
+        if "scheduler" in roles:
+            scheduler = Scheduler(system.aggregates, system.pool, settings.database_url)
+            tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
+        if "executor" in roles:
+            policy = OutboundPolicy(allow=settings.outbound_allow, deny=settings.outbound_deny)
+            executor = Executor(system.aggregates, system.pool, policy=policy, timeout=settings.executor_timeout)
+            tasks.append(asyncio.create_task(executor.run(stop), name="executor"))
         if "projector" in roles:
             tasks += [asyncio.create_task(s.run(stop), name=s.handler.name) for s in system.subscriptions()]
         if "api" in roles:

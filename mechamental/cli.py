@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mechamental.settings import ConfigurationError, Settings
 
-ROLE_COMMANDS = ("api", "relay", "projector")
+ROLE_COMMANDS = ("api", "relay", "projector", "scheduler", "executor")
 
 
 def build_parser() -> argparse.ArgumentParser:

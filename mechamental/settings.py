@@ -22,6 +22,10 @@ class Settings(msgspec.Struct, frozen=True):
     min_position_timeout: float = 5.0
     max_body_bytes: int = 1_048_576
     log_level: str = "INFO"
+    executor_timeout: float = 30.0
+    # Comma-separated networks (CIDR) runs may call; empty allows all but the denied ones.
+    outbound_allow: list[str] = msgspec.field(default_factory=list)
+    outbound_deny: list[str] | None = None  # None: the executor's default (link-local, cloud metadata)
 
     @property
     def buckets_dir(self) -> Path:
@@ -35,7 +39,15 @@ class Settings(msgspec.Struct, frozen=True):
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
         environ = os.environ if environ is None else environ
-        values = {field: environ[name] for field, name in cls.env_names().items() if environ.get(name)}
+        lists = {f.name for f in msgspec.structs.fields(cls) if "list[" in repr(f.type)}
+        values: dict[str, object] = {}
+        for field, name in cls.env_names().items():
+            if name in environ:
+                raw = environ[name]
+                if field in lists:  # comma-separated; empty means none
+                    values[field] = [item.strip() for item in raw.split(",") if item.strip()]
+                elif raw:
+                    values[field] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return msgspec.convert(values, cls, strict=False, dec_hook=_decode_path)

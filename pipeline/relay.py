@@ -20,6 +20,7 @@ from commands.store import EVENTS_TABLE, EventStore
 from domain.events import decode_meta
 from pipeline import positions
 from pipeline.broker import ensure_stream, to_message
+from pipeline.roles import sleep_unless
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,12 @@ class Relay:
                 raise
             except Exception as error:  # noqa: BLE001 - PostgreSQL or NATS trouble: start over
                 log.warning("relay: %s: %s; retrying", type(error).__name__, error)
-                await _sleep_unless(stop, 1.0)
+                await sleep_unless(stop, 1.0)
 
     async def _lead(self, stop: asyncio.Event) -> None:
         async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn:
             while not await positions.try_leadership(conn, positions.RELAY):
-                if await _sleep_unless(stop, 1.0):
+                if await sleep_unless(stop, 1.0):
                     return
             log.info("relay: leading")
             store_id = await positions.store_id(conn)
@@ -104,12 +105,3 @@ class Relay:
         # NOTIFY wakes us at once; the timeout is the polling fallback if a notification is missed.
         async for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
             break
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleeps, or returns early (True) when asked to stop."""
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True

@@ -24,7 +24,7 @@ from commands.store import EventStore
 from domain.events import Recorded
 from pipeline import positions
 from pipeline.broker import all_events, from_message
-from pipeline.relay import _sleep_unless
+from pipeline.roles import sleep_unless
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,14 @@ class Subscription:
             try:
                 async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as lock:
                     while not await positions.try_leadership(lock, f"subscriber.{self.handler.name}"):
-                        if await _sleep_unless(stop, 1.0):
+                        if await sleep_unless(stop, 1.0):
                             return
                     await self._consume(stop)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: start over
                 log.warning("%s: %s: %s; retrying", self.handler.name, type(error).__name__, error)
-                await _sleep_unless(stop, 1.0)
+                await sleep_unless(stop, 1.0)
 
     async def _consume(self, stop: asyncio.Event) -> None:
         subscription = None
@@ -82,7 +82,7 @@ class Subscription:
                 subscription = await self._subscribe()
                 if subscription is None:  # NATS unavailable: keep the view fresh from the store
                     await self.catch_up()
-                    await _sleep_unless(stop, self.idle_timeout)
+                    await sleep_unless(stop, self.idle_timeout)
                     continue
             try:
                 messages = await subscription.fetch(self.batch_size, timeout=self.idle_timeout)

@@ -65,6 +65,7 @@ def settings(server_urls, tmp_path_factory) -> Settings:
         stream=f"MMTEST_{tag}",
         subject_prefix=f"mmt{tag}",
         min_position_timeout=3.0,
+        executor_timeout=2.0,
     )
     migrate(settings)
     yield settings
@@ -119,7 +120,7 @@ class RunningRoles:
 
 @pytest.fixture(scope="session")
 def system(settings) -> RunningRoles:
-    roles = RunningRoles(settings, {"api", "relay", "projector"}).start()
+    roles = RunningRoles(settings, {"api", "relay", "projector", "scheduler", "executor"}).start()
     yield roles
     roles.stop()
 

@@ -1,0 +1,257 @@
+"""Actions and their runs: endpoints 1-10."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.params import HeaderParameter, JSONBody, QueryParameter
+
+from api.auth import context_of, guard
+from api.common import Cursor, Limit, MinPosition, PathId, command_answer, require_workspace_view, system_of
+from api.schemas import (
+    ActionCreate,
+    ActionList,
+    ActionUpdate,
+    ActionView,
+    RunList,
+    RunStatus,
+    RunView,
+    Triggered,
+    TriggerRequest,
+)
+from commands import actions as use_cases
+from domain.errors import NotFound
+from projections import actions as listing
+from projections import workspaces
+from projections.pagination import Page, decode_cursor
+
+VIEWS = [listing.NAME, workspaces.NAME]
+
+
+def _fields(data: msgspec.Struct) -> dict:
+    return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+
+
+async def _action(conn, org_id: str, workspace_id: str, app_id: str, action_id: str):
+    await require_workspace_view(conn, org_id, workspace_id)
+    found = await listing.get_action(conn, org_id, app_id, action_id)
+    if found is None or found[0].workspace_id != workspace_id:
+        raise NotFound("action", action_id)
+    return found
+
+
+class ActionController(Controller):
+    path = "/v1/orgs/{org_id:str}/workspaces/{workspace_id:str}/apps/{app_id:str}/actions"
+    tags = ["Actions"]
+    guards = [guard]
+
+    @get("/", opt={"permission": "action:read"}, summary="List Actions")
+    async def list_actions(
+        self,
+        request: Request,
+        org_id: PathId,
+        workspace_id: PathId,
+        app_id: PathId,
+        search: Annotated[
+            str | None, QueryParameter(description="Search by name or description", max_length=200)
+        ] = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        min_position: MinPosition = None,
+    ) -> ActionList:
+        after = decode_cursor(cursor)
+        system = system_of(request)
+        await system.wait_for(VIEWS, min_position)
+        async with system.pool.connection() as conn:
+            await require_workspace_view(conn, org_id, workspace_id)
+            total, rows = await listing.list_actions(conn, org_id, workspace_id, app_id, search, after, limit)
+        page = Page(rows, limit, key_of=lambda row: row[0])
+        return ActionList(
+            total=total,
+            has_more=page.has_more,
+            next_cursor=page.next_cursor,
+            actions=[ActionView.of(state, counters) for _, state, counters in page.items],
+        )
+
+    @post("/", opt={"permission": "action:create"}, summary="Create Action", status_code=201, sync_to_thread=True)
+    def create_action(
+        self, request: Request, org_id: PathId, workspace_id: PathId, app_id: PathId, data: JSONBody[ActionCreate]
+    ) -> Response[ActionView]:
+        outcome = use_cases.create_action(
+            system_of(request).aggregates, context_of(request), workspace_id, app_id, msgspec.structs.asdict(data)
+        )
+        return command_answer(ActionView.of(outcome.state), outcome, 201)
+
+    @get("/{action_id:str}", opt={"permission": "action:read"}, summary="Get Action")
+    async def get_action(
+        self,
+        request: Request,
+        org_id: PathId,
+        workspace_id: PathId,
+        app_id: PathId,
+        action_id: PathId,
+        min_position: MinPosition = None,
+    ) -> ActionView:
+        system = system_of(request)
+        await system.wait_for(VIEWS, min_position)
+        async with system.pool.connection() as conn:
+            state, counters = await _action(conn, org_id, workspace_id, app_id, action_id)
+        return ActionView.of(state, counters)
+
+    @put("/{action_id:str}", opt={"permission": "action:update"}, summary="Update Action", sync_to_thread=True)
+    def update_action(
+        self,
+        request: Request,
+        org_id: PathId,
+        workspace_id: PathId,
+        app_id: PathId,
+        action_id: PathId,
+        data: JSONBody[ActionUpdate],
+    ) -> Response[ActionView]:
+        outcome = use_cases.update_action(
+            system_of(request).aggregates, context_of(request), workspace_id, app_id, action_id, _fields(data)
+        )
+        return command_answer(ActionView.of(outcome.state), outcome)
+
+    @delete(
+        "/{action_id:str}",
+        opt={"permission": "action:delete"},
+        summary="Delete Action",
+        status_code=204,
+        sync_to_thread=True,
+    )
+    def delete_action(
+        self, request: Request, org_id: PathId, workspace_id: PathId, app_id: PathId, action_id: PathId
+    ) -> Response[None]:
+        outcome = use_cases.delete_action(
+            system_of(request).aggregates, context_of(request), workspace_id, app_id, action_id
+        )
+        return command_answer(None, outcome, 204)
+
+    @post(
+        "/{action_id:str}/enable",
+        opt={"permission": "action:update"},
+        summary="Enable Action",
+        status_code=200,
+        sync_to_thread=True,
+    )
+    def enable_action(
+        self, request: Request, org_id: PathId, workspace_id: PathId, app_id: PathId, action_id: PathId
+    ) -> Response[ActionView]:
+        outcome = use_cases.set_enabled(
+            system_of(request).aggregates, context_of(request), workspace_id, app_id, action_id, True
+        )
+        return command_answer(ActionView.of(outcome.state), outcome)
+
+    @post(
+        "/{action_id:str}/disable",
+        opt={"permission": "action:update"},
+        summary="Disable Action",
+        status_code=200,
+        sync_to_thread=True,
+    )
+    def disable_action(
+        self, request: Request, org_id: PathId, workspace_id: PathId, app_id: PathId, action_id: PathId
+    ) -> Response[ActionView]:
+        outcome = use_cases.set_enabled(
+            system_of(request).aggregates, context_of(request), workspace_id, app_id, action_id, False
+        )
+        return command_answer(ActionView.of(outcome.state), outcome)
+
+    @post(
+        "/{action_id:str}/trigger",
+        opt={"permission": "action:trigger"},
+        summary="Trigger Action",
+        status_code=202,
+        sync_to_thread=True,
+    )
+    def trigger_action(
+        self,
+        request: Request,
+        org_id: PathId,
+        workspace_id: PathId,
+        app_id: PathId,
+        action_id: PathId,
+        data: JSONBody[TriggerRequest | None] = None,
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                max_length=200,
+                required=False,
+                description="Repeating a trigger with the same key answers the same run",
+            ),
+        ] = None,
+    ) -> Response[Triggered]:
+        body = data or TriggerRequest()
+        outcome = use_cases.trigger_action(
+            system_of(request).aggregates,
+            context_of(request),
+            workspace_id,
+            app_id,
+            action_id,
+            body.payload,
+            body.thread_id,
+            idempotency_key,
+        )
+        run = outcome.state
+        return command_answer(
+            Triggered(
+                action_id=action_id,
+                run_id=run.run_id,
+                execution_id=run.execution_id,
+                status=run.status,
+                message="Action triggered",
+            ),
+            outcome,
+            202,
+        )
+
+    @get("/{action_id:str}/runs", opt={"permission": "action:read"}, summary="List Action Runs")
+    async def list_runs(
+        self,
+        request: Request,
+        org_id: PathId,
+        workspace_id: PathId,
+        app_id: PathId,
+        action_id: PathId,
+        status: Annotated[RunStatus | None, QueryParameter(description="Filter by status")] = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        min_position: MinPosition = None,
+    ) -> RunList:
+        before = decode_cursor(cursor)
+        system = system_of(request)
+        await system.wait_for(VIEWS, min_position)
+        async with system.pool.connection() as conn:
+            await _action(conn, org_id, workspace_id, app_id, action_id)
+            total, rows = await listing.list_runs(conn, org_id, action_id, status, before, limit)
+        page = Page(rows, limit, key_of=lambda row: row[0])
+        return RunList(
+            total=total,
+            has_more=page.has_more,
+            next_cursor=page.next_cursor,
+            runs=[RunView.of(run) for _, run in page.items],
+        )
+
+    @get("/{action_id:str}/runs/{run_id:str}", opt={"permission": "action:read"}, summary="Get Action Run")
+    async def get_run(
+        self,
+        request: Request,
+        org_id: PathId,
+        workspace_id: PathId,
+        app_id: PathId,
+        action_id: PathId,
+        run_id: PathId,
+        min_position: MinPosition = None,
+    ) -> RunView:
+        system = system_of(request)
+        await system.wait_for(VIEWS, min_position)
+        async with system.pool.connection() as conn:
+            await _action(conn, org_id, workspace_id, app_id, action_id)
+            run = await listing.get_run(conn, org_id, action_id, run_id)
+        if run is None:
+            raise NotFound("run", run_id)
+        return RunView.of(run)

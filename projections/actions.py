@@ -1,0 +1,249 @@
+"""Actions and their runs: the action listing (with run counters) and the run history, in one view so
+an action's counters and its runs always agree."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+import psycopg
+
+from domain.action import ACTION, ActionState
+from domain.events import Recorded
+from domain.run import RUN, AttemptFailed, AttemptStarted, RunRequested, RunState, RunSucceeded
+
+NAME = "actions"
+
+DDL = """
+CREATE TABLE IF NOT EXISTS rm_actions (
+    action_id text PRIMARY KEY,
+    org_id text NOT NULL,
+    workspace_id text NOT NULL,
+    app_id text NOT NULL,
+    seq bigint NOT NULL,
+    deleted boolean NOT NULL,
+    search_text text NOT NULL,        -- lower-cased name and description
+    next_run_at timestamptz,          -- the scheduler's work list
+    state bytea NOT NULL,             -- JSON of ActionState
+    total_runs integer NOT NULL DEFAULT 0,
+    successful_runs integer NOT NULL DEFAULT 0,
+    failed_runs integer NOT NULL DEFAULT 0,
+    last_run_at timestamptz,
+    last_run_status text,
+    last_execution_id text
+);
+CREATE INDEX IF NOT EXISTS rm_actions_list ON rm_actions (app_id, seq) WHERE NOT deleted;
+CREATE INDEX IF NOT EXISTS rm_actions_due ON rm_actions (next_run_at) WHERE NOT deleted AND next_run_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS rm_runs (
+    run_id text PRIMARY KEY,
+    org_id text NOT NULL,
+    action_id text NOT NULL,
+    seq bigint NOT NULL,
+    status text NOT NULL,
+    due_at timestamptz NOT NULL,
+    lease_until timestamptz,
+    state bytea NOT NULL              -- JSON of RunState
+);
+CREATE INDEX IF NOT EXISTS rm_runs_history ON rm_runs (action_id, seq DESC);
+CREATE INDEX IF NOT EXISTS rm_runs_work ON rm_runs (due_at) WHERE status IN ('pending', 'running');
+"""
+
+_action_decoder = msgspec.json.Decoder(ActionState)
+_run_decoder = msgspec.json.Decoder(RunState)
+_encoder = msgspec.json.Encoder()
+
+
+class Counters(msgspec.Struct):
+    total_runs: int
+    successful_runs: int
+    failed_runs: int
+    last_run_at: datetime | None
+    last_run_status: str | None
+    last_execution_id: str | None
+
+    @property
+    def is_running(self) -> bool:
+        return self.last_run_status == "running"
+
+
+class ActionListing:
+    name = NAME
+    ddl = DDL
+
+    async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
+        action_events = [r for r in batch if r.event.aggregate == "action"]
+        run_events = [r for r in batch if r.event.aggregate == "run"]
+        if action_events:
+            await self._apply_actions(conn, action_events)
+        if run_events:
+            await self._apply_runs(conn, run_events)
+
+    async def _apply_actions(self, conn, events: list[Recorded]) -> None:
+        cursor = await conn.execute(
+            "SELECT action_id, seq, state FROM rm_actions WHERE action_id = ANY(%s)",
+            (list({r.stream_id for r in events}),),
+        )
+        rows = {aid: (seq, _action_decoder.decode(state)) for aid, seq, state in await cursor.fetchall()}
+        for record in events:
+            seq, state = rows.get(record.stream_id, (record.position, None))
+            rows[record.stream_id] = (seq, ACTION.evolve(state, record.event, record.meta))
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO rm_actions (action_id, org_id, workspace_id, app_id, seq, deleted, search_text, "
+                "next_run_at, state) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (action_id) DO UPDATE "
+                "SET deleted = EXCLUDED.deleted, search_text = EXCLUDED.search_text, "
+                "next_run_at = EXCLUDED.next_run_at, state = EXCLUDED.state",
+                [
+                    (
+                        aid,
+                        s.org_id,
+                        s.workspace_id,
+                        s.app_id,
+                        seq,
+                        s.deleted,
+                        f"{s.config.name}\n{s.config.description or ''}".lower(),
+                        s.next_run_at,
+                        _encoder.encode(s),
+                    )
+                    for aid, (seq, s) in rows.items()
+                ],
+            )
+
+    async def _apply_runs(self, conn, events: list[Recorded]) -> None:
+        cursor = await conn.execute(
+            "SELECT run_id, seq, state FROM rm_runs WHERE run_id = ANY(%s)", (list({r.stream_id for r in events}),)
+        )
+        rows = {rid: (seq, _run_decoder.decode(state)) for rid, seq, state in await cursor.fetchall()}
+        counter_updates = []
+        for record in events:
+            seq, state = rows.get(record.stream_id, (record.position, None))
+            state = RUN.evolve(state, record.event, record.meta)
+            rows[record.stream_id] = (seq, state)
+            counter_updates.append(_counter_update(record, state))
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO rm_runs (run_id, org_id, action_id, seq, status, due_at, lease_until, state) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, "
+                "due_at = EXCLUDED.due_at, lease_until = EXCLUDED.lease_until, state = EXCLUDED.state",
+                [
+                    (rid, s.org_id, s.action_id, seq, s.status, s.due_at, s.lease_until, _encoder.encode(s))
+                    for rid, (seq, s) in rows.items()
+                ],
+            )
+            for sql, params in counter_updates:
+                await cur.execute(sql, params)
+
+
+def _counter_update(record: Recorded, run: RunState) -> tuple[str, tuple]:
+    """The action's counters follow its runs; the last_* fields follow only its latest run."""
+    latest = "last_execution_id = %s"
+    match record.event:
+        case RunRequested():
+            return (
+                "UPDATE rm_actions SET total_runs = total_runs + 1, last_run_at = %s, last_run_status = %s, "
+                "last_execution_id = %s WHERE action_id = %s",
+                (record.meta.occurred_at, run.status, run.execution_id, run.action_id),
+            )
+        case RunSucceeded():
+            return (
+                "UPDATE rm_actions SET successful_runs = successful_runs + 1, last_run_status = CASE WHEN "
+                f"{latest} THEN %s ELSE last_run_status END WHERE action_id = %s",
+                (run.execution_id, run.status, run.action_id),
+            )
+        case AttemptFailed(retry_at=None):
+            return (
+                "UPDATE rm_actions SET failed_runs = failed_runs + 1, last_run_status = CASE WHEN "
+                f"{latest} THEN %s ELSE last_run_status END WHERE action_id = %s",
+                (run.execution_id, run.status, run.action_id),
+            )
+        case AttemptStarted() | AttemptFailed():
+            return (
+                f"UPDATE rm_actions SET last_run_status = CASE WHEN {latest} THEN %s ELSE last_run_status END "
+                "WHERE action_id = %s",
+                (run.execution_id, run.status, run.action_id),
+            )
+    raise TypeError(record.event)
+
+
+_COUNTERS = "total_runs, successful_runs, failed_runs, last_run_at, last_run_status, last_execution_id"
+
+
+async def get_action(
+    conn: psycopg.AsyncConnection, org_id: str, app_id: str, action_id: str
+) -> tuple[ActionState, Counters] | None:
+    row = await (
+        await conn.execute(
+            f"SELECT state, {_COUNTERS} FROM rm_actions WHERE action_id = %s AND org_id = %s AND app_id = %s "
+            "AND NOT deleted",
+            (action_id, org_id, app_id),
+        )
+    ).fetchone()
+    return (_action_decoder.decode(row[0]), Counters(*row[1:])) if row else None
+
+
+async def list_actions(
+    conn: psycopg.AsyncConnection,
+    org_id: str,
+    workspace_id: str,
+    app_id: str,
+    search: str | None,
+    after: int | None,
+    limit: int,
+) -> tuple[int, list[tuple[int, ActionState, Counters]]]:
+    where = "org_id = %s AND workspace_id = %s AND app_id = %s AND NOT deleted"
+    params: list = [org_id, workspace_id, app_id]
+    if search:
+        escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where += " AND search_text LIKE %s"
+        params.append(f"%{escaped}%")
+    total = await (await conn.execute(f"SELECT count(*) FROM rm_actions WHERE {where}", params)).fetchone()
+    cursor = await conn.execute(
+        f"SELECT seq, state, {_COUNTERS} FROM rm_actions WHERE {where} AND seq > %s ORDER BY seq LIMIT %s",
+        [*params, after or 0, limit + 1],
+    )
+    return total[0], [(row[0], _action_decoder.decode(row[1]), Counters(*row[2:])) for row in await cursor.fetchall()]
+
+
+async def get_run(conn: psycopg.AsyncConnection, org_id: str, action_id: str, run_id: str) -> RunState | None:
+    row = await (
+        await conn.execute(
+            "SELECT state FROM rm_runs WHERE run_id = %s AND org_id = %s AND action_id = %s",
+            (run_id, org_id, action_id),
+        )
+    ).fetchone()
+    return _run_decoder.decode(row[0]) if row else None
+
+
+async def list_runs(
+    conn: psycopg.AsyncConnection, org_id: str, action_id: str, status: str | None, before: int | None, limit: int
+) -> tuple[int, list[tuple[int, RunState]]]:
+    """Newest first; the cursor is the key of the last run shown."""
+    where = "org_id = %s AND action_id = %s" + (" AND status = %s" if status else "")
+    params = [org_id, action_id, *([status] if status else [])]
+    total = await (await conn.execute(f"SELECT count(*) FROM rm_runs WHERE {where}", params)).fetchone()
+    cursor = await conn.execute(
+        f"SELECT seq, state FROM rm_runs WHERE {where} AND seq < %s ORDER BY seq DESC LIMIT %s",
+        [*params, before or 2**62, limit + 1],
+    )
+    return total[0], [(seq, _run_decoder.decode(state)) for seq, state in await cursor.fetchall()]
+
+
+async def due_actions(conn: psycopg.AsyncConnection, now: datetime, limit: int) -> list[tuple[str, str]]:
+    """(org id, action id) of actions whose next slot has come: the scheduler's work list."""
+    cursor = await conn.execute(
+        "SELECT org_id, action_id FROM rm_actions WHERE NOT deleted AND next_run_at <= %s ORDER BY next_run_at "
+        "LIMIT %s",
+        (now, limit),
+    )
+    return list(await cursor.fetchall())
+
+
+async def runnable_runs(conn: psycopg.AsyncConnection, now: datetime, limit: int) -> list[tuple[str, str]]:
+    """(org id, run id) of runs due for an attempt, or whose running attempt's lease has expired."""
+    cursor = await conn.execute(
+        "SELECT org_id, run_id FROM rm_runs WHERE status IN ('pending', 'running') AND "
+        "((status = 'pending' AND due_at <= %s) OR (status = 'running' AND lease_until < %s)) "
+        "ORDER BY due_at LIMIT %s",
+        (now, now, limit),
+    )
+    return list(await cursor.fetchall())

@@ -1,0 +1,175 @@
+"""The executor: runs pending runs against their endpoints, with retries and leases.
+
+Any number of executors may run. Each finds work in the runs view and claims an attempt through the
+run aggregate (optimistic concurrency: one claimant wins), so no attempt runs twice at once; an
+attempt whose executor died is taken over when its lease expires, so no run is stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import socket
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from psycopg_pool import AsyncConnectionPool
+
+from commands.actions import finish_attempt, start_attempt
+from commands.aggregates import Aggregates
+from domain.catalog import CATALOG
+from domain.run import RunState
+from pipeline.roles import sleep_unless
+from projections.actions import runnable_runs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DENY = ("169.254.0.0/16", "fe80::/10")  # cloud metadata and other link-local addresses
+
+
+class OutboundPolicy:
+    """Which addresses runs may call: denied networks always lose; a non-empty allow list is exclusive."""
+
+    def __init__(self, allow: list[str] | None = None, deny: list[str] | None = None) -> None:
+        self.allow = [ipaddress.ip_network(n, strict=False) for n in allow or []]
+        self.deny = [ipaddress.ip_network(n, strict=False) for n in (DEFAULT_DENY if deny is None else deny)]
+
+    async def check(self, url: str) -> str | None:
+        """None when the URL may be called, else why not."""
+        host = urlsplit(url).hostname or ""
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except socket.gaierror:
+            return None  # unresolvable: the call itself will fail with CONNECTION_ERROR
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if any(address in network for network in self.deny):
+                return f"{host} resolves to {address}, which is denied"
+            if self.allow and not any(address in network for network in self.allow):
+                return f"{host} resolves to {address}, which is not on the allow list"
+        return None
+
+
+class Executor:
+    def __init__(
+        self,
+        aggregates: Aggregates,
+        pool: AsyncConnectionPool,
+        *,
+        policy: OutboundPolicy | None = None,
+        timeout: float = 30.0,
+        concurrency: int = 16,
+        poll_interval: float = 0.1,
+    ) -> None:
+        self.aggregates = aggregates
+        self.pool = pool
+        self.policy = policy or OutboundPolicy()
+        self.timeout = timeout
+        self.lease_seconds = timeout + 30
+        self.poll_interval = poll_interval
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+            self._client = client
+            while not stop.is_set():
+                try:
+                    await self.poll()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: try again shortly
+                    log.warning("executor: %s: %s", type(error).__name__, error)
+                await sleep_unless(stop, self.poll_interval)
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=self.timeout)
+
+    async def poll(self) -> None:
+        async with self.pool.connection() as conn:
+            work = await runnable_runs(conn, self.aggregates.clock(), 100)
+        for org_id, run_id in work:
+            if run_id not in self._in_flight:
+                self._in_flight.add(run_id)
+                task = asyncio.create_task(self._execute(org_id, run_id))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, org_id: str, run_id: str) -> None:
+        try:
+            async with self._slots:
+                trace_id = secrets.token_hex(16)
+                run = await asyncio.to_thread(
+                    start_attempt, self.aggregates, org_id, run_id, self.lease_seconds, trace_id
+                )
+                if run is None:
+                    return  # another executor has it, or it is not due after all
+                outcome = await self.attempt(run)
+                await asyncio.to_thread(
+                    finish_attempt, self.aggregates, org_id, run_id, trace_id, attempt=run.attempt, **outcome
+                )
+        except Exception:  # noqa: BLE001 - the lease expires and the run is retried
+            log.exception("executor: run %s", run_id)
+        finally:
+            self._in_flight.discard(run_id)
+
+    async def attempt(self, run: RunState) -> dict[str, Any]:
+        endpoint, _ = await asyncio.to_thread(self.aggregates.load, CATALOG, run.endpoint_id, run.org_id)
+        if endpoint is None or endpoint.deleted:
+            return {"error_code": "ENDPOINT_NOT_FOUND", "error_message": f"Endpoint {run.endpoint_id} is gone"}
+        url = endpoint.fields.get("url")
+        total = endpoint.fields.get("total_stages")
+        if not url:  # the built-in echo executor
+            return {"stages_completed": total, "total_stages": total}
+        refusal = await self.policy.check(url)
+        if refusal:
+            return {"error_code": "DESTINATION_DENIED", "error_message": refusal}
+        body = {
+            "execution_id": run.execution_id,
+            "run_id": run.run_id,
+            "action_id": run.action_id,
+            "thread_id": run.resolved_thread_id,
+            "payload": run.resolved_payload,
+        }
+        started = time.monotonic()
+        try:
+            response = await self._client.post(url, json=body)
+        except httpx.TimeoutException:
+            return {"error_code": "TIMEOUT", "error_message": f"No answer within {self.timeout:g}s"}
+        except httpx.HTTPError as error:
+            return {"error_code": "CONNECTION_ERROR", "error_message": f"{type(error).__name__}: {error}"[:500]}
+        log.debug("executor: %s answered %s in %.3fs", url, response.status_code, time.monotonic() - started)
+        reported = _report(response)
+        if not 200 <= response.status_code < 300:
+            return {
+                "error_code": f"HTTP_{response.status_code}",
+                "error_message": f"The endpoint answered {response.status_code}",
+                **reported,
+            }
+        return {"total_stages": total, **reported}
+
+
+def _report(response: httpx.Response) -> dict[str, Any]:
+    """What a JSON answer may tell about the execution: stages and token usage."""
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    report: dict[str, Any] = {}
+    for field in ("stages_completed", "total_stages"):
+        if isinstance(data.get(field), int) and not isinstance(data.get(field), bool):
+            report[field] = data[field]
+    usage = data.get("token_usage")
+    if isinstance(usage, int) and not isinstance(usage, bool):
+        report["token_usage"] = {"total_tokens": usage}
+    elif isinstance(usage, dict):
+        report["token_usage"] = {
+            k: v for k, v in usage.items() if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+        }
+    return report

@@ -1,0 +1,189 @@
+"""The scheduler against real PostgreSQL and the live views, with an injected clock: no sleeping
+through minutes."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from commands.actions import create_action, finish_attempt, start_attempt
+from commands.aggregates import Aggregates, Context
+from commands.store import EventStore, datastore_from_url
+from domain.action import ACTION
+from domain.events import SYSTEM_ACTOR, decode
+from domain.run import RUN
+from pipeline import positions
+from scheduler.scheduler import Scheduler
+from tests.conftest import position_of
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture()
+def world(api, org, settings):
+    """A catalog made through HTTP, and an action scheduled in 2030 (so the live scheduler leaves it alone).
+    Ticks at 2030 also fire other tests' actions, so the tests count this action's runs, not ticks."""
+    workspace = api.post(f"/v1/orgs/{org}/workspaces", json={"name": "cron"}).json()["workspace_id"]
+    base = f"/v1/orgs/{org}/workspaces/{workspace}"
+    app_id = api.post(f"{base}/apps", json={"name": "bot"}).json()["app_id"]
+    namespace = api.post(f"{base}/namespaces", json={"name": "ns"}).json()["namespace_id"]
+    made = api.post(f"{base}/endpoints", json={"app_id": app_id, "name": "echo"})
+    clock = Clock(datetime(2030, 1, 1, 12, 0, 30, tzinfo=UTC))
+    store = EventStore(datastore_from_url(settings.database_url))
+    aggregates = Aggregates(store, clock)
+    ctx = Context(org_id=org, actor=SYSTEM_ACTOR, trace_id=secrets.token_hex(16))
+    action = create_action(
+        aggregates,
+        ctx,
+        workspace,
+        app_id,
+        {
+            "name": "every minute",
+            "endpoint_id": made.json()["endpoint_id"],
+            "namespace_id": namespace,
+            "action_type": "scheduled",
+            "schedule_type": "cron",
+            "cron_expression": "* * * * *",
+        },
+    )
+    yield {
+        "org": org,
+        "clock": clock,
+        "aggregates": aggregates,
+        "action_id": action.state.action_id,
+        "store": store,
+        "settings": settings,
+        "position": action.position,
+        "first": position_of(made),
+    }
+    store.close()
+
+
+def run_async(settings, scenario):
+    async def main():
+        async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
+            return await scenario(pool)
+
+    return asyncio.run(main())
+
+
+async def views_reach(pool, position: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        async with pool.connection() as conn:
+            if (await positions.read_positions(conn, ["actions"]))["actions"] >= position:
+                return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the actions view did not catch up")
+
+
+def action_events(world) -> list[str]:
+    return [e.topic for e in world["store"].load(world["action_id"])]
+
+
+def fired_runs(world) -> list:
+    runs = []
+    for stored in world["store"].load(world["action_id"]):
+        meta, event = decode(stored.topic, stored.state)
+        if stored.topic == "ScheduledRunFired":
+            state, _ = world["aggregates"].load(RUN, event.run_id, world["org"])
+            runs.append((event, state))
+    return runs
+
+
+def finish_runs(world) -> None:
+    for _, run in fired_runs(world):
+        if not run.finished:
+            started = start_attempt(world["aggregates"], world["org"], run.run_id, 60, "t")
+            finish_attempt(world["aggregates"], world["org"], run.run_id, "t", attempt=started.attempt)
+
+
+def test_each_slot_fires_once_even_with_two_schedulers(world):
+    settings, clock = world["settings"], world["clock"]
+    # The action's first slot is 12:01; the clock says 12:00:30.
+
+    async def scenario(pool):
+        one = Scheduler(world["aggregates"], pool, settings.database_url)
+        two = Scheduler(world["aggregates"], pool, settings.database_url)
+        await views_reach(pool, world["position"])
+        await one.tick()
+        assert fired_runs(world) == []  # nothing due yet
+        clock.now = datetime(2030, 1, 1, 12, 1, 0, 500_000, tzinfo=UTC)  # half a second after the slot
+        await asyncio.gather(one.tick(), two.tick())
+        await one.tick()  # the view may still show the old slot: the aggregate says no
+
+    run_async(settings, scenario)
+    [(fired, run)] = fired_runs(world)
+    assert fired.slot == datetime(2030, 1, 1, 12, 1, tzinfo=UTC) and fired.missed_slots == 0
+    assert (run.trigger_type, run.status) == ("scheduled", "pending")
+
+
+def test_missed_slots_are_coalesced_and_busy_slots_skipped(world):
+    settings, clock = world["settings"], world["clock"]
+
+    async def scenario(pool):
+        scheduler = Scheduler(world["aggregates"], pool, settings.database_url)
+        await views_reach(pool, world["position"])
+        clock.now = datetime(2030, 1, 1, 12, 1, 0, tzinfo=UTC)
+        await scheduler.tick()
+        finish_runs(world)
+        clock.now = datetime(2030, 1, 1, 12, 6, 10, tzinfo=UTC)  # down for five slots
+        await views_reach(pool, world["store"].head())
+        await scheduler.tick()
+        clock.now = datetime(2030, 1, 1, 12, 7, 0, tzinfo=UTC)  # the 12:06 run has not finished
+        await views_reach(pool, world["store"].head())
+        await scheduler.tick()
+
+    run_async(settings, scenario)
+    runs = fired_runs(world)
+    assert [(e.slot.minute, e.missed_slots) for e, _ in runs] == [(1, 0), (6, 4)]
+    assert action_events(world)[-1] == "ScheduledSlotSkipped"
+    state, _ = world["aggregates"].load(ACTION, world["action_id"], world["org"])
+    assert state.next_run_at == datetime(2030, 1, 1, 12, 8, tzinfo=UTC)
+    assert runs[-1][1].run_id != runs[0][1].run_id
+
+
+def test_the_live_scheduler_fires_a_once_action_on_time_and_the_executor_runs_it(api, org):
+    workspace = api.post(f"/v1/orgs/{org}/workspaces", json={"name": "once"}).json()["workspace_id"]
+    base = f"/v1/orgs/{org}/workspaces/{workspace}"
+    app_id = api.post(f"{base}/apps", json={"name": "bot"}).json()["app_id"]
+    namespace = api.post(f"{base}/namespaces", json={"name": "ns"}).json()["namespace_id"]
+    endpoint_id = api.post(f"{base}/endpoints", json={"app_id": app_id, "name": "echo"}).json()["endpoint_id"]
+    slot = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
+    created = api.post(
+        f"{base}/apps/{app_id}/actions",
+        json={
+            "name": "soon",
+            "endpoint_id": endpoint_id,
+            "namespace_id": namespace,
+            "action_type": "scheduled",
+            "schedule_type": "once",
+            "scheduled_at": slot.isoformat(),
+        },
+    )
+    assert created.status_code == 201, created.text
+    action = created.json()
+    runs_url = f"{base}/apps/{app_id}/actions/{action['action_id']}/runs"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        listed = api.get(runs_url)
+        runs = listed.json()["runs"] if listed.status_code == 200 else []
+        if runs and runs[0]["status"] == "success":
+            break
+        time.sleep(0.05)
+    [run] = runs
+    assert (run["trigger_type"], run["status"]) == ("scheduled", "success")
+    assert timedelta(0) <= datetime.fromisoformat(run["triggered_at"]) - slot < timedelta(seconds=1)
+    got = api.get(f"{base}/apps/{app_id}/actions/{action['action_id']}").json()
+    assert got["next_run_at"] is None
