@@ -11,9 +11,8 @@ import signal
 import sys
 from pathlib import Path
 
+from mechamental.bootstrap import ROLES
 from mechamental.settings import ConfigurationError, Settings
-
-ROLE_COMMANDS = ("api", "relay", "projector", "scheduler", "executor")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default=None, help="API address (default 127.0.0.1)")
     dev.add_argument("--port", type=int, default=None, help="API port (default 8000)")
 
-    for role in ROLE_COMMANDS:
+    for role in ROLES:
         sub = commands.add_parser(role, help=f"run the {role} role")
         if role == "api":
             sub.add_argument("--host", default=None)
@@ -121,7 +120,7 @@ def dev(settings: Settings) -> int:
             print(f"Root token: {settings.root_token}", flush=True)
             print(f"Data: {settings.data_dir.resolve()}   Ctrl-C stops everything.", flush=True)
 
-        run(settings, set(ROLE_COMMANDS), on_ready=announce)
+        run(settings, set(ROLES), on_ready=announce)
     except KeyboardInterrupt:
         pass
     finally:

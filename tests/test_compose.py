@@ -12,7 +12,7 @@ from mechamental.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
-ROLES = {"migrate", "api", "relay", "projector"}
+ROLES = {"migrate", "api", "relay", "projector", "scheduler", "executor"}
 
 
 def commands_of_cli() -> set[str]:

@@ -95,8 +95,9 @@ def test_roles_as_processes_survive_kill_9_of_projector_and_relay(role_env, tmp_
     base = f"http://127.0.0.1:{role_env['MECHAMENTAL_PORT']}"
     org = "org-" + secrets.token_hex(4)
     try:
-        for role in ("api", "relay", "projector"):
+        for role in ("api", "relay", "projector", "scheduler", "executor"):
             roles.start(role)
+        roles.start("executor", name="second-executor")
         roles.start("relay", name="standby-relay")  # waits on the advisory lock until the leader dies
         client = httpx.Client(
             base_url=base, timeout=30, headers={"Authorization": f"Bearer {role_env['MECHAMENTAL_ROOT_TOKEN']}"}
@@ -133,6 +134,23 @@ def test_roles_as_processes_survive_kill_9_of_projector_and_relay(role_env, tmp_
             lambda: client.get(f"/v1/orgs/{org}/workspaces/{ws}").json()["bucket_status"] == "ready",
             what="bucket ready",
         )
+
+        # An action triggered through the API is executed by one of the two executor processes.
+        base = f"/v1/orgs/{org}/workspaces/{ws}"
+        app_id = client.post(f"{base}/apps", json={"name": "bot"}).json()["app_id"]
+        namespace = client.post(f"{base}/namespaces", json={"name": "ns"}).json()["namespace_id"]
+        endpoint = client.post(f"{base}/endpoints", json={"app_id": app_id, "name": "echo"}).json()["endpoint_id"]
+        actions = f"{base}/apps/{app_id}/actions"
+        action = client.post(actions, json={"name": "a", "endpoint_id": endpoint, "namespace_id": namespace}).json()
+        runs = [client.post(f"{actions}/{action['action_id']}/trigger", json={}).json()["run_id"] for _ in range(6)]
+
+        def all_succeeded() -> bool:
+            listed = client.get(f"{actions}/{action['action_id']}/runs", params={"status": "success"})
+            return listed.status_code == 200 and listed.json()["total"] == len(runs)
+
+        wait_until(all_succeeded, timeout=60, what="every run executed")
+        attempts = [client.get(f"{actions}/{action['action_id']}/runs/{r}").json()["attempt"] for r in runs]
+        assert attempts == [1] * len(runs)  # two executors, no attempt run twice
     finally:
         roles.stop_all()
 
