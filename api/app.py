@@ -8,6 +8,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.actions import ActionController
+from api.activity import OrgActivityController, WorkspaceActivityController
 from api.catalog import CATALOG_CONTROLLERS
 from api.environments import EnvironmentController
 from api.errors import EXCEPTION_HANDLERS
@@ -38,6 +39,8 @@ def create_app(system) -> Litestar:
             EnvironmentController,
             *CATALOG_CONTROLLERS,
             ActionController,
+            OrgActivityController,
+            WorkspaceActivityController,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,

@@ -33,6 +33,8 @@ class Principal(msgspec.Struct, frozen=True):
 
 
 def trace_id_of(connection: ASGIConnection) -> str:
+    if trace_id := connection.scope.get("state", {}).get("trace_id"):
+        return trace_id  # given by the activity middleware, which also echoes it
     match = TRACEPARENT.fullmatch(connection.headers.get("traceparent", ""))
     return match.group(1) if match and match.group(1) != "0" * 32 else secrets.token_hex(16)
 

@@ -154,7 +154,7 @@ def _internal(_: Request, exc: Exception) -> Response:
     return envelope(500, "INTERNAL_SERVER_ERROR", "An unexpected error occurred")
 
 
-EXCEPTION_HANDLERS: dict[Any, Any] = {
+_HANDLERS: dict[Any, Any] = {
     Unauthorized: lambda _, exc: envelope(401, "AUTHENTICATION_FAILED", "Authentication required"),
     Forbidden: lambda _, exc: envelope(
         403, "FORBIDDEN", "You don't have permission to perform this action", {"required_permission": exc.permission}
@@ -177,3 +177,22 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     StoreInterfaceError: _unavailable,
     Exception: _internal,
 }
+
+
+def _remembering(handler):
+    """Notes the answer's error code where the activity middleware will find it."""
+
+    def answer(request: Request, exc: Exception) -> Response:
+        response = handler(request, exc)
+        body = response.content
+        code = (
+            body.error if isinstance(body, ErrorBody) else "VALIDATION_ERROR" if response.status_code == 422 else None
+        )
+        if code:
+            request.scope.setdefault("state", {})["error_code"] = code
+        return response
+
+    return answer
+
+
+EXCEPTION_HANDLERS = {exc: _remembering(handler) for exc, handler in _HANDLERS.items()}

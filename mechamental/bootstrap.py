@@ -22,9 +22,11 @@ from commands.store import EventStore, datastore_from_url
 from commands.tokens import TokenVerifier
 from mechamental.settings import Settings
 from pipeline import positions
+from pipeline.activity import ActivityConsumer, ActivityPublisher
 from pipeline.broker import ensure_stream
 from pipeline.relay import Relay
 from pipeline.subscription import Subscription
+from projections import activity
 from projections.actions import ActionListing
 from projections.catalog import CatalogListing
 from projections.environments import EnvironmentListing
@@ -53,6 +55,15 @@ class System:
         )
         self.nats: NATS | None = None
         self._nats_retry: asyncio.Task | None = None
+        self.activity = (
+            ActivityPublisher(self.pool, lambda: self.nats, stream=self.activity_stream, prefix=settings.subject_prefix)
+            if settings.activity_recording
+            else None
+        )
+
+    @property
+    def activity_stream(self) -> str:
+        return f"{self.settings.stream}_ACTIVITY"
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
@@ -168,6 +179,7 @@ async def _migrate_async(settings: Settings) -> None:
         await positions.create_tables(conn)
         for model in read_models():
             await conn.execute(model.ddl)
+        await conn.execute(activity.DDL)
     client = await connect_nats(settings.nats_url)
     if client is not None:
         try:
@@ -186,6 +198,7 @@ class _Server(uvicorn.Server):
 
 async def run_roles(settings: Settings, roles: set[str], stop: asyncio.Event, on_ready=None) -> None:
     from api.app import create_app
+    from api.recording import ActivityMiddleware
 
     system = System(settings)
     await system.open()
@@ -199,13 +212,29 @@ async def run_roles(settings: Settings, roles: set[str], stop: asyncio.Event, on
             tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
         if "executor" in roles:
             policy = OutboundPolicy(allow=settings.outbound_allow, deny=settings.outbound_deny)
-            executor = Executor(system.aggregates, system.pool, policy=policy, timeout=settings.executor_timeout)
+            executor = Executor(
+                system.aggregates,
+                system.pool,
+                policy=policy,
+                timeout=settings.executor_timeout,
+                activity=system.activity,
+            )
             tasks.append(asyncio.create_task(executor.run(stop), name="executor"))
+        if system.activity is not None and roles & {"api", "executor"}:
+            tasks.append(asyncio.create_task(system.activity.run(stop), name="activity-publisher"))
         if "projector" in roles:
             tasks += [asyncio.create_task(s.run(stop), name=s.handler.name) for s in system.subscriptions()]
+            consumer = ActivityConsumer(
+                system.pool,
+                lambda: system.nats,
+                stream=system.activity_stream,
+                prefix=settings.subject_prefix,
+                retention_days=settings.activity_retention_days,
+            )
+            tasks.append(asyncio.create_task(consumer.run(stop), name="activity"))
         if "api" in roles:
             config = uvicorn.Config(
-                create_app(system),
+                ActivityMiddleware(create_app(system), lambda: system.activity),
                 host=settings.host,
                 port=settings.port,
                 log_level="warning",

@@ -23,6 +23,8 @@ class Settings(msgspec.Struct, frozen=True):
     max_body_bytes: int = 1_048_576
     log_level: str = "INFO"
     executor_timeout: float = 30.0
+    activity_recording: bool = True
+    activity_retention_days: int = 90
     # Comma-separated networks (CIDR) runs may call; empty allows all but the denied ones.
     outbound_allow: list[str] = msgspec.field(default_factory=list)
     outbound_deny: list[str] | None = None  # None: the executor's default (link-local, cloud metadata)

@@ -8,24 +8,45 @@ import binascii
 from domain.errors import FieldError, ValidationFailed
 
 
-def encode_cursor(key: int) -> str:
-    return base64.urlsafe_b64encode(f"k1:{key}".encode()).decode().rstrip("=")
+def encode_cursor(key: int | tuple[int, str]) -> str:
+    """An int key (a position) or a (microseconds, id) key (a time-ordered feed)."""
+    raw = f"k1:{key}" if isinstance(key, int) else f"t1:{key[0]}:{key[1]}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _raw(cursor: str) -> str:
+    return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+
+
+def _invalid(cursor: str) -> ValidationFailed:
+    return ValidationFailed(
+        [FieldError(("cursor",), "Invalid cursor: pass the next_cursor of a previous page", "value_error", cursor)],
+        source="query",
+    )
 
 
 def decode_cursor(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
         return None
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        version, _, key = raw.partition(":")
+        version, _, key = _raw(cursor).partition(":")
         if version != "k1" or not key.isdigit():
-            raise ValueError(raw)
+            raise ValueError(key)
         return int(key)
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValidationFailed(
-            [FieldError(("cursor",), "Invalid cursor: pass the next_cursor of a previous page", "value_error", cursor)],
-            source="query",
-        ) from None
+        raise _invalid(cursor) from None
+
+
+def decode_time_cursor(cursor: str | None) -> tuple[int, str] | None:
+    if cursor is None or cursor == "":
+        return None
+    try:
+        version, micros, item_id = _raw(cursor).split(":", 2)
+        if version != "t1" or not micros.isdigit() or not item_id:
+            raise ValueError(micros)
+        return int(micros), item_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise _invalid(cursor) from None
 
 
 class Page:

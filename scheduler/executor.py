@@ -13,6 +13,7 @@ import logging
 import secrets
 import socket
 import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,8 +24,10 @@ from commands.actions import finish_attempt, start_attempt
 from commands.aggregates import Aggregates
 from domain.catalog import CATALOG
 from domain.run import RunState
+from pipeline.activity import ActivityPublisher
 from pipeline.roles import sleep_unless
 from projections.actions import runnable_runs
+from projections.activity import ActivityRecord
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,10 @@ class Executor:
         timeout: float = 30.0,
         concurrency: int = 16,
         poll_interval: float = 0.1,
+        activity: ActivityPublisher | None = None,
     ) -> None:
         self.aggregates = aggregates
+        self.activity = activity
         self.pool = pool
         self.policy = policy or OutboundPolicy()
         self.timeout = timeout
@@ -108,10 +113,14 @@ class Executor:
                 )
                 if run is None:
                     return  # another executor has it, or it is not due after all
+                started = time.perf_counter()
                 outcome = await self.attempt(run)
+                elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
                 await asyncio.to_thread(
                     finish_attempt, self.aggregates, org_id, run_id, trace_id, attempt=run.attempt, **outcome
                 )
+                if self.activity is not None:
+                    self.activity.record(_execution_record(run, outcome, trace_id, elapsed_ms))
         except Exception:  # noqa: BLE001 - the lease expires and the run is retried
             log.exception("executor: run %s", run_id)
         finally:
@@ -151,6 +160,33 @@ class Executor:
                 **reported,
             }
         return {"total_stages": total, **reported}
+
+
+def _execution_record(run: RunState, outcome: dict[str, Any], trace_id: str, duration_ms: float) -> ActivityRecord:
+    """Each attempt is activity too, so endpoint feeds and token totals are real."""
+    error_code = outcome.get("error_code")
+    return ActivityRecord(
+        id="actv_" + secrets.token_hex(12),
+        org_id=run.org_id,
+        timestamp=datetime.now(UTC),
+        trace_id=trace_id,
+        action="execute",
+        status_code=500 if error_code else 200,
+        success=error_code is None,
+        duration_ms=duration_ms,
+        workspace_id=run.workspace_id,
+        app_id=run.app_id,
+        principal_type="system",
+        principal_id="executor",
+        resource_type="endpoint",
+        resource_id=run.endpoint_id,
+        error_code=error_code,
+        execution_id=run.execution_id,
+        stages_completed=outcome.get("stages_completed"),
+        total_stages=outcome.get("total_stages"),
+        token_usage=outcome.get("token_usage"),
+        metadata={"run_id": run.run_id, "action_id": run.action_id, "attempt": run.attempt},
+    )
 
 
 def _report(response: httpx.Response) -> dict[str, Any]:

@@ -1,0 +1,168 @@
+"""Every request under /v1/orgs/ becomes exactly one activity record, success or failure alike.
+
+An ASGI middleware around the whole app: it gives the request its trace id (from a W3C
+`traceparent`, else new; echoed as `X-Trace-Id`), times it, and after the answer hands a record to
+the activity publisher, which never blocks the request. Records carry who called (never the token
+itself, nor any header), what was touched and how it went.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from api.auth import ORG_ID, TRACEPARENT
+from projections.activity import ActivityRecord
+
+ORG_PATH = re.compile(r"/v1/orgs/([^/]+)(?:/(.*))?")
+SINGULAR = {
+    "workspaces": "workspace",
+    "apps": "app",
+    "actions": "action",
+    "runs": "run",
+    "environments": "environment",
+    "deployments": "deployment",
+    "deploy": "deployment",
+    "tokens": "token",
+    "users": "user",
+    "me": "user",
+    "activity": "activity",
+    "resources": "resource",
+    "analytics": "analytics",
+    "events": "event",
+    "releases": "release",
+    "endpoints": "endpoint",
+    "augmentations": "augmentation",
+    "namespaces": "namespace",
+    "threads": "thread",
+    "sources": "source",
+    "secrets": "secret",
+    "models": "model",
+}
+VERBS = {"trigger": "trigger", "deploy": "deploy", "enable": "update", "disable": "update"}
+ERRORS = {
+    401: "AUTHENTICATION_FAILED",
+    403: "FORBIDDEN",
+    404: "RESOURCE_NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    500: "INTERNAL_SERVER_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+def trace_id_from(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"traceparent":
+            match = TRACEPARENT.fullmatch(value.decode("latin-1").strip())
+            if match and match.group(1) != "0" * 32:
+                return match.group(1)
+    return secrets.token_hex(16)
+
+
+def classify(method: str, rest: str) -> dict[str, Any]:
+    """What a path under /v1/orgs/{org}/ touches: ids on the way, the resource, and the verb."""
+    segments = [s for s in rest.split("/") if s]
+    found: dict[str, Any] = {"resource_type": "org", "resource_id": None}
+    i = 0
+    while i < len(segments):
+        collection = segments[i]
+        item = segments[i + 1] if i + 1 < len(segments) else None
+        kind = SINGULAR.get(collection)
+        if kind is None:  # an action verb (trigger, enable) or a sub-path (summary, search)
+            i += 1
+            continue
+        if collection == "activity" and item == "actions":  # /activity/actions/{verb}: a feed, not ids
+            found.update(resource_type="activity", resource_id=None)
+            break
+        found["resource_type"], found["resource_id"] = kind, None
+        if item is not None and item not in SINGULAR and item not in VERBS and item not in ("summary", "search"):
+            found["resource_id"] = item
+            if kind in ("workspace", "app", "augmentation"):
+                found[f"{kind}_id"] = item
+            i += 2
+        else:
+            i += 1
+    last = segments[-1] if segments else ""
+    if method == "GET":
+        found["action"] = "read"
+    elif method == "POST":
+        found["action"] = VERBS.get(last, "create")
+    elif method == "PUT":
+        found["action"] = "update"
+    elif method == "DELETE":
+        found["action"] = "undeploy" if "deploy" in segments else "delete"
+    else:
+        found["action"] = method.lower()
+    return found
+
+
+class ActivityMiddleware:
+    def __init__(self, app, publisher_of) -> None:
+        self.app = app
+        self.publisher_of = publisher_of  # () -> ActivityPublisher | None (None: recording off)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        trace_id = trace_id_from(scope.get("headers", []))
+        state["trace_id"] = trace_id
+        match = ORG_PATH.fullmatch(scope["path"])
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_with_trace(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-trace-id", trace_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_trace)
+        finally:
+            publisher = self.publisher_of()
+            if match and publisher is not None and ORG_ID.fullmatch(match.group(1)):
+                publisher.record(self._record(scope, state, match, status["code"], started))
+
+    def _record(self, scope, state, match, status_code: int, started: float) -> ActivityRecord:
+        org_id, rest = match.group(1), match.group(2) or ""
+        found = classify(scope["method"], rest)
+        principal = state.get("principal")
+        actor = principal.actor if principal is not None else None
+        headers = dict(scope.get("headers", []))
+        metadata = {
+            "query": scope.get("query_string", b"").decode("latin-1")[:2000],
+            "user_agent": headers.get(b"user-agent", b"").decode("latin-1")[:500],
+        }
+        return ActivityRecord(
+            id="actv_" + secrets.token_hex(12),
+            org_id=org_id,
+            timestamp=datetime.now(UTC),
+            trace_id=state["trace_id"],
+            action=found["action"],
+            status_code=status_code,
+            success=status_code < 400,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            user_id=actor.user_id or actor.principal_id if actor else None,
+            workspace_id=found.get("workspace_id"),
+            app_id=found.get("app_id"),
+            principal_type=actor.principal_type if actor else None,
+            principal_id=actor.principal_id if actor else None,
+            token_id=actor.token_id if actor else None,
+            token_type=("root" if actor.principal_type == "root" else "api_token") if actor else None,
+            method=scope["method"],
+            path=scope["path"][:1000],
+            resource_type=found["resource_type"],
+            resource_id=found["resource_id"],
+            error_code=state.get("error_code") or ERRORS.get(status_code) if status_code >= 400 else None,
+            augmentation_id=found.get("augmentation_id"),
+            metadata=metadata,
+        )

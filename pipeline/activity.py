@@ -1,0 +1,193 @@
+"""Activity records on their way to storage, off the request path.
+
+The publisher buffers records in memory and sends them to JetStream in batches (`Nats-Msg-Id` is
+the batch's first record id plus its size, so a resend is de-duplicated); when NATS is down or slow,
+or the buffer fills, it writes the batch straight to PostgreSQL instead. Either way, storage is
+idempotent by record id. The consumer stores what JetStream delivers, acking after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import nats.js.api as js_api
+from nats.aio.client import Client as NATS
+from psycopg_pool import AsyncConnectionPool
+
+from pipeline.roles import sleep_unless
+from projections import activity
+
+log = logging.getLogger(__name__)
+
+
+def activity_subject(prefix: str, org_id: str) -> str:
+    return f"{prefix}.activity.{org_id}"
+
+
+async def ensure_activity_stream(js, name: str, prefix: str) -> None:
+    config = js_api.StreamConfig(
+        name=name,
+        subjects=[f"{prefix}.activity.>"],
+        storage=js_api.StorageType.FILE,
+        max_age=7 * 24 * 3600,
+        duplicate_window=120,
+    )
+    try:
+        await js.stream_info(name)
+    except Exception:  # noqa: BLE001 - not there yet
+        await js.add_stream(config)
+        return
+    await js.update_stream(config)
+
+
+class ActivityPublisher:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        nats: Callable[[], NATS | None],
+        *,
+        stream: str,
+        prefix: str,
+        max_buffer: int = 10_000,
+        batch_size: int = 500,
+        interval: float = 0.05,
+    ) -> None:
+        self.pool = pool
+        self.nats = nats
+        self.stream = stream
+        self.prefix = prefix
+        self.batch_size = batch_size
+        self.interval = interval
+        self._buffer: asyncio.Queue[activity.ActivityRecord] = asyncio.Queue(max_buffer)
+        self._stream_ready = False
+        self.stored_directly = 0
+
+    def record(self, record: activity.ActivityRecord) -> None:
+        """Never blocks the request: a full buffer spills to PostgreSQL in the background."""
+        try:
+            self._buffer.put_nowait(record)
+        except asyncio.QueueFull:
+            task = asyncio.get_running_loop().create_task(self._store([record]))
+            task.add_done_callback(lambda t: t.exception())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await sleep_unless(stop, self.interval)
+            await self.flush()
+        await self.flush()  # what is buffered at shutdown is still delivered
+
+    async def flush(self) -> None:
+        while not self._buffer.empty():
+            batch = [self._buffer.get_nowait() for _ in range(min(self.batch_size, self._buffer.qsize()))]
+            by_org: dict[str, list[activity.ActivityRecord]] = {}
+            for record in batch:
+                by_org.setdefault(record.org_id, []).append(record)
+            for org_id, records in by_org.items():
+                if not await self._publish(org_id, records):
+                    await self._store(records)
+
+    async def _publish(self, org_id: str, records: list[activity.ActivityRecord]) -> bool:
+        client = self.nats()
+        if client is None or not client.is_connected:
+            return False
+        try:
+            js = client.jetstream(timeout=2)
+            if not self._stream_ready:
+                await ensure_activity_stream(js, self.stream, self.prefix)
+                self._stream_ready = True
+            await js.publish(
+                activity_subject(self.prefix, org_id),
+                activity.encode_batch(records),
+                headers={"Nats-Msg-Id": f"{records[0].id}:{len(records)}"},
+            )
+            return True
+        except Exception as error:  # noqa: BLE001 - fall back to PostgreSQL
+            log.info("activity: publishing failed (%s); storing directly", type(error).__name__)
+            self._stream_ready = False
+            return False
+
+    async def _store(self, records: list[activity.ActivityRecord]) -> None:
+        for attempt in range(5):
+            try:
+                async with self.pool.connection() as conn, conn.transaction():
+                    await activity.store(conn, records)
+                self.stored_directly += len(records)
+                return
+            except Exception as error:  # noqa: BLE001 - PostgreSQL busy or restarting: retry a few times
+                log.warning("activity: storing %d records failed (%s)", len(records), error)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        log.error("activity: dropped %d records after repeated storage failures", len(records))
+
+
+class ActivityConsumer:
+    """JetStream -> the activity table and its rollups."""
+
+    name = "activity"
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        nats: Callable[[], NATS | None],
+        *,
+        stream: str,
+        prefix: str,
+        retention_days: int = 90,
+    ) -> None:
+        self.pool = pool
+        self.nats = nats
+        self.stream = stream
+        self.prefix = prefix
+        self.retention_days = retention_days
+
+    async def run(self, stop: asyncio.Event) -> None:
+        subscription = None
+        next_retention = 0.0
+        while not stop.is_set():
+            try:
+                if time.monotonic() >= next_retention:
+                    async with self.pool.connection() as conn:
+                        dropped = await activity.drop_expired(conn, self.retention_days, datetime.now(UTC).date())
+                    if dropped:
+                        log.info("activity: dropped partitions past retention: %s", ", ".join(dropped))
+                    next_retention = time.monotonic() + 3600
+                if subscription is None:
+                    subscription = await self._subscribe()
+                    if subscription is None:
+                        await sleep_unless(stop, 1.0)
+                        continue
+                try:
+                    messages = await subscription.fetch(50, timeout=1.0)
+                except TimeoutError:
+                    continue
+                records = []
+                for message in messages:
+                    with contextlib.suppress(Exception):  # an unreadable batch is skipped, not retried forever
+                        records.extend(activity.decode_batch(message.data))
+                async with self.pool.connection() as conn, conn.transaction():
+                    await activity.store(conn, records)
+                for message in messages:
+                    await message.ack()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - NATS or PostgreSQL trouble: resubscribe
+                log.info("activity consumer: %s: %s", type(error).__name__, error)
+                subscription = None
+                await sleep_unless(stop, 1.0)
+
+    async def _subscribe(self):
+        client = self.nats()
+        if client is None or not client.is_connected:
+            return None
+        js = client.jetstream()
+        await ensure_activity_stream(js, self.stream, self.prefix)
+        return await js.pull_subscribe(
+            f"{self.prefix}.activity.>",
+            durable=f"{self.prefix}_activity",
+            stream=self.stream,
+            config=js_api.ConsumerConfig(ack_wait=30, max_ack_pending=10_000),
+        )

@@ -1,0 +1,304 @@
+"""Activity: one record per API request and per execution attempt, and hourly rollups for summaries.
+
+Records arrive in batches (from JetStream, or straight from an API process whose NATS is down) and
+are stored idempotently: a record id is stored once, and only records stored for the first time
+move the rollups. Storage is partitioned by day so retention drops whole partitions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import msgspec
+import psycopg
+
+DDL = """
+CREATE TABLE IF NOT EXISTS activity (
+    id text NOT NULL,
+    org_id text NOT NULL,
+    ts timestamptz NOT NULL,
+    workspace_id text,
+    app_id text,
+    user_id text,
+    action text NOT NULL,
+    resource_type text,
+    resource_id text,
+    augmentation_id text,
+    success boolean NOT NULL,
+    duration_ms double precision NOT NULL,
+    record bytea NOT NULL,            -- JSON of ActivityRecord
+    PRIMARY KEY (id, ts)
+) PARTITION BY RANGE (ts);
+CREATE INDEX IF NOT EXISTS activity_org ON activity (org_id, ts DESC, id DESC);
+CREATE INDEX IF NOT EXISTS activity_workspace ON activity (org_id, workspace_id, ts DESC, id DESC);
+CREATE INDEX IF NOT EXISTS activity_user ON activity (org_id, user_id, ts DESC, id DESC);
+CREATE INDEX IF NOT EXISTS activity_app ON activity (org_id, app_id, ts DESC, id DESC);
+CREATE INDEX IF NOT EXISTS activity_resource ON activity (org_id, resource_id, ts DESC, id DESC);
+CREATE INDEX IF NOT EXISTS activity_augmentation ON activity (org_id, augmentation_id, ts DESC, id DESC)
+    WHERE augmentation_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS activity_verb ON activity (org_id, workspace_id, action, ts DESC, id DESC);
+CREATE TABLE IF NOT EXISTS activity_hourly (
+    org_id text NOT NULL,
+    scope text NOT NULL,              -- org | workspace | user | endpoint
+    scope_id text NOT NULL,
+    hour timestamptz NOT NULL,
+    action text NOT NULL,
+    resource_type text NOT NULL,
+    requests bigint NOT NULL,
+    successes bigint NOT NULL,
+    duration_ms double precision NOT NULL,
+    tokens bigint NOT NULL,
+    PRIMARY KEY (org_id, scope, scope_id, hour, action, resource_type)
+);
+"""
+
+
+class ActivityRecord(msgspec.Struct, omit_defaults=False):
+    id: str
+    org_id: str
+    timestamp: datetime
+    trace_id: str
+    action: str
+    status_code: int
+    success: bool
+    duration_ms: float
+    user_id: str | None = None
+    workspace_id: str | None = None
+    app_id: str | None = None
+    principal_type: str | None = None
+    principal_id: str | None = None
+    token_id: str | None = None
+    token_type: str | None = None
+    method: str | None = None
+    path: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    error_code: str | None = None
+    execution_id: str | None = None
+    augmentation_id: str | None = None
+    stages_completed: int | None = None
+    total_stages: int | None = None
+    token_usage: dict[str, int] | None = None
+    metadata: dict[str, Any] = {}
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.token_usage.values()) if self.token_usage else 0
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(ActivityRecord)
+_batch_decoder = msgspec.json.Decoder(list[ActivityRecord])
+
+
+def encode_batch(records: list[ActivityRecord]) -> bytes:
+    return _encoder.encode(records)
+
+
+def decode_batch(data: bytes) -> list[ActivityRecord]:
+    return _batch_decoder.decode(data)
+
+
+async def ensure_partitions(conn: psycopg.AsyncConnection, days: set[date]) -> None:
+    names = {f"activity_{day:%Y%m%d}": day for day in days}
+    cursor = await conn.execute("SELECT relname FROM pg_class WHERE relname = ANY(%s)", (list(names),))
+    missing = set(names) - {row[0] for row in await cursor.fetchall()}
+    if not missing:
+        return
+    # Writers (the projector, an API process writing while NATS is down) may race to create one day.
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('mechamental.activity.partitions'))")
+    for name in sorted(missing):
+        day = names[name]
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF activity FOR VALUES FROM ('{day}') "
+            f"TO ('{day + timedelta(days=1)}')"
+        )
+
+
+async def store(conn: psycopg.AsyncConnection, records: list[ActivityRecord]) -> int:
+    """Stores new records and rolls them up, in the caller's transaction; returns how many were new."""
+    if not records:
+        return 0
+    await ensure_partitions(conn, {r.timestamp.astimezone(UTC).date() for r in records})
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "INSERT INTO activity (id, org_id, ts, workspace_id, app_id, user_id, action, resource_type, "
+            "resource_id, augmentation_id, success, duration_ms, record) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], "
+            "%s::text[], %s::text[], %s::text[], %s::text[], %s::boolean[], %s::float8[], %s::bytea[]) "
+            "ON CONFLICT DO NOTHING RETURNING id",
+            _columns(records),
+        )
+        new_ids = {row[0] for row in await cur.fetchall()}
+        rollups = _rollups([r for r in records if r.id in new_ids])
+        await cur.executemany(
+            "INSERT INTO activity_hourly AS h (org_id, scope, scope_id, hour, action, resource_type, requests, "
+            "successes, duration_ms, tokens) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (org_id, scope, scope_id, hour, action, resource_type) DO UPDATE SET "
+            "requests = h.requests + EXCLUDED.requests, successes = h.successes + EXCLUDED.successes, "
+            "duration_ms = h.duration_ms + EXCLUDED.duration_ms, tokens = h.tokens + EXCLUDED.tokens",
+            [(*key, *values) for key, values in rollups.items()],
+        )
+    return len(new_ids)
+
+
+def _columns(records: list[ActivityRecord]) -> list[list]:
+    return [
+        [r.id for r in records],
+        [r.org_id for r in records],
+        [r.timestamp for r in records],
+        [r.workspace_id for r in records],
+        [r.app_id for r in records],
+        [r.user_id for r in records],
+        [r.action for r in records],
+        [r.resource_type for r in records],
+        [r.resource_id for r in records],
+        [r.augmentation_id for r in records],
+        [r.success for r in records],
+        [r.duration_ms for r in records],
+        [_encoder.encode(r) for r in records],
+    ]
+
+
+def _scopes(record: ActivityRecord) -> list[tuple[str, str]]:
+    scopes = [("org", record.org_id)]
+    if record.workspace_id:
+        scopes.append(("workspace", record.workspace_id))
+    if record.user_id:
+        scopes.append(("user", record.user_id))
+    if record.resource_type == "endpoint" and record.resource_id:
+        scopes.append(("endpoint", record.resource_id))
+    return scopes
+
+
+def _rollups(records: list[ActivityRecord]) -> dict[tuple, list]:
+    totals: dict[tuple, list] = {}
+    for r in records:
+        hour = r.timestamp.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        for scope, scope_id in _scopes(r):
+            key = (r.org_id, scope, scope_id, hour, r.action, r.resource_type or "")
+            row = totals.setdefault(key, [0, 0, 0.0, 0])
+            row[0] += 1
+            row[1] += r.success
+            row[2] += r.duration_ms
+            row[3] += r.tokens
+    return totals
+
+
+class Filters(msgspec.Struct, frozen=True):
+    workspace_id: str | None = None
+    app_id: str | None = None
+    user_id: str | None = None
+    resource_id: str | None = None
+    augmentation_id: str | None = None
+    action: str | None = None
+    resource_type: str | None = None
+    success: bool | None = None
+    min_duration_ms: float | None = None
+    max_duration_ms: float | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+_COLUMN_FILTERS = {
+    "workspace_id": "workspace_id = %s",
+    "app_id": "app_id = %s",
+    "user_id": "user_id = %s",
+    "resource_id": "resource_id = %s",
+    "augmentation_id": "augmentation_id = %s",
+    "action": "action = %s",
+    "resource_type": "resource_type = %s",
+    "success": "success = %s",
+    "min_duration_ms": "duration_ms >= %s",
+    "max_duration_ms": "duration_ms <= %s",
+    "start_time": "ts >= %s",
+    "end_time": "ts <= %s",
+}
+
+
+async def feed(
+    conn: psycopg.AsyncConnection, org_id: str, filters: Filters, after: tuple[int, str] | None, limit: int
+) -> tuple[int, list[ActivityRecord]]:
+    """Newest first; `after` is the (microseconds, id) of the last record a previous page showed."""
+    where, params = ["org_id = %s"], [org_id]
+    for field, clause in _COLUMN_FILTERS.items():
+        value = getattr(filters, field)
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    condition = " AND ".join(where)
+    total = await (await conn.execute(f"SELECT count(*) FROM activity WHERE {condition}", params)).fetchone()
+    page_params = list(params)
+    if after is not None:
+        condition += " AND (ts, id) < (%s, %s)"
+        page_params += [datetime.fromtimestamp(after[0] / 1_000_000, UTC), after[1]]
+    cursor = await conn.execute(
+        f"SELECT record FROM activity WHERE {condition} ORDER BY ts DESC, id DESC LIMIT %s", [*page_params, limit + 1]
+    )
+    return total[0], [_decoder.decode(row[0]) for row in await cursor.fetchall()]
+
+
+def key_of(record: ActivityRecord) -> tuple[int, str]:
+    ts = record.timestamp.astimezone(UTC)
+    micros = (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    return micros, record.id
+
+
+class Summary(msgspec.Struct):
+    total_requests: int
+    successful_requests: int
+    failed_requests: int
+    avg_duration_ms: float
+    total_tokens_used: int
+    by_action: dict[str, int]
+    by_resource: dict[str, int]
+    start_time: datetime
+    end_time: datetime
+
+
+async def summary(
+    conn: psycopg.AsyncConnection, org_id: str, scope: str, scope_id: str, hours: int, now: datetime
+) -> Summary:
+    """From the hourly rollups: the current hour and the `hours - 1` before it."""
+    start = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
+    cursor = await conn.execute(
+        "SELECT action, resource_type, sum(requests)::bigint, sum(successes)::bigint, sum(duration_ms)::float8, "
+        "sum(tokens)::bigint "
+        "FROM activity_hourly WHERE org_id = %s AND scope = %s AND scope_id = %s AND hour >= %s "
+        "GROUP BY action, resource_type",
+        (org_id, scope, scope_id, start),
+    )
+    by_action: Counter[str] = Counter()
+    by_resource: Counter[str] = Counter()
+    requests = successes = tokens = 0
+    duration = 0.0
+    for action, resource_type, n, ok, ms, used in await cursor.fetchall():
+        by_action[action] += n
+        by_resource[resource_type or "none"] += n
+        requests, successes, duration, tokens = requests + n, successes + ok, duration + ms, tokens + used
+    return Summary(
+        total_requests=requests,
+        successful_requests=successes,
+        failed_requests=requests - successes,
+        avg_duration_ms=round(duration / requests, 3) if requests else 0.0,
+        total_tokens_used=tokens,
+        by_action=dict(by_action),
+        by_resource=dict(by_resource),
+        start_time=start,
+        end_time=now,
+    )
+
+
+async def drop_expired(conn: psycopg.AsyncConnection, retention_days: int, today: date) -> list[str]:
+    """Drops whole day partitions older than the retention; returns their names."""
+    cursor = await conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'activity'"
+    )
+    cutoff = f"activity_{today - timedelta(days=retention_days):%Y%m%d}"
+    dropped = [name for (name,) in await cursor.fetchall() if name < cutoff]
+    for name in dropped:
+        await conn.execute(f"DROP TABLE IF EXISTS {name}")
+    return dropped

@@ -1,0 +1,321 @@
+"""Activity through HTTP: a known mix of requests and executions in two orgs, then every feed, filter
+and summary must count exactly that mix."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from pipeline.activity import ActivityPublisher
+from projections import activity
+from tests.conftest import as_token, assert_422, assert_envelope, issue_token
+
+RECORD_KEYS = {
+    "id",
+    "timestamp",
+    "trace_id",
+    "user_id",
+    "workspace_id",
+    "app_id",
+    "principal_type",
+    "principal_id",
+    "token_id",
+    "token_type",
+    "method",
+    "path",
+    "resource_type",
+    "resource_id",
+    "action",
+    "status_code",
+    "success",
+    "error_code",
+    "duration_ms",
+    "execution_id",
+    "augmentation_id",
+    "stages_completed",
+    "total_stages",
+    "token_usage",
+    "metadata",
+}
+
+
+def stored(settings, org: str) -> int:
+    with psycopg.connect(settings.database_url) as conn:
+        return conn.execute("SELECT count(*) FROM activity WHERE org_id = %s", (org,)).fetchone()[0]
+
+
+def wait_stored(settings, org: str, count: int) -> None:
+    deadline = time.monotonic() + 20
+    while stored(settings, org) < count:
+        assert time.monotonic() < deadline, f"only {stored(settings, org)} of {count} records stored"
+        time.sleep(0.05)
+    time.sleep(0.2)
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(
+            "SELECT action, resource_type, convert_from(record, 'UTF8') FROM activity WHERE org_id = %s", (org,)
+        ).fetchall()
+    assert len(rows) == count, [(a, r) for a, r, _ in rows]  # and not more: each request exactly once
+
+
+class TokenTarget(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps({"stages_completed": 2, "total_stages": 2, "token_usage": {"input": 10, "output": 5}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def token_target():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TokenTarget)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/run"
+    server.shutdown()
+
+
+@pytest.fixture()
+def mix(api, system, settings, token_target):
+    """Org A: root issues alice's token, alice makes 10 requests (4 fail), one execution uses 15 tokens.
+    Org B: root issues bob's token, bob makes 2 requests."""
+    org_a, org_b = "org-" + secrets.token_hex(5), "org-" + secrets.token_hex(5)
+    alice = issue_token(api, org_a, "owner", user_id="alice")
+    bob = issue_token(api, org_b, "owner", user_id="bob")
+    traces = []
+
+    def call(client, method, path, **kwargs):
+        trace = secrets.token_hex(16)
+        traces.append(trace)
+        headers = {"traceparent": f"00-{trace}-{secrets.token_hex(8)}-01", "User-Agent": "mix-test"}
+        response = client.request(method, path, headers=headers, **kwargs)
+        assert response.headers["X-Trace-Id"] == trace
+        return response
+
+    with as_token(system, alice) as a, as_token(system, bob) as b:
+        ws = call(a, "POST", f"/v1/orgs/{org_a}/workspaces", json={"name": "w"}).json()["workspace_id"]
+        base = f"/v1/orgs/{org_a}/workspaces/{ws}"
+        app_id = call(a, "POST", f"{base}/apps", json={"name": "bot"}).json()["app_id"]
+        namespace = call(a, "POST", f"{base}/namespaces", json={"name": "ns"}).json()["namespace_id"]
+        endpoint = call(
+            a, "POST", f"{base}/endpoints", json={"app_id": app_id, "name": "llm", "url": token_target}
+        ).json()["endpoint_id"]
+        action = call(
+            a,
+            "POST",
+            f"{base}/apps/{app_id}/actions",
+            json={"name": "go", "endpoint_id": endpoint, "namespace_id": namespace},
+        ).json()["action_id"]
+        assert call(a, "POST", f"{base}/apps/{app_id}/actions/{action}/trigger", json={}).status_code == 202
+        assert call(a, "GET", f"{base}/apps/nope").status_code == 404
+        assert call(a, "POST", f"/v1/orgs/{org_a}/workspaces", json={"name": ""}).status_code == 422
+        assert call(a, "GET", f"/v1/orgs/{org_a}/workspaces/ws_missing").status_code == 404
+        assert call(a, "DELETE", f"{base}/environments/env_missing").status_code == 404
+        call(b, "POST", f"/v1/orgs/{org_b}/workspaces", json={"name": "theirs"})
+        call(b, "GET", f"/v1/orgs/{org_b}/workspaces")
+    wait_stored(settings, org_a, 1 + 10 + 1)
+    wait_stored(settings, org_b, 3)
+    return {
+        "a": org_a,
+        "b": org_b,
+        "alice": alice,
+        "bob": bob,
+        "ws": ws,
+        "app": app_id,
+        "endpoint": endpoint,
+        "action": action,
+        "traces": traces,
+    }
+
+
+def test_summaries_count_exactly_the_mix(system, mix):
+    with as_token(system, mix["alice"]) as a:
+        org = a.get(f"/v1/orgs/{mix['a']}/activity/summary").json()
+        assert set(org) == {
+            "total_requests",
+            "successful_requests",
+            "failed_requests",
+            "avg_duration_ms",
+            "total_tokens_used",
+            "by_action",
+            "by_resource",
+            "start_time",
+            "end_time",
+        }
+        assert (org["total_requests"], org["failed_requests"], org["total_tokens_used"]) == (12, 4, 15)
+        assert org["by_action"] == {"create": 7, "trigger": 1, "read": 2, "delete": 1, "execute": 1}
+        assert org["by_resource"]["token"] == 1 and org["by_resource"]["endpoint"] == 2
+        workspace = a.get(f"/v1/orgs/{mix['a']}/workspaces/{mix['ws']}/activity/summary", params={"hours": 1}).json()
+        assert (workspace["total_requests"], workspace["total_tokens_used"]) == (8, 15)
+        user = a.get(f"/v1/orgs/{mix['a']}/users/alice/activity/summary").json()
+        assert (user["total_requests"], user["failed_requests"]) == (10, 4)
+        endpoint = a.get(
+            f"/v1/orgs/{mix['a']}/workspaces/{mix['ws']}/apps/{mix['app']}/endpoints/{mix['endpoint']}/activity/summary"
+        ).json()
+        assert (endpoint["total_requests"], endpoint["total_tokens_used"], endpoint["by_action"]) == (
+            1,
+            15,
+            {"execute": 1},
+        )  # its creation was a POST on the collection: no endpoint id yet
+        mine = a.get(f"/v1/orgs/{mix['a']}/me/activity/summary").json()
+        assert mine["total_requests"] >= 10
+
+
+def test_feeds_filter_page_and_never_leak(system, mix):
+    with as_token(system, mix["alice"]) as a:
+        feed = a.get(f"/v1/orgs/{mix['a']}/activity", params={"limit": 200}).json()
+        records = feed["activities"]
+        assert all(set(r) == RECORD_KEYS for r in records)
+        timestamps = [r["timestamp"] for r in records]
+        assert timestamps == sorted(timestamps, reverse=True)
+        by_trace = {}
+        for r in records:
+            by_trace.setdefault(r["trace_id"], []).append(r)
+        assert all(len(by_trace[t]) == 1 for t in mix["traces"] if by_trace.get(t))
+        assert sum(1 for t in mix["traces"] if t in by_trace) == 10  # alice's ten, none of bob's
+        text = json.dumps(feed)
+        assert mix["alice"].split(".")[1] not in text and mix["bob"].split(".")[1] not in text
+        assert mix["b"] not in text and "authorization" not in text.lower()
+        failed = [r for r in records if r["trace_id"] in mix["traces"] and not r["success"]]
+        assert sorted(r["error_code"] for r in failed) == [
+            "RESOURCE_NOT_FOUND",
+            "RESOURCE_NOT_FOUND",
+            "RESOURCE_NOT_FOUND",
+            "VALIDATION_ERROR",
+        ]
+        execution = next(r for r in records if r["action"] == "execute")
+        assert (
+            execution["resource_type"],
+            execution["resource_id"],
+            execution["token_usage"],
+            execution["stages_completed"],
+        ) == ("endpoint", mix["endpoint"], {"input": 10, "output": 5}, 2)
+
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+            page = a.get(f"/v1/orgs/{mix['a']}/workspaces/{mix['ws']}/activity", params=params).json()
+            seen += [r["id"] for r in page["activities"]]
+            if not page["has_more"]:
+                break
+            cursor = page["next_cursor"]
+        assert len(seen) == len(set(seen)) >= 8
+
+        ws = f"/v1/orgs/{mix['a']}/workspaces/{mix['ws']}"
+        search = a.get(f"{ws}/activity/search", params={"status": "error"}).json()
+        assert {r["status_code"] for r in search["activities"]} == {404}  # the 422 was outside this workspace
+        assert a.get(f"{ws}/activity/search", params={"action": "trigger"}).json()["total"] == 1
+        assert a.get(f"{ws}/activity/actions/execute").json()["total"] == 1
+        assert a.get(f"{ws}/resources/{mix['action']}/activity").json()["total"] >= 1
+        assert a.get(f"{ws}/apps/{mix['app']}/activity").json()["total"] == 3  # create action, trigger, execute
+        future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        assert a.get(f"/v1/orgs/{mix['a']}/activity", params={"start_time": future}).json()["total"] == 0
+        assert (
+            a.get(f"/v1/orgs/{mix['a']}/users/alice/activity", params={"workspace_id": mix["ws"]}).json()["total"] >= 7
+        )
+        assert a.get(f"/v1/orgs/{mix['a']}/me/activity").json()["total"] >= 10
+    with as_token(system, mix["bob"]) as b:
+        theirs = b.get(f"/v1/orgs/{mix['b']}/activity").json()
+        assert theirs["total"] >= 3 and all(r["user_id"] in ("bob", "root") for r in theirs["activities"])
+        assert_envelope(b.get(f"/v1/orgs/{mix['a']}/activity"), 403, "FORBIDDEN")
+
+
+def test_who_may_read_which_feed(api, system, mix):
+    org = mix["a"]
+    with as_token(system, issue_token(api, org, "member")) as member:
+        body = assert_envelope(member.get(f"/v1/orgs/{org}/activity"), 403, "FORBIDDEN")
+        assert body["details"]["required_permission"] == "activity:read"
+        assert member.get(f"/v1/orgs/{org}/workspaces/{mix['ws']}/activity").status_code == 200
+    with as_token(system, issue_token(api, org, "auditor")) as auditor:
+        assert auditor.get(f"/v1/orgs/{org}/users/alice/activity").status_code == 200
+    with as_token(system, issue_token(api, org, "viewer")) as viewer:
+        assert viewer.get(f"/v1/orgs/{org}/me/activity").status_code == 200
+        assert_envelope(viewer.get(f"/v1/orgs/{org}/activity/summary"), 403, "FORBIDDEN")
+
+
+def test_bad_query_input_is_422(api, mix):
+    org, ws = mix["a"], f"/v1/orgs/{mix['a']}/workspaces/{mix['ws']}"
+    assert_422(api.get(f"/v1/orgs/{org}/activity", params={"start_time": "yesterday"}), ["query", "start_time"])
+    assert_422(
+        api.get(
+            f"/v1/orgs/{org}/activity",
+            params={"start_time": "2030-01-02T00:00:00Z", "end_time": "2030-01-01T00:00:00Z"},
+        ),
+        ["query", "end_time"],
+    )
+    assert_422(api.get(f"/v1/orgs/{org}/activity/summary", params={"hours": 0}), ["query", "hours"])
+    assert_422(api.get(f"/v1/orgs/{org}/activity/summary", params={"hours": 169}), ["query", "hours"])
+    assert_422(api.get(f"{ws}/activity/search", params={"status": "meh"}), ["query", "status"])
+    assert_422(api.get(f"{ws}/activity/actions/dance"), ["path", "action"])
+    assert_422(api.get(f"/v1/orgs/{org}/activity", params={"cursor": "nope"}), ["query", "cursor"])
+
+
+def test_without_nats_records_go_straight_to_postgres_and_are_stored_once(settings):
+    org = "org-" + secrets.token_hex(5)
+    now = datetime.now(UTC)
+    records = [
+        activity.ActivityRecord(
+            id=f"actv_{i}_{org}",
+            org_id=org,
+            timestamp=now,
+            trace_id="t",
+            action="read",
+            status_code=200,
+            success=True,
+            duration_ms=2.0,
+        )
+        for i in range(3)
+    ]
+
+    async def scenario():
+        async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
+            publisher = ActivityPublisher(pool, lambda: None, stream="none", prefix="none")
+            for record in records:
+                publisher.record(record)
+            await publisher.flush()
+            for record in records:  # the same records again (a retry after a crash, say)
+                publisher.record(record)
+            await publisher.flush()
+            async with pool.connection() as conn:
+                return await activity.summary(conn, org, "org", org, 1, datetime.now(UTC))
+
+    result = asyncio.run(scenario())
+    assert stored(settings, org) == 3 and result.total_requests == 3
+
+
+def test_expired_partitions_are_dropped(settings):
+    async def scenario():
+        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
+            old = datetime(2001, 1, 1, tzinfo=UTC)
+            async with conn.transaction():
+                await activity.store(
+                    conn,
+                    [
+                        activity.ActivityRecord(
+                            id="actv_old",
+                            org_id="org-old",
+                            timestamp=old,
+                            trace_id="t",
+                            action="read",
+                            status_code=200,
+                            success=True,
+                            duration_ms=1.0,
+                        )
+                    ],
+                )
+            return await activity.drop_expired(conn, 90, datetime.now(UTC).date())
+
+    assert "activity_20010101" in asyncio.run(scenario())
