@@ -9,6 +9,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from api.actions import ActionController
 from api.activity import OrgActivityController, WorkspaceActivityController
+from api.analytics import OrgAnalyticsController, WorkspaceAnalyticsController
 from api.catalog import CATALOG_CONTROLLERS
 from api.environments import EnvironmentController
 from api.errors import EXCEPTION_HANDLERS
@@ -41,6 +42,8 @@ def create_app(system) -> Litestar:
             ActionController,
             OrgActivityController,
             WorkspaceActivityController,
+            OrgAnalyticsController,
+            WorkspaceAnalyticsController,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,

@@ -28,6 +28,7 @@ from pipeline.relay import Relay
 from pipeline.subscription import Subscription
 from projections import activity
 from projections.actions import ActionListing
+from projections.analytics import Analytics
 from projections.catalog import CatalogListing
 from projections.environments import EnvironmentListing
 from projections.tokens import TokenListing
@@ -41,7 +42,7 @@ ROLES = ("api", "relay", "projector", "scheduler", "executor")
 
 
 def read_models():
-    return [WorkspaceListing(), TokenListing(), CatalogListing(), EnvironmentListing(), ActionListing()]
+    return [WorkspaceListing(), TokenListing(), CatalogListing(), EnvironmentListing(), ActionListing(), Analytics()]
 
 
 class System:

@@ -155,13 +155,13 @@ def test_summaries_count_exactly_the_mix(system, mix):
             "start_time",
             "end_time",
         }
-        assert (org["total_requests"], org["failed_requests"], org["total_tokens_used"]) == (12, 4, 15)
+        assert (org["total_requests"], org["failed_requests"], org["total_tokens_used"]) == (12, 4, 15), org
         assert org["by_action"] == {"create": 7, "trigger": 1, "read": 2, "delete": 1, "execute": 1}
         assert org["by_resource"]["token"] == 1 and org["by_resource"]["endpoint"] == 2
         workspace = a.get(f"/v1/orgs/{mix['a']}/workspaces/{mix['ws']}/activity/summary", params={"hours": 1}).json()
-        assert (workspace["total_requests"], workspace["total_tokens_used"]) == (8, 15)
+        assert (workspace["total_requests"], workspace["total_tokens_used"]) == (8, 15), workspace
         user = a.get(f"/v1/orgs/{mix['a']}/users/alice/activity/summary").json()
-        assert (user["total_requests"], user["failed_requests"]) == (10, 4)
+        assert (user["total_requests"], user["failed_requests"]) == (10, 4), user
         endpoint = a.get(
             f"/v1/orgs/{mix['a']}/workspaces/{mix['ws']}/apps/{mix['app']}/endpoints/{mix['endpoint']}/activity/summary"
         ).json()

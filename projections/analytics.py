@@ -1,0 +1,293 @@
+"""Analytics rollups, kept from catalog, action, run and workspace events; never counted per request.
+
+Each catalog item and action contributes counters (`resources.apps`, `app:<id>.releases`,
+`sources.status.indexed`, ...) that follow from its state alone. An event moves the counters by
+contributions(new state) - contributions(old state), so creates, changes (a source's status, a
+secret's type) and deletes are all the same arithmetic. Executions count once, at their final
+outcome, into totals and into hourly and daily series.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import psycopg
+
+from domain.action import ACTION, ActionState
+from domain.catalog import CATALOG, KINDS, CatalogItem
+from domain.events import Recorded
+from domain.run import AttemptFailed, RunRequested, RunSucceeded
+from domain.workspace import WorkspaceCreated, WorkspaceDeleted, WorkspaceUpdated
+
+NAME = "analytics"
+
+DDL = """
+CREATE TABLE IF NOT EXISTS rm_analytics_items (
+    stream_id text PRIMARY KEY,
+    kind text NOT NULL,               -- catalog | action | run
+    state bytea NOT NULL              -- catalog/action: its last state (to compute what an event changes);
+                                      -- run: its workspace id
+);
+CREATE TABLE IF NOT EXISTS rm_analytics_workspaces (
+    workspace_id text PRIMARY KEY,
+    org_id text NOT NULL,
+    name text NOT NULL,
+    deleted boolean NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rm_analytics_workspaces_org ON rm_analytics_workspaces (org_id) WHERE NOT deleted;
+CREATE TABLE IF NOT EXISTS rm_analytics_counters (
+    workspace_id text NOT NULL,
+    key text NOT NULL,
+    value bigint NOT NULL,
+    PRIMARY KEY (workspace_id, key)
+);
+CREATE TABLE IF NOT EXISTS rm_analytics_threads (
+    workspace_id text NOT NULL,
+    thread_id text NOT NULL,
+    PRIMARY KEY (workspace_id, thread_id)
+);
+CREATE TABLE IF NOT EXISTS rm_analytics_series (
+    workspace_id text NOT NULL,
+    period text NOT NULL,             -- hour | day
+    bucket timestamptz NOT NULL,
+    value bigint NOT NULL,
+    PRIMARY KEY (workspace_id, period, bucket)
+);
+"""
+
+RESOURCE_KINDS = (
+    "sources",
+    "augmentations",
+    "endpoints",
+    "namespaces",
+    "apps",
+    "threads",
+    "actions",
+    "secrets",
+    "models",
+)
+_decoders = {"catalog": msgspec.json.Decoder(CatalogItem), "action": msgspec.json.Decoder(ActionState)}
+_encoder = msgspec.json.Encoder()
+
+
+def contributions(state: Any) -> Counter[str]:
+    """The counters one live catalog item or action adds to its workspace."""
+    out: Counter[str] = Counter()
+    if state is None or state.deleted:
+        return out
+    if isinstance(state, ActionState):
+        c = state.config
+        out.update(
+            {
+                "resources.actions": 1,
+                "actions.total": 1,
+                "actions.enabled": int(c.is_enabled),
+                "actions.trigger": int(c.action_type == "trigger"),
+                "actions.scheduled": int(c.action_type == "scheduled"),
+            }
+        )
+        return out
+    f = state.fields
+    out[f"resources.{state.kind}"] += 1
+    if state.kind in ("augmentations", "endpoints", "releases") or (state.kind == "namespaces" and f.get("app_id")):
+        if f.get("app_id"):
+            out[f"app:{f['app_id']}.{state.kind}"] += 1
+    if state.kind in ("threads", "sources") and f.get("namespace_id"):
+        out[f"namespace:{f['namespace_id']}.{state.kind}"] += 1
+    if state.kind == "secrets":
+        out.update(
+            {
+                "secrets.total": 1,
+                "secrets.active": int(bool(f.get("is_active"))),
+                f"secrets.type.{f.get('type') or 'unknown'}": 1,
+            }
+        )
+    if state.kind == "sources":
+        out.update(
+            {
+                "sources.total": 1,
+                f"sources.status.{f.get('status') or 'pending'}": 1,
+                "sources.chunks": f.get("chunks") or 0,
+                "sources.tokens": f.get("tokens") or 0,
+                "sources.bytes": f.get("bytes") or 0,
+                f"sources.type.{f.get('type') or 'unknown'}": 1,
+                "sources.namespace" if f.get("namespace_id") else "sources.workspace": 1,
+            }
+        )
+    return out
+
+
+class Analytics:
+    name = NAME
+    ddl = DDL
+
+    async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
+        relevant = [r for r in batch if r.event.aggregate in ("catalog", "action", "run", "workspace")]
+        if not relevant:
+            return
+        streams = list({r.stream_id for r in relevant if r.event.aggregate in ("catalog", "action")})
+        cursor = await conn.execute(
+            "SELECT stream_id, kind, state FROM rm_analytics_items WHERE stream_id = ANY(%s)", (streams,)
+        )
+        items = {stream_id: _decoders[kind].decode(state) for stream_id, kind, state in await cursor.fetchall()}
+        deltas: dict[str, Counter[str]] = {}
+        touched: dict[str, datetime] = {}
+        series: Counter[tuple[str, str, datetime]] = Counter()
+        workspaces: list[tuple] = []
+        threads: list[tuple[str, str]] = []
+        for record in relevant:
+            event, at = record.event, record.meta.occurred_at
+            match record.event.aggregate:
+                case "catalog" | "action":
+                    kind = CATALOG if record.event.aggregate == "catalog" else ACTION
+                    before = items.get(record.stream_id)
+                    after = kind.evolve(before, event, record.meta)
+                    items[record.stream_id] = after
+                    change = deltas.setdefault(after.workspace_id, Counter())
+                    change.update(contributions(after))
+                    change.subtract(contributions(before))
+                    touched[after.workspace_id] = at
+                case "run":
+                    workspace_id = await self._run_workspace(conn, record)
+                    if workspace_id is None:
+                        continue
+                    change = deltas.setdefault(workspace_id, Counter())
+                    if isinstance(event, RunRequested) and event.resolved_thread_id:
+                        threads.append((workspace_id, event.resolved_thread_id))
+                    outcome = (
+                        "success"
+                        if isinstance(event, RunSucceeded)
+                        else ("failed" if isinstance(event, AttemptFailed) and event.retry_at is None else None)
+                    )
+                    if outcome:
+                        change.update({"executions.total": 1, f"executions.{outcome}": 1})
+                        hour = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+                        series[(workspace_id, "hour", hour)] += 1
+                        series[(workspace_id, "day", hour.replace(hour=0))] += 1
+                    touched[workspace_id] = at
+                case "workspace":
+                    if isinstance(event, WorkspaceCreated | WorkspaceUpdated | WorkspaceDeleted):
+                        name = getattr(event, "name", None)
+                        workspaces.append(
+                            (record.stream_id, record.meta.org_id, name, isinstance(event, WorkspaceDeleted), at)
+                        )
+        async with conn.cursor() as cur:
+            for workspace_id, org_id, name, deleted, at in workspaces:
+                await cur.execute(
+                    "INSERT INTO rm_analytics_workspaces (workspace_id, org_id, name, deleted, updated_at) "
+                    "VALUES (%s, %s, coalesce(%s, ''), %s, %s) ON CONFLICT (workspace_id) DO UPDATE SET "
+                    "name = coalesce(%s, rm_analytics_workspaces.name), deleted = EXCLUDED.deleted, "
+                    "updated_at = EXCLUDED.updated_at",
+                    (workspace_id, org_id, name, deleted, at, name),
+                )
+            for workspace_id, thread_id in threads:
+                await cur.execute(
+                    "INSERT INTO rm_analytics_threads (workspace_id, thread_id) VALUES (%s, %s) "
+                    "ON CONFLICT DO NOTHING RETURNING 1",
+                    (workspace_id, thread_id),
+                )
+                if await cur.fetchone() and not await self._is_catalog_thread(cur, thread_id):
+                    deltas.setdefault(workspace_id, Counter())["resources.threads"] += 1
+            await cur.executemany(
+                "INSERT INTO rm_analytics_counters AS c (workspace_id, key, value) VALUES (%s, %s, %s) "
+                "ON CONFLICT (workspace_id, key) DO UPDATE SET value = c.value + EXCLUDED.value",
+                [(ws, key, value) for ws, change in deltas.items() for key, value in change.items() if value],
+            )
+            await cur.executemany(
+                "INSERT INTO rm_analytics_series AS s (workspace_id, period, bucket, value) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (workspace_id, period, bucket) DO UPDATE SET value = s.value + EXCLUDED.value",
+                [(*key, value) for key, value in series.items()],
+            )
+            await cur.executemany(
+                "UPDATE rm_analytics_workspaces SET updated_at = greatest(updated_at, %s) WHERE workspace_id = %s",
+                [(at, ws) for ws, at in touched.items()],
+            )
+            await cur.executemany(
+                "INSERT INTO rm_analytics_items (stream_id, kind, state) VALUES (%s, %s, %s) "
+                "ON CONFLICT (stream_id) DO UPDATE SET state = EXCLUDED.state",
+                [
+                    (stream_id, "action" if isinstance(state, ActionState) else "catalog", _encoder.encode(state))
+                    for stream_id, state in items.items()
+                ],
+            )
+
+    async def _run_workspace(self, conn, record: Recorded) -> str | None:
+        if isinstance(record.event, RunRequested):
+            await conn.execute(
+                "INSERT INTO rm_analytics_items (stream_id, kind, state) VALUES (%s, 'run', %s) ON CONFLICT DO NOTHING",
+                (record.stream_id, record.event.workspace_id.encode()),
+            )
+            return record.event.workspace_id
+        row = await (
+            await conn.execute("SELECT state FROM rm_analytics_items WHERE stream_id = %s", (record.stream_id,))
+        ).fetchone()
+        return bytes(row[0]).decode() if row else None
+
+    @staticmethod
+    async def _is_catalog_thread(cur, thread_id: str) -> bool:
+        await cur.execute("SELECT 1 FROM rm_analytics_items WHERE stream_id = %s AND kind = 'catalog'", (thread_id,))
+        return await cur.fetchone() is not None
+
+
+async def counters(conn: psycopg.AsyncConnection, workspace_ids: list[str]) -> dict[str, dict[str, int]]:
+    cursor = await conn.execute(
+        "SELECT workspace_id, key, value FROM rm_analytics_counters WHERE workspace_id = ANY(%s)", (workspace_ids,)
+    )
+    found: dict[str, dict[str, int]] = {ws: {} for ws in workspace_ids}
+    for workspace_id, key, value in await cursor.fetchall():
+        found[workspace_id][key] = value
+    return found
+
+
+async def workspaces_of(
+    conn: psycopg.AsyncConnection, org_id: str, workspace_id: str | None
+) -> list[tuple[str, str, datetime]]:
+    """(id, name, updated_at) of the org's live workspaces, or of the one asked for."""
+    sql = "SELECT workspace_id, name, updated_at FROM rm_analytics_workspaces WHERE org_id = %s AND NOT deleted"
+    params: list = [org_id]
+    if workspace_id:
+        sql += " AND workspace_id = %s"
+        params.append(workspace_id)
+    return list(await (await conn.execute(sql + " ORDER BY workspace_id", params)).fetchall())
+
+
+async def series(
+    conn: psycopg.AsyncConnection, workspace_id: str, period: str, count: int, now: datetime
+) -> list[tuple[datetime, int]]:
+    """`count` buckets ending with the current one, oldest first, zero-filled."""
+    step = timedelta(hours=1) if period == "hour" else timedelta(days=1)
+    last = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if period == "day":
+        last = last.replace(hour=0)
+    first = last - step * (count - 1)
+    cursor = await conn.execute(
+        "SELECT bucket, value FROM rm_analytics_series WHERE workspace_id = %s AND period = %s AND bucket >= %s",
+        (workspace_id, period, first),
+    )
+    values = {bucket: value for bucket, value in await cursor.fetchall()}
+    return [(first + step * i, values.get(first + step * i, 0)) for i in range(count)]
+
+
+def resources(values: dict[str, int]) -> dict[str, int]:
+    return {kind: values.get(f"resources.{kind}", 0) for kind in RESOURCE_KINDS}
+
+
+def executions(values: dict[str, int]) -> dict[str, Any]:
+    total, success = values.get("executions.total", 0), values.get("executions.success", 0)
+    return {
+        "total": total,
+        "success": success,
+        "failed": values.get("executions.failed", 0),
+        "success_rate": round(success * 100 / total, 2) if total else 0.0,
+    }
+
+
+def prefixed(values: dict[str, int], prefix: str) -> dict[str, int]:
+    return {key.removeprefix(prefix): value for key, value in values.items() if key.startswith(prefix) and value}
+
+
+assert set(RESOURCE_KINDS) - {"actions"} <= set(KINDS)

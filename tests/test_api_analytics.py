@@ -1,0 +1,178 @@
+"""Analytics through HTTP: a workload with a known catalog and known run outcomes, every number checked
+against what the workload implies and against a fresh rebuild of the projection from the event store."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from commands.store import EventStore, datastore_from_url
+from projections import analytics
+from projections.analytics import Analytics
+from tests.conftest import assert_422, position_of
+
+
+def rebuild_counters(settings, workspace_id: str) -> dict[str, int]:
+    """Replays the whole log into a fresh schema with a new Analytics projection; returns its counters."""
+    schema = "rebuild_" + secrets.token_hex(4)
+    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=0))
+
+    async def replay() -> dict[str, int]:
+        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
+            await conn.execute(f"CREATE SCHEMA {schema}")
+            await conn.execute(f"SET search_path TO {schema}")
+            await conn.execute(analytics.DDL)
+            handler, after = Analytics(), 0
+            while batch := store.read(after, 1000):
+                async with conn.transaction():
+                    await handler.handle(conn, batch)
+                after = batch[-1].position
+            values = (await analytics.counters(conn, [workspace_id]))[workspace_id]
+            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+            return values
+
+    try:
+        return asyncio.run(replay())
+    finally:
+        store.close()
+
+
+def test_every_analytics_answer_matches_the_workload_and_a_rebuild(api, org, settings):
+    ws = api.post(f"/v1/orgs/{org}/workspaces", json={"name": "numbers"}).json()["workspace_id"]
+    base = f"/v1/orgs/{org}/workspaces/{ws}"
+
+    def add(kind, **fields):
+        response = api.post(f"{base}/{kind}", json=fields)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    app1, app2 = add("apps", name="one")["app_id"], add("apps", name="two")["app_id"]
+    for app, version in ((app1, "1"), (app1, "2"), (app2, "1")):
+        add("releases", app_id=app, version=version)
+    echo = add("endpoints", app_id=app1, name="echo")["endpoint_id"]
+    broken = add("endpoints", app_id=app1, name="broken", url="http://127.0.0.1:9/nothing")["endpoint_id"]
+    add("augmentations", app_id=app1, name="rag", type="retrieval")
+    ns1 = add("namespaces", name="docs", app_id=app1)["namespace_id"]
+    ns2 = add("namespaces", name="misc")["namespace_id"]
+    add("threads", namespace_id=ns1, title="a")
+    add("threads", namespace_id=ns1, title="b")
+    add("sources", name="s1", type="pdf", namespace_id=ns1, status="indexed", chunks=10, tokens=100, bytes=1000)
+    s2 = add("sources", name="s2", type="web", chunks=5, tokens=50, bytes=500)["source_id"]
+    s3 = add("sources", name="s3", type="pdf", namespace_id=ns2, status="failed")["source_id"]
+    assert api.put(f"{base}/sources/{s2}", json={"status": "indexed"}).status_code == 200
+    assert api.delete(f"{base}/sources/{s3}").status_code == 200
+    add("secrets", name="k1", type="api_key")
+    add("secrets", name="k2", type="api_key", is_active=False)
+    add("secrets", name="p", type="password")
+    add("models", name="m", provider="p")
+    actions = f"{base}/apps/{app1}/actions"
+    ok = api.post(actions, json={"name": "ok", "endpoint_id": echo, "namespace_id": ns1}).json()["action_id"]
+    failing = api.post(
+        actions,
+        json={"name": "bad", "endpoint_id": broken, "namespace_id": ns1, "max_retries": 1, "retry_delay_seconds": 0},
+    ).json()["action_id"]
+    api.post(
+        actions,
+        json={
+            "name": "cron",
+            "endpoint_id": echo,
+            "namespace_id": ns1,
+            "action_type": "scheduled",
+            "schedule_type": "cron",
+            "cron_expression": "0 0 1 1 *",
+            "is_enabled": False,
+        },
+    )
+    gone = api.post(actions, json={"name": "gone", "endpoint_id": echo, "namespace_id": ns1}).json()["action_id"]
+    api.delete(f"{actions}/{gone}")
+    for action_id in (ok, ok, failing):
+        assert api.post(f"{actions}/{action_id}/trigger", json={}).status_code == 202
+
+    deadline = time.monotonic() + 30
+    while (executions := api.get(f"{base}/analytics/executions").json())["total"] < 3:
+        assert time.monotonic() < deadline, executions
+        time.sleep(0.1)
+    assert executions == {"total": 3, "success": 2, "failed": 1, "success_rate": 66.67}
+
+    last = api.put(f"{base}/models/{add('models', name='x')['model_id']}", json={"provider": "q"})
+    wait = {"X-Min-Position": position_of(last)}
+    resources = {
+        "sources": 2,
+        "augmentations": 1,
+        "endpoints": 2,
+        "namespaces": 2,
+        "apps": 2,
+        "threads": 2 + 3,
+        "actions": 3,
+        "secrets": 3,
+        "models": 2,
+    }
+    assert api.get(f"{base}/analytics/resources", headers=wait).json() == resources
+    summary = api.get(f"{base}/analytics", headers=wait).json()
+    assert summary["resources"] == resources and summary["executions"] == executions
+    assert summary["workspace_id"] == ws and summary["updated_at"]
+    assert api.get(f"{base}/apps/{app1}/analytics").json() == {
+        "app_id": app1,
+        "augmentations": 1,
+        "namespaces": 1,
+        "endpoints": 2,
+        "releases": 2,
+    }
+    assert api.get(f"{base}/apps/{app2}/analytics").json()["releases"] == 1
+    assert api.get(f"{base}/namespaces/{ns1}/analytics").json() == {"namespace_id": ns1, "threads": 2, "sources": 1}
+    assert api.get(f"{base}/analytics/actions").json() == {
+        "total_actions": 3,
+        "enabled_actions": 2,
+        "trigger_actions": 2,
+        "scheduled_actions": 1,
+    }
+    assert api.get(f"{base}/analytics/secrets").json() == {
+        "total_secrets": 3,
+        "active_secrets": 2,
+        "secrets_by_type": {"api_key": 2, "password": 1},
+    }
+    assert api.get(f"{base}/analytics/sources").json() == {
+        "total_sources": 2,
+        "indexed_sources": 2,
+        "failed_sources": 0,
+        "pending_sources": 0,
+        "total_chunks": 15,
+        "total_tokens": 150,
+        "total_bytes": 1500,
+        "workspace_sources": 1,
+        "namespace_sources": 1,
+        "sources_by_type": {"pdf": 1, "web": 1},
+        "sources_by_status": {"indexed": 2},
+    }
+
+    hourly = api.get(f"{base}/analytics/executions/hourly", params={"hours": 5}).json()
+    assert (hourly["metric"], hourly["period"], len(hourly["data"])) == ("executions", "hourly", 5)
+    stamps = [datetime.fromisoformat(p["timestamp"]) for p in hourly["data"]]
+    assert all(b - a == timedelta(hours=1) for a, b in zip(stamps, stamps[1:], strict=False))
+    assert stamps[-1] == datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    assert sum(p["value"] for p in hourly["data"]) == 3 and hourly["data"][-1]["value"] in (0, 3)
+    daily = api.get(f"{base}/analytics/executions/daily").json()
+    assert len(daily["data"]) == 30 and daily["data"][-2]["value"] + daily["data"][-1]["value"] == 3
+    assert datetime.fromisoformat(daily["data"][0]["timestamp"]).hour == 0
+    assert_422(api.get(f"{base}/analytics/executions/hourly", params={"hours": 169}), ["query", "hours"])
+    assert_422(api.get(f"{base}/analytics/executions/daily", params={"days": 0}), ["query", "days"])
+
+    rollup = api.get(f"/v1/orgs/{org}/analytics").json()
+    assert rollup["org_id"] == org and rollup["workspace_count"] == 1
+    assert rollup["resources"] == resources and rollup["executions"] == executions
+    assert rollup["workspaces"][0]["workspace_id"] == ws and rollup["workspaces"][0]["name"] == "numbers"
+    narrowed = api.get(f"/v1/orgs/{org}/analytics", params={"workspace_id": ws}).json()
+    assert narrowed["workspace_count"] == 1
+
+    live = {k: v for k, v in rebuild_counters(settings, ws).items() if v}
+    with psycopg.connect(settings.database_url) as conn:
+        stored = dict(
+            conn.execute(
+                "SELECT key, value FROM rm_analytics_counters WHERE workspace_id = %s AND value <> 0", (ws,)
+            ).fetchall()
+        )
+    assert stored == live
