@@ -24,6 +24,7 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 
+from commands.chain import INDEX_DDL
 from domain.events import Recorded, decode
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ class EventStore:
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(CLAIMS_DDL)
             curs.execute(CHECK_VERSIONS_DDL)
+            curs.execute(INDEX_DDL)
 
     def load(self, stream_id: str) -> list[StoredEvent]:
         return list(self.recorder.select_events(stream_id))

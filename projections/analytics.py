@@ -172,6 +172,7 @@ class Analytics:
                 case "workspace":
                     if isinstance(event, WorkspaceCreated | WorkspaceUpdated | WorkspaceDeleted):
                         name = getattr(event, "name", None)
+                        name = name if isinstance(name, str) else None  # an update may leave it unset
                         workspaces.append(
                             (record.stream_id, record.meta.org_id, name, isinstance(event, WorkspaceDeleted), at)
                         )
