@@ -10,38 +10,15 @@ from litestar import Controller, Request, get
 from litestar.params import QueryParameter
 
 from api.auth import guard
-from api.common import Cursor, Limit, PathId, require_workspace_view, system_of
+from api.common import Cursor, Limit, PathId, Time, require_workspace_view, system_of, time_window
 from api.schemas import ActivityList, ActivitySummary, ActivityView
 from domain.errors import FieldError, ValidationFailed
 from projections import activity
 from projections.pagination import Page, decode_time_cursor
 
 VERBS = ("create", "read", "update", "delete", "trigger", "execute", "deploy", "undeploy")
-Time = Annotated[str | None, QueryParameter(description="ISO 8601 timestamp")]
 Hours = Annotated[int, QueryParameter(ge=1, le=168, description="Hours to look back")]
 OptionalId = Annotated[str | None, QueryParameter(max_length=128)]
-
-
-def _time(name: str, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationFailed(
-            [FieldError((name,), "Input should be an ISO 8601 timestamp", "datetime_parsing", value)], source="query"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _window(start_time: str | None, end_time: str | None) -> dict[str, datetime | None]:
-    start, end = _time("start_time", start_time), _time("end_time", end_time)
-    if start and end and end < start:
-        raise ValidationFailed(
-            [FieldError(("end_time",), "end_time must not be before start_time", "value_error", end_time)],
-            source="query",
-        )
-    return {"start_time": start, "end_time": end}
 
 
 async def _feed(
@@ -55,7 +32,7 @@ async def _feed(
     **filters,
 ) -> ActivityList:
     after = decode_time_cursor(cursor)
-    selection = activity.Filters(workspace_id=workspace_id, **filters, **_window(start_time, end_time))
+    selection = activity.Filters(workspace_id=workspace_id, **filters, **time_window(start_time, end_time))
     async with system_of(request).pool.connection() as conn:
         if workspace_id is not None and "workspace_id" in request.path_params:
             await require_workspace_view(conn, org_id, workspace_id)

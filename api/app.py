@@ -10,6 +10,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from api.actions import ActionController
 from api.activity import OrgActivityController, WorkspaceActivityController
 from api.analytics import OrgAnalyticsController, WorkspaceAnalyticsController
+from api.audit import AuditController
 from api.catalog import CATALOG_CONTROLLERS
 from api.environments import EnvironmentController
 from api.errors import EXCEPTION_HANDLERS
@@ -44,6 +45,7 @@ def create_app(system) -> Litestar:
             WorkspaceActivityController,
             OrgAnalyticsController,
             WorkspaceAnalyticsController,
+            AuditController,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 
 from commands.aggregates import Outcome
-from domain.errors import NotFound
+from domain.errors import FieldError, NotFound, ValidationFailed
 from projections.workspaces import get_workspace
 
 PathId = FromPath[str]
@@ -44,3 +45,29 @@ async def require_workspace_view(conn, org_id: str, workspace_id: str) -> None:
     """Things inside a deleted or unknown workspace answer 404 for the workspace."""
     if await get_workspace(conn, org_id, workspace_id) is None:
         raise NotFound("workspace", workspace_id)
+
+
+Time = Annotated[str | None, QueryParameter(description="ISO 8601 timestamp")]
+
+
+def _time(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed(
+            [FieldError((name,), "Input should be an ISO 8601 timestamp", "datetime_parsing", value)], source="query"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def time_window(start_time: str | None, end_time: str | None) -> dict[str, datetime | None]:
+    """The start_time/end_time query pair: ISO 8601, the end not before the start (else 422)."""
+    start, end = _time("start_time", start_time), _time("end_time", end_time)
+    if start and end and end < start:
+        raise ValidationFailed(
+            [FieldError(("end_time",), "end_time must not be before start_time", "value_error", end_time)],
+            source="query",
+        )
+    return {"start_time": start, "end_time": end}

@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--port", type=int, default=None)
     commands.add_parser("migrate", help="create the event store, read model tables and the JetStream stream")
 
+    events = commands.add_parser("events", help="the raw event stream, for auditors")
+    event_commands = events.add_subparsers(dest="events_command", required=True)
+    export = event_commands.add_parser("export", help="write an org's events as NDJSON to stdout (streaming)")
+    export.add_argument("--org", required=True)
+    export.add_argument("--after", type=int, default=0, help="only events after this log position")
+    verify = event_commands.add_parser("verify", help="recompute the hash chain; name the first broken event")
+    verify.add_argument("--org", default=None, help="check only this org's events")
+
     tokens = commands.add_parser("tokens", help="manage API tokens")
     token_commands = tokens.add_subparsers(dest="tokens_command", required=True)
     create = token_commands.add_parser("create", help="issue an org token and print it (shown once)")
@@ -69,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "tokens":
         return create_token(settings, args)
+    if args.command == "events":
+        return export_events(settings, args) if args.events_command == "export" else verify_events(settings, args)
     return run(settings, {args.command})
 
 
@@ -153,6 +163,35 @@ def create_token(settings: Settings, args: argparse.Namespace) -> int:
         store.close()
     print(token)
     return 0
+
+
+def export_events(settings: Settings, args: argparse.Namespace) -> int:
+    import msgspec
+    import psycopg
+
+    from projections.audit import export
+
+    encoder = msgspec.json.Encoder()
+    out = sys.stdout.buffer
+    with psycopg.connect(settings.database_url) as conn:
+        for event in export(conn, args.org, args.after):
+            out.write(encoder.encode(event) + b"\n")
+    out.flush()
+    return 0
+
+
+def verify_events(settings: Settings, args: argparse.Namespace) -> int:
+    import psycopg
+
+    from projections.audit import verify
+
+    with psycopg.connect(settings.database_url) as conn:
+        checked, broken = verify(conn, args.org)
+    if broken is None:
+        print(f"ok: {checked} events, hash chain intact")
+        return 0
+    print(f"BROKEN at position {broken.position}: event {broken.problem} ({checked} events before it were intact)")
+    return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""The auditors' raw event stream: a paged read and a live tail (server-sent events)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.params import HeaderParameter, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from api.auth import guard
+from api.common import Cursor, Limit, PathId, Time, system_of, time_window
+from projections import audit
+from projections.pagination import decode_cursor, encode_cursor
+
+
+class EventPage(msgspec.Struct):
+    total: Annotated[int | None, msgspec.Meta(description="Not counted for the raw stream: always null")]
+    has_more: bool
+    next_cursor: str | None
+    events: list[audit.AuditEvent]
+
+
+After = Annotated[int | None, QueryParameter(ge=0, description="Only events after this log position")]
+_encoder = msgspec.json.Encoder()
+
+
+class AuditController(Controller):
+    path = "/v1/orgs/{org_id:str}/events"
+    tags = ["Audit"]
+    guards = [guard]
+    opt = {"permission": "audit:read"}
+
+    @get("/", summary="Read the org's raw events in log order")
+    async def read(
+        self,
+        request: Request,
+        org_id: PathId,
+        after: After = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        type: Annotated[str | None, QueryParameter(max_length=100)] = None,
+        aggregate_id: Annotated[str | None, QueryParameter(max_length=128)] = None,
+        start_time: Time = None,
+        end_time: Time = None,
+    ) -> EventPage:
+        start = decode_cursor(cursor) or after or 0
+        query = audit.Query(type=type, aggregate_id=aggregate_id, **time_window(start_time, end_time))
+        async with system_of(request).pool.connection() as conn:
+            rows = await audit.events(conn, org_id, start, limit + 1, query)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return EventPage(
+            total=None, has_more=more, next_cursor=encode_cursor(rows[-1].position) if more else None, events=rows
+        )
+
+    @get("/stream", summary="Tail the org's raw events (server-sent events; resumes from Last-Event-ID)")
+    async def stream(
+        self,
+        request: Request,
+        org_id: PathId,
+        after: After = None,
+        last_event_id: Annotated[
+            str | None, HeaderParameter(name="Last-Event-ID", required=False, max_length=20)
+        ] = None,
+    ) -> ServerSentEvent:
+        start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after or 0
+        pool = system_of(request).pool
+
+        async def tail() -> AsyncIterator[ServerSentEventMessage]:
+            position = start
+            while True:
+                async with pool.connection() as conn:
+                    rows = await audit.events(conn, org_id, position, 500)
+                for row in rows:
+                    position = row.position
+                    yield ServerSentEventMessage(data=_encoder.encode(row).decode(), event=row.type, id=row.position)
+                if not rows:
+                    await asyncio.sleep(0.25)
+
+        return ServerSentEvent(tail())
