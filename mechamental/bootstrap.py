@@ -45,6 +45,11 @@ def read_models():
     return [WorkspaceListing(), TokenListing(), CatalogListing(), EnvironmentListing(), ActionListing(), Analytics()]
 
 
+def consumer_names() -> list[str]:
+    """Everything that tracks a position in the log."""
+    return [positions.RELAY, *(model.name for model in read_models()), BucketProvisioner.name]
+
+
 class System:
     def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
         self.settings = settings

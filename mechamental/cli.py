@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--port", type=int, default=None)
     commands.add_parser("migrate", help="create the event store, read model tables and the JetStream stream")
 
+    projections = commands.add_parser("projections", help="the views: how far behind, and rebuilding them")
+    projection_commands = projections.add_subparsers(dest="projections_command", required=True)
+    projection_commands.add_parser("status", help="position, head and lag of every consumer of the log")
+    rebuild = projection_commands.add_parser(
+        "rebuild", help="replay the event store into fresh tables and swap them in while the live view keeps serving"
+    )
+    rebuild.add_argument("names", nargs="*", metavar="NAME", help="views to rebuild (default: all)")
+
     events = commands.add_parser("events", help="the raw event stream, for auditors")
     event_commands = events.add_subparsers(dest="events_command", required=True)
     export = event_commands.add_parser("export", help="write an org's events as NDJSON to stdout (streaming)")
@@ -77,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "tokens":
         return create_token(settings, args)
+    if args.command == "projections":
+        return projection_status(settings) if args.projections_command == "status" else rebuild(settings, args)
     if args.command == "events":
         return export_events(settings, args) if args.events_command == "export" else verify_events(settings, args)
     return run(settings, {args.command})
@@ -162,6 +172,51 @@ def create_token(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(token)
+    return 0
+
+
+def projection_status(settings: Settings) -> int:
+    import psycopg
+
+    from mechamental.bootstrap import consumer_names
+    from pipeline.positions import status
+
+    async def read():
+        async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
+            return await status(conn, consumer_names())
+
+    print(f"{'consumer':<20} {'position':>10} {'head':>10} {'lag':>8} {'lag s':>9}")
+    for name, position, head, lag, seconds in asyncio.run(read()):
+        print(f"{name:<20} {position:>10} {head:>10} {lag:>8} {seconds:>9.1f}")
+    return 0
+
+
+def rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from commands.store import EventStore, datastore_from_url
+    from mechamental.bootstrap import read_models
+    from projections.rebuild import RebuildRunning, progress_bar
+    from projections.rebuild import rebuild as replay
+
+    models = {model.name: model for model in read_models()}
+    unknown = set(args.names) - set(models)
+    if unknown:
+        print(f"unknown view(s): {', '.join(sorted(unknown))}; views: {', '.join(models)}", file=sys.stderr)
+        return 2
+    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1))
+    try:
+        for name in args.names or list(models):
+            position = asyncio.run(
+                replay(settings.database_url, store, models[name], progress=progress_bar(name, sys.stderr))
+            )
+            print(f"\n{name}: rebuilt to position {position} and swapped in", file=sys.stderr)
+    except RebuildRunning as error:
+        print(f"\n{error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        store.close()
     return 0
 
 
