@@ -14,7 +14,7 @@ from api.audit import AuditController
 from api.catalog import CATALOG_CONTROLLERS
 from api.environments import EnvironmentController
 from api.errors import EXCEPTION_HANDLERS
-from api.health import healthz, readyz
+from api.health import healthz, metrics, readyz
 from api.tokens import TokenController
 from api.workspaces import WorkspaceController
 
@@ -36,6 +36,7 @@ def create_app(system) -> Litestar:
         route_handlers=[
             healthz,
             readyz,
+            metrics,
             WorkspaceController,
             TokenController,
             EnvironmentController,

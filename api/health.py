@@ -13,10 +13,24 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@get("/readyz", summary="Ready: PostgreSQL and NATS reachable", tags=["Health"])
+@get("/readyz", summary="Ready: PostgreSQL and NATS reachable; how far behind each view is", tags=["Health"])
 async def readyz(request: Request) -> Response[Health]:
-    checks = await system_of(request).check_backends()
+    system = system_of(request)
+    checks = await system.check_backends()
     ready = all(value == "ok" for value in checks.values())
+    lag = {}
+    if checks.get("postgres") == "ok":
+        lag = {
+            name: {"position": position, "lag_events": events, "lag_seconds": seconds}
+            for name, position, _, events, seconds in await system.lag()
+        }
     return Response(
-        Health(status="ready" if ready else "unavailable", checks=checks), status_code=200 if ready else 503
+        Health(status="ready" if ready else "unavailable", checks=checks, consumers=lag),
+        status_code=200 if ready else 503,
     )
+
+
+@get("/metrics", summary="Prometheus metrics", tags=["Health"], media_type="text/plain; version=0.0.4")
+async def metrics(request: Request) -> str:
+    system = system_of(request)
+    return system.metrics(await system.lag())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -104,9 +105,10 @@ def classify(method: str, rest: str) -> dict[str, Any]:
 
 
 class ActivityMiddleware:
-    def __init__(self, app, publisher_of) -> None:
+    def __init__(self, app, publisher_of, requests: Counter | None = None) -> None:
         self.app = app
         self.publisher_of = publisher_of  # () -> ActivityPublisher | None (None: recording off)
+        self.requests = requests if requests is not None else Counter()  # (method, status) -> count
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -128,6 +130,7 @@ class ActivityMiddleware:
         try:
             await self.app(scope, receive, send_with_trace)
         finally:
+            self.requests[(scope["method"], status["code"])] += 1
             publisher = self.publisher_of()
             if match and publisher is not None and ORG_ID.fullmatch(match.group(1)):
                 publisher.record(self._record(scope, state, match, status["code"], started))

@@ -143,6 +143,7 @@ class TokenList(msgspec.Struct):
 class Health(msgspec.Struct):
     status: str
     checks: dict[str, str] = {}
+    consumers: dict[str, dict[str, float]] = {}
 
 
 # Environments

@@ -136,9 +136,12 @@ class Aggregates:
     def __init__(self, store: EventStore, clock: Clock = utc_now) -> None:
         self.store = store
         self.clock = clock
+        self.commands = 0  # committed commands, and the seconds they took, for /metrics
+        self.command_seconds = 0.0
 
     def run(self, ctx: Context, use_case: Callable[[Transaction], T]) -> tuple[T, int]:
         """Runs `use_case` in a fresh transaction until it commits; returns its result and position."""
+        started = time.perf_counter()
         for _ in range(self.MAX_ATTEMPTS):
             tx = Transaction(self.store, ctx, self.clock())
             result = use_case(tx)
@@ -146,6 +149,8 @@ class Aggregates:
                 position = tx.commit()
             except ConcurrencyConflict:
                 continue  # someone else wrote first: decide again on the newer state
+            self.commands += 1
+            self.command_seconds += time.perf_counter() - started
             return result, position if position is not None else self.store.head()
         raise Conflict("The resource kept changing while this request ran; try again")
 

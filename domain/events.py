@@ -48,9 +48,9 @@ class AggregateType(NamedTuple):
 
 
 class Envelope(msgspec.Struct, frozen=True):
-    v: int
     meta: EventMeta
     data: msgspec.Raw
+    v: int = 0  # the event data's schema version; events from before versioning have none
 
 
 class Recorded(msgspec.Struct, frozen=True):
@@ -83,12 +83,33 @@ def register(aggregate: str, *event_types: type[DomainEvent]) -> None:
 
 def encode(event: DomainEvent, meta: EventMeta) -> tuple[str, bytes]:
     data = msgspec.Raw(_encoder.encode(event))
-    return type(event).__name__, _encoder.encode(Envelope(SCHEMA_VERSION, meta, data))
+    return type(event).__name__, _encoder.encode(Envelope(meta, data, SCHEMA_VERSION))
+
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def upcaster(topic: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    """Registers how a stored shape of an event at `from_version` becomes its shape at the next version."""
+
+    def register_upcaster(function: Upcaster) -> Upcaster:
+        UPCASTERS[(topic, from_version)] = function
+        return function
+
+    return register_upcaster
 
 
 def decode(topic: str, state: bytes) -> tuple[EventMeta, DomainEvent]:
+    """Reads a stored event as the current code knows it, upcasting older shapes on the way."""
     envelope = _envelope_decoder.decode(state)
-    return envelope.meta, _data_decoders[topic].decode(envelope.data)
+    if envelope.v == SCHEMA_VERSION:
+        return envelope.meta, _data_decoders[topic].decode(envelope.data)
+    data = msgspec.json.decode(envelope.data)
+    for version in range(envelope.v, SCHEMA_VERSION):
+        if step := UPCASTERS.get((topic, version)):
+            data = step(data)
+    return envelope.meta, msgspec.convert(data, EVENT_TYPES[topic])
 
 
 def decode_meta(state: bytes) -> EventMeta:

@@ -8,7 +8,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from domain.errors import Conflict, NotFound, Rules
-from domain.events import AggregateType, DomainEvent, EventMeta, register
+from domain.events import AggregateType, DomainEvent, EventMeta, register, upcaster
 
 REGIONS = (
     "us-east-1",
@@ -112,6 +112,17 @@ class WorkspaceBucketProvisioned(DomainEvent, frozen=True):
 
 class WorkspaceBucketFailed(DomainEvent, frozen=True):
     reason: str
+
+
+@upcaster("WorkspaceCreated", 0)
+def _labels_became_tags(data: dict) -> dict:
+    """Before versioning, a workspace had comma-separated `labels`, and neither region nor plan nor is_active."""
+    labels = data.pop("labels", "") or ""
+    data.setdefault("tags", [label.strip() for label in labels.split(",") if label.strip()])
+    data.setdefault("region", DEFAULT_REGION)
+    data.setdefault("subscription_plan_id", None)
+    data.setdefault("is_active", True)
+    return data
 
 
 register(

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 
 import uvicorn
 from nats.aio.client import Client as NATS
@@ -61,6 +62,7 @@ class System:
         )
         self.nats: NATS | None = None
         self._nats_retry: asyncio.Task | None = None
+        self.requests: Counter = Counter()  # (method, status) -> answered requests, for /metrics
         self.activity = (
             ActivityPublisher(self.pool, lambda: self.nats, stream=self.activity_stream, prefix=settings.subject_prefix)
             if settings.activity_recording
@@ -135,6 +137,38 @@ class System:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    async def lag(self) -> list[tuple[str, int, int, int, float]]:
+        async with self.pool.connection(timeout=2) as conn:
+            return await positions.status(conn, consumer_names())
+
+    def metrics(self, lag: list[tuple[str, int, int, int, float]]) -> str:
+        """Prometheus text format."""
+        lines = [
+            "# TYPE mm_log_head gauge",
+            f"mm_log_head {lag[0][2] if lag else 0}",
+            "# TYPE mm_consumer_position gauge",
+            "# TYPE mm_consumer_lag_events gauge",
+            "# TYPE mm_consumer_lag_seconds gauge",
+        ]
+        for name, position, _, events, seconds in lag:
+            lines += [
+                f'mm_consumer_position{{consumer="{name}"}} {position}',
+                f'mm_consumer_lag_events{{consumer="{name}"}} {events}',
+                f'mm_consumer_lag_seconds{{consumer="{name}"}} {seconds}',
+            ]
+        lines += [
+            "# TYPE mm_commands_total counter",
+            f"mm_commands_total {self.aggregates.commands}",
+            "# TYPE mm_command_seconds_sum counter",
+            f"mm_command_seconds_sum {self.aggregates.command_seconds:.6f}",
+            "# TYPE mm_http_requests_total counter",
+        ]
+        lines += [
+            f'mm_http_requests_total{{method="{method}",status="{status}"}} {count}'
+            for (method, status), count in sorted(self.requests.items())
+        ]
+        return "\n".join(lines) + "\n"
 
     async def check_backends(self) -> dict[str, str]:
         checks = {}
@@ -240,7 +274,7 @@ async def run_roles(settings: Settings, roles: set[str], stop: asyncio.Event, on
             tasks.append(asyncio.create_task(consumer.run(stop), name="activity"))
         if "api" in roles:
             config = uvicorn.Config(
-                ActivityMiddleware(create_app(system), lambda: system.activity),
+                ActivityMiddleware(create_app(system), lambda: system.activity, system.requests),
                 host=settings.host,
                 port=settings.port,
                 log_level="warning",

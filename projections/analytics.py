@@ -199,8 +199,9 @@ class Analytics:
                 [(ws, key, value) for ws, change in deltas.items() for key, value in change.items() if value],
             )
             # A counter back at zero is removed, so the table is the same however the events were batched.
-            await cur.execute("DELETE FROM rm_analytics_counters WHERE workspace_id = ANY(%s) AND value = 0",
-                              (list(deltas),))
+            await cur.execute(
+                "DELETE FROM rm_analytics_counters WHERE workspace_id = ANY(%s) AND value = 0", (list(deltas),)
+            )
             await cur.executemany(
                 "INSERT INTO rm_analytics_series AS s (workspace_id, period, bucket, value) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (workspace_id, period, bucket) DO UPDATE SET value = s.value + EXCLUDED.value",

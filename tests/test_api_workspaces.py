@@ -157,9 +157,15 @@ def test_openapi_schema_and_health(api):
     schema = api.get("/schema/openapi.json")
     assert schema.status_code == 200 and "/v1/orgs/{org_id}/workspaces" in schema.json()["paths"]
     assert api.get("/schema").status_code == 200
-    assert api.get("/healthz").json() == {"status": "ok", "checks": {}}
+    assert api.get("/healthz").json() == {"status": "ok", "checks": {}, "consumers": {}}
     ready = api.get("/readyz").json()
     assert ready["checks"] == {"postgres": "ok", "nats": "ok"}
+    assert {"relay", "workspaces", "analytics"} <= set(ready["consumers"])
+    metrics = api.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    assert 'mm_consumer_lag_events{consumer="workspaces"}' in text and "mm_commands_total" in text
+    assert 'mm_http_requests_total{method="GET",status="200"}' in text
 
 
 def test_ids_of_the_wrong_kind_or_shape_are_404_or_422_never_500(api, org):

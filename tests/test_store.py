@@ -82,3 +82,27 @@ def test_a_batch_failing_on_a_stale_read_does_not_poison_the_connection(store):
         with pytest.raises(ConcurrencyConflict):
             reader.result()
     assert store.append(Append([event("s_" + secrets.token_hex(4), 1)]))
+
+
+def test_an_event_stored_in_an_old_shape_is_read_in_the_current_one(store):
+    from commands.aggregates import Aggregates
+    from domain.workspace import WORKSPACE
+
+    stream = "ws_legacy" + secrets.token_hex(4)
+    legacy = (
+        b'{"meta":{"org_id":"acme","actor":{"principal_type":"user","principal_id":"u1"},"trace_id":"t",'
+        b'"occurred_at":"2020-01-01T00:00:00Z"},"data":{"workspace_id":"'
+        + stream.encode()
+        + b'","name":"old","description":null,"owner_id":"u1","labels":"ml, prod"}}'
+    )  # no "v": before versions
+    store.append(Append([StoredEvent(stream, 1, "WorkspaceCreated", legacy)]))
+    state, version = Aggregates(store).load(WORKSPACE, stream, "acme")
+    assert (state.name, state.tags, state.region, state.is_active, version) == (
+        "old",
+        ["ml", "prod"],
+        "us-east-1",
+        True,
+        1,
+    )
+    [recorded] = [r for r in store.read(0, 100_000) if r.stream_id == stream]  # the read side sees the same
+    assert recorded.event.tags == ["ml", "prod"]
