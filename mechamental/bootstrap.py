@@ -94,7 +94,9 @@ class System:
         await asyncio.to_thread(self.store.close)
 
     def subscriptions(self) -> list[Subscription]:
-        handlers = [*read_models(), BucketProvisioner(self.aggregates, DirectoryBuckets(self.settings.buckets_dir))]
+        # The views share one consumer and one transaction per batch; the provisioner, which calls out and
+        # issues commands, has its own, so it never holds the views back.
+        handlers = [read_models(), BucketProvisioner(self.aggregates, DirectoryBuckets(self.settings.buckets_dir))]
         return [
             Subscription(
                 handler,
@@ -263,7 +265,7 @@ async def run_roles(settings: Settings, roles: set[str], stop: asyncio.Event, on
         if system.activity is not None and roles & {"api", "executor"}:
             tasks.append(asyncio.create_task(system.activity.run(stop), name="activity-publisher"))
         if "projector" in roles:
-            tasks += [asyncio.create_task(s.run(stop), name=s.handler.name) for s in system.subscriptions()]
+            tasks += [asyncio.create_task(s.run(stop), name=s.name) for s in system.subscriptions()]
             consumer = ActivityConsumer(
                 system.pool,
                 lambda: system.nats,

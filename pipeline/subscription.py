@@ -37,9 +37,13 @@ class Handler(Protocol):
 
 
 class Subscription:
+    """One consumer feeding one handler, or a group of them (one fetch and one transaction per batch for
+    all). Each handler keeps its own position, so a handler whose view was rebuilt and swapped in at a
+    later position is never given an event twice."""
+
     def __init__(
         self,
-        handler: Handler,
+        handler: Handler | list[Handler],
         store: EventStore,
         pool: AsyncConnectionPool,
         database_url: str,
@@ -50,7 +54,8 @@ class Subscription:
         batch_size: int = 500,
         idle_timeout: float = 1.0,
     ) -> None:
-        self.handler = handler
+        self.handlers = sorted(handler if isinstance(handler, list) else [handler], key=lambda h: h.name)
+        self.name = self.handlers[0].name if len(self.handlers) == 1 else "views"
         self.store = store
         self.pool = pool
         self.database_url = database_url
@@ -59,20 +64,20 @@ class Subscription:
         self.prefix = prefix
         self.batch_size = batch_size
         self.idle_timeout = idle_timeout
-        self.durable = f"{prefix}_{handler.name}"
+        self.durable = f"{prefix}_{self.name}"
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as lock:
-                    while not await positions.try_leadership(lock, f"subscriber.{self.handler.name}"):
+                    while not await positions.try_leadership(lock, f"subscriber.{self.name}"):
                         if await sleep_unless(stop, 1.0):
                             return
                     await self._consume(stop)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: start over
-                log.warning("%s: %s: %s; retrying", self.handler.name, type(error).__name__, error)
+                log.warning("%s: %s: %s; retrying", self.name, type(error).__name__, error)
                 await sleep_unless(stop, 1.0)
 
     async def _consume(self, stop: asyncio.Event) -> None:
@@ -92,7 +97,7 @@ class Subscription:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - consumer or stream gone, connection lost
-                log.info("%s: fetch failed (%s); resubscribing", self.handler.name, error)
+                log.info("%s: fetch failed (%s); resubscribing", self.name, error)
                 subscription = None
                 continue
             await self.apply(self._decode(messages))
@@ -107,7 +112,7 @@ class Subscription:
             try:
                 decoded.append(from_message(message.headers or {}, message.data))
             except Exception as error:  # noqa: BLE001
-                log.warning("%s: skipping unreadable message on %s: %r", self.handler.name, message.subject, error)
+                log.warning("%s: skipping unreadable message on %s: %r", self.name, message.subject, error)
         return decoded
 
     async def _subscribe(self):
@@ -125,14 +130,15 @@ class Subscription:
                 ),
             )
         except Exception as error:  # noqa: BLE001
-            log.info("%s: cannot subscribe yet (%s)", self.handler.name, error)
+            log.info("%s: cannot subscribe yet (%s)", self.name, error)
             return None
 
     async def apply(self, records: list[tuple[Recorded | None, int, int]]) -> None:
         """Applies delivered events (with their position and their predecessor's), backfilling any gap.
         An event delivered without its data (too large for NATS) is read from the store like a gap."""
         async with self.pool.connection() as conn, conn.transaction():
-            tracked = await positions.lock_position(conn, self.handler.name)
+            reached = await self._lock(conn)
+            tracked = min(reached.values())
             batch: list[Recorded] = []
             for record, position, previous in records:
                 if position <= tracked:
@@ -140,26 +146,37 @@ class Subscription:
                 if previous > tracked or record is None:
                     missing = await self._read_store(tracked, upto=position if record is None else previous)
                     batch.extend(missing)
-                    log.info("%s: read %d events from the store", self.handler.name, len(missing))
+                    log.info("%s: read %d events from the store", self.name, len(missing))
                 if record is not None:
                     batch.append(record)
                 tracked = position
             if batch:
-                await self.handler.handle(conn, batch)
-                await positions.save_position(conn, self.handler.name, tracked)
+                await self._hand_over(conn, reached, batch)
 
     async def catch_up(self) -> int:
         """Reads from the event store until this handler has seen its head; returns events applied."""
         applied = 0
         while True:
             async with self.pool.connection() as conn, conn.transaction():
-                tracked = await positions.lock_position(conn, self.handler.name)
-                batch = await asyncio.to_thread(self.store.read, tracked, self.batch_size)
+                reached = await self._lock(conn)
+                batch = await asyncio.to_thread(self.store.read, min(reached.values()), self.batch_size)
                 if not batch:
                     return applied
-                await self.handler.handle(conn, batch)
-                await positions.save_position(conn, self.handler.name, batch[-1].position)
+                await self._hand_over(conn, reached, batch)
                 applied += len(batch)
+
+    async def _lock(self, conn) -> dict[str, int]:
+        """Each handler's position, locked until commit (in name order, so lockers never deadlock)."""
+        return {h.name: await positions.lock_position(conn, h.name) for h in self.handlers}
+
+    async def _hand_over(self, conn, reached: dict[str, int], batch: list[Recorded]) -> None:
+        """Gives each handler the events past its own position, and moves every position to the batch's end."""
+        for handler in self.handlers:
+            fresh = [r for r in batch if r.position > reached[handler.name]]
+            if fresh:
+                await handler.handle(conn, fresh)
+            if batch[-1].position > reached[handler.name]:
+                await positions.save_position(conn, handler.name, batch[-1].position)
 
     async def _read_store(self, after: int, *, upto: int) -> list[Recorded]:
         events: list[Recorded] = []

@@ -29,7 +29,6 @@ def server_urls(tmp_path_factory) -> tuple[str, str]:
     database_url = os.environ.get("MECHAMENTAL_TEST_DATABASE_URL")
     nats_url = os.environ.get("MECHAMENTAL_TEST_NATS_URL")
     data_dir = tmp_path_factory.mktemp("servers")
-    os.chmod(data_dir, 0o755)
     if not database_url:
         postgres = EmbeddedPostgres(data_dir, durable=False)
         postgres.start()

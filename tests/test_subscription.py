@@ -174,3 +174,41 @@ def test_unreadable_messages_are_skipped_and_readable_ones_kept(settings, store,
     )
     decoded = subscription._decode([foreign, good, unknown])
     assert [(record.position, position) for record, position, _ in decoded] == [(written[0], written[0])]
+
+
+def test_a_group_feeds_each_handler_only_past_its_own_position(settings, store):
+    behind, ahead = SeenPositions(), SeenPositions()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        for handler in (behind, ahead):
+            conn.execute(f"CREATE TABLE {handler.name} (position bigint PRIMARY KEY)")
+    written = write_events(store, 4)
+    messages = delivered(store, 0, written[-1])
+    swapped_at = written[1]  # as if `ahead` had just been rebuilt and swapped in at this position
+
+    async def main():
+        async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
+            async with pool.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO mm_positions (name, position) VALUES (%s, %s)", (ahead.name, swapped_at)
+                )
+            group = Subscription(
+                [behind, ahead],
+                store,
+                pool,
+                settings.database_url,
+                lambda: None,
+                stream=settings.stream,
+                prefix=settings.subject_prefix,
+            )
+            await group.apply(messages)
+            async with pool.connection() as conn:
+                seen = {}
+                for handler in (behind, ahead):
+                    rows = await (await conn.execute(f"SELECT position FROM {handler.name} ORDER BY 1")).fetchall()
+                    seen[handler.name] = [r[0] for r in rows]
+                return seen, await positions.read_positions(conn, [behind.name, ahead.name])
+
+    seen, reached = asyncio.run(main())
+    assert seen[behind.name] == [m[1] for m in messages]
+    assert seen[ahead.name] == [m[1] for m in messages if m[1] > swapped_at]
+    assert reached == {behind.name: written[-1], ahead.name: written[-1]}
