@@ -66,6 +66,9 @@ async def authenticate(connection: ASGIConnection) -> Principal:
 async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """Authenticates (401), checks the org in the path (422), then the permission (403)."""
     principal = await authenticate(connection)
+    connection.state.principal = principal  # known from here on, also to the activity record of a refusal
+    connection.state.trace_id = trace_id_of(connection)
+    connection.app.state.system.limiter.take(principal.actor.token_id or principal.actor.principal_id)
     permission = handler.opt.get("permission", "")
     _check_path(connection.path_params)
     org_id = connection.path_params.get("org_id")
@@ -74,8 +77,6 @@ async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
             raise Forbidden(permission or "org:access")
     if permission and not principal.may(permission):
         raise Forbidden(permission)
-    connection.state.principal = principal
-    connection.state.trace_id = trace_id_of(connection)
 
 
 def _check_path(params: dict) -> None:

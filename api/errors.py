@@ -15,6 +15,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from api.common import HEADER_ALIASES
+from api.limits import RateLimited, retry_after_header
 from api.schemas import ErrorBody, ValidationErrorBody, ValidationErrorItem
 from commands.store import CommitterStopped
 from domain.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -156,6 +157,13 @@ def _internal(_: Request, exc: Exception) -> Response:
 
 _HANDLERS: dict[Any, Any] = {
     Unauthorized: lambda _, exc: envelope(401, "AUTHENTICATION_FAILED", "Authentication required"),
+    RateLimited: lambda _, exc: envelope(
+        429,
+        "RATE_LIMITED",
+        "Too many requests; slow down",
+        {"retry_after_seconds": round(exc.retry_after, 3)},
+        headers={"Retry-After": retry_after_header(exc)},
+    ),
     Forbidden: lambda _, exc: envelope(
         403, "FORBIDDEN", "You don't have permission to perform this action", {"required_permission": exc.permission}
     ),
@@ -168,6 +176,9 @@ _HANDLERS: dict[Any, Any] = {
     Conflict: lambda _, exc: envelope(409, "CONFLICT", exc.message, exc.details),
     ValidationFailed: _validation_failed,
     ValidationException: _framework_validation,
+    UnicodeDecodeError: lambda _, exc: unprocessable(
+        [ValidationErrorItem(loc=["body"], msg="The body is not valid UTF-8", type="string_unicode")]
+    ),
     HTTPException: _http_exception,
     Unavailable: _unavailable,
     CommitterStopped: _unavailable,

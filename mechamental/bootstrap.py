@@ -17,6 +17,7 @@ from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
 from api.errors import Unavailable
+from api.limits import RateLimiter
 from commands.aggregates import Aggregates, Clock, utc_now
 from commands.provisioning import BucketProvisioner, DirectoryBuckets
 from commands.store import EventStore, datastore_from_url
@@ -63,6 +64,7 @@ class System:
         self.nats: NATS | None = None
         self._nats_retry: asyncio.Task | None = None
         self.requests: Counter = Counter()  # (method, status) -> answered requests, for /metrics
+        self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.activity = (
             ActivityPublisher(self.pool, lambda: self.nats, stream=self.activity_stream, prefix=settings.subject_prefix)
             if settings.activity_recording

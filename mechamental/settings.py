@@ -24,6 +24,8 @@ class Settings(msgspec.Struct, frozen=True):
     log_level: str = "INFO"
     executor_timeout: float = 30.0
     activity_recording: bool = True
+    rate_limit_per_second: float = 0.0  # per token; 0 turns the limit off
+    rate_limit_burst: int = 50
     activity_retention_days: int = 90
     # Comma-separated networks (CIDR) runs may call; empty allows all but the denied ones.
     outbound_allow: list[str] = msgspec.field(default_factory=list)
