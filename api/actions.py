@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import HeaderParameter, JSONBody, QueryParameter
@@ -22,12 +23,12 @@ from api.schemas import (
     TriggerRequest,
 )
 from commands import actions as use_cases
-from domain.errors import NotFound
+from domain.errors import CONTROL_CHARACTERS, FieldError, NotFound, ValidationFailed
 from projections import actions as listing
-from projections import workspaces
+from projections import catalog, workspaces
 from projections.pagination import Page, decode_cursor
 
-VIEWS = [listing.NAME, workspaces.NAME]
+VIEWS = [listing.NAME, workspaces.NAME, catalog.NAME]
 
 
 def _fields(data: msgspec.Struct) -> dict:
@@ -40,6 +41,13 @@ async def _action(conn, org_id: str, workspace_id: str, app_id: str, action_id: 
     if found is None or found[0].workspace_id != workspace_id:
         raise NotFound("action", action_id)
     return found
+
+
+async def _with_counters(request: Request, org_id: str, app_id: str, outcome) -> Response[ActionView]:
+    """A command's answer: the action from the write model, its run counters from the view."""
+    async with system_of(request).pool.connection() as conn:
+        found = await listing.get_action(conn, org_id, app_id, outcome.state.action_id)
+    return command_answer(ActionView.of(outcome.state, found[1] if found else None), outcome)
 
 
 class ActionController(Controller):
@@ -62,10 +70,21 @@ class ActionController(Controller):
         min_position: MinPosition = None,
     ) -> ActionList:
         after = decode_cursor(cursor)
+        if search is not None and CONTROL_CHARACTERS.search(search):
+            raise ValidationFailed(
+                [
+                    FieldError(
+                        ("search",), "search must not contain control characters", "string_pattern_mismatch", search
+                    )
+                ],
+                source="query",
+            )
         system = system_of(request)
         await system.wait_for(VIEWS, min_position)
         async with system.pool.connection() as conn:
             await require_workspace_view(conn, org_id, workspace_id)
+            if await catalog.get_item(conn, org_id, workspace_id, "apps", app_id) is None:
+                raise NotFound("app", app_id)
             total, rows = await listing.list_actions(conn, org_id, workspace_id, app_id, search, after, limit)
         page = Page(rows, limit, key_of=lambda row: row[0])
         return ActionList(
@@ -100,8 +119,8 @@ class ActionController(Controller):
             state, counters = await _action(conn, org_id, workspace_id, app_id, action_id)
         return ActionView.of(state, counters)
 
-    @put("/{action_id:str}", opt={"permission": "action:update"}, summary="Update Action", sync_to_thread=True)
-    def update_action(
+    @put("/{action_id:str}", opt={"permission": "action:update"}, summary="Update Action")
+    async def update_action(
         self,
         request: Request,
         org_id: PathId,
@@ -110,10 +129,16 @@ class ActionController(Controller):
         action_id: PathId,
         data: JSONBody[ActionUpdate],
     ) -> Response[ActionView]:
-        outcome = use_cases.update_action(
-            system_of(request).aggregates, context_of(request), workspace_id, app_id, action_id, _fields(data)
+        outcome = await anyio.to_thread.run_sync(
+            use_cases.update_action,
+            system_of(request).aggregates,
+            context_of(request),
+            workspace_id,
+            app_id,
+            action_id,
+            _fields(data),
         )
-        return command_answer(ActionView.of(outcome.state), outcome)
+        return await _with_counters(request, org_id, app_id, outcome)
 
     @delete(
         "/{action_id:str}",
@@ -135,30 +160,40 @@ class ActionController(Controller):
         opt={"permission": "action:update"},
         summary="Enable Action",
         status_code=200,
-        sync_to_thread=True,
     )
-    def enable_action(
+    async def enable_action(
         self, request: Request, org_id: PathId, workspace_id: PathId, app_id: PathId, action_id: PathId
     ) -> Response[ActionView]:
-        outcome = use_cases.set_enabled(
-            system_of(request).aggregates, context_of(request), workspace_id, app_id, action_id, True
+        outcome = await anyio.to_thread.run_sync(
+            use_cases.set_enabled,
+            system_of(request).aggregates,
+            context_of(request),
+            workspace_id,
+            app_id,
+            action_id,
+            True,
         )
-        return command_answer(ActionView.of(outcome.state), outcome)
+        return await _with_counters(request, org_id, app_id, outcome)
 
     @post(
         "/{action_id:str}/disable",
         opt={"permission": "action:update"},
         summary="Disable Action",
         status_code=200,
-        sync_to_thread=True,
     )
-    def disable_action(
+    async def disable_action(
         self, request: Request, org_id: PathId, workspace_id: PathId, app_id: PathId, action_id: PathId
     ) -> Response[ActionView]:
-        outcome = use_cases.set_enabled(
-            system_of(request).aggregates, context_of(request), workspace_id, app_id, action_id, False
+        outcome = await anyio.to_thread.run_sync(
+            use_cases.set_enabled,
+            system_of(request).aggregates,
+            context_of(request),
+            workspace_id,
+            app_id,
+            action_id,
+            False,
         )
-        return command_answer(ActionView.of(outcome.state), outcome)
+        return await _with_counters(request, org_id, app_id, outcome)
 
     @post(
         "/{action_id:str}/trigger",

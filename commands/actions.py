@@ -24,9 +24,11 @@ from domain.action import (
     check_payload,
     resolve_thread,
 )
+from domain.catalog import CATALOG
 from domain.errors import Conflict, FieldError, NotFound, Rules, ValidationFailed
 from domain.events import SYSTEM_ACTOR
 from domain.run import RUN, FinishAttempt, RequestRun, RunState, StartAttempt
+from domain.workspace import WORKSPACE
 
 
 def _config(fields: dict[str, Any]) -> ActionConfig:
@@ -175,6 +177,11 @@ def fire_schedule(aggregates: Aggregates, org_id: str, action_id: str, trace_id:
     def use_case(tx: Transaction) -> RunState | None:
         action = tx.load(ACTION, action_id)
         if action is None or action.deleted:
+            return None
+        workspace = tx.load(WORKSPACE, action.workspace_id)
+        app = tx.load(CATALOG, action.app_id)
+        if workspace is None or workspace.deleted or app is None or app.deleted:
+            tx.decide(ACTION, action_id, DeleteAction())  # its workspace or app is gone: so is the action
             return None
         previous = tx.load(RUN, action.last_run_id) if action.last_run_id else None
         now = aggregates.clock()

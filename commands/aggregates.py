@@ -19,7 +19,7 @@ import msgspec
 from eventsourcing.persistence import StoredEvent
 
 from commands.store import Append, Claim, ClaimTaken, ConcurrencyConflict, EventStore
-from domain.errors import Conflict, NotFound
+from domain.errors import CONTROL_CHARACTERS, Conflict, NotFound
 from domain.events import Actor, AggregateType, DomainEvent, EventMeta, aggregate_of, decode, encode
 
 Clock = Callable[[], datetime]
@@ -33,6 +33,10 @@ def utc_now() -> datetime:
 def new_id(prefix: str) -> str:
     """A sortable, unguessable id: a millisecond timestamp then 80 random bits, both in hex."""
     return f"{prefix}_{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
+
+
+def valid_id(stream_id: str) -> bool:
+    return 0 < len(stream_id) <= 200 and not CONTROL_CHARACTERS.search(stream_id)
 
 
 class Context(msgspec.Struct, frozen=True):
@@ -73,6 +77,8 @@ class Transaction:
     def load(self, kind: AggregateType, stream_id: str) -> Any:
         """The current state in this org, or None (never existed, or another org's)."""
         if stream_id not in self._loaded:
+            if not valid_id(stream_id):  # no such stream can exist: do not ask the database
+                return None
             state, version = fold(kind, self.store.load(stream_id))
             if state is not None and state.org_id != self.ctx.org_id:
                 state = None  # another org's stream: as if it did not exist, and never written

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 
 from domain.errors import Conflict, NotFound, Rules
 from domain.events import AggregateType, DomainEvent, EventMeta, register
-from domain.schedule import next_slot, slots_between, valid_cron, valid_timezone
+from domain.schedule import next_slot, previous_slot, slots_between, valid_cron, valid_timezone
 
 THREAD_MODES = ("new_each_run", "fixed", "template")
 ACTION_TYPES = ("trigger", "scheduled")
@@ -271,7 +271,7 @@ def next_run(config: ActionConfig, now: datetime, *, fired_once: bool = False) -
     if not config.is_enabled or config.action_type != "scheduled":
         return None
     if config.schedule_type == "once":
-        return None if fired_once else config.scheduled_at
+        return None if fired_once or config.scheduled_at is None else config.scheduled_at.astimezone(UTC)
     assert config.cron_expression is not None
     return next_slot(config.cron_expression, config.timezone, now)
 
@@ -313,7 +313,9 @@ def decide(state: ActionState | None, command: ActionCommand) -> list[DomainEven
         case TriggerAction():
             if not config.is_enabled:
                 raise Conflict("The action is disabled; enable it to trigger it", action_id=state.action_id)
-            return [ActionTriggered(run_id=command.run_id)]
+            # Nothing to record on the action: the run is the record. Concurrent triggers then only read
+            # the action and never race each other for it.
+            return []
         case FireSchedule():
             slot = state.next_run_at
             if slot is None or slot > command.now or not config.is_enabled:
@@ -324,9 +326,10 @@ def decide(state: ActionState | None, command: ActionCommand) -> list[DomainEven
                     config.cron_expression, config.timezone, slot - timedelta(microseconds=1), command.now
                 )
                 following = next_slot(config.cron_expression, config.timezone, command.now)
+                # The slot list is capped; the slot to fire is the last one before `following`.
+                latest = previous_slot(config.cron_expression, config.timezone, following)
             else:
-                due, following = [slot], None
-            latest = due[-1]
+                due, following, latest = [slot], None, slot
             if command.previous_run_busy:
                 return [ScheduledSlotSkipped(slot=latest, reason="previous run still running", next_run_at=following)]
             return [

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -115,6 +116,17 @@ _TYPE_ERRORS = {
 }
 
 
+def _callable_url(value: str) -> bool:
+    if not URL.fullmatch(value):
+        return False
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises for a port out of range
+    except ValueError:
+        return False
+    return bool(parts.hostname) and (port is None or port > 0)
+
+
 class CatalogItem(msgspec.Struct):
     item_id: str
     kind: str
@@ -188,8 +200,13 @@ def check_fields(kind: Kind, values: dict[str, Any], *, partial: bool) -> dict[s
             rules.fail(name, f"Input should be {description}", type_name, value)
         elif expected is str:
             rules.text(name, value, min_length=spec.min_length, max_length=spec.max_length)
-            if spec.type == "url" and value and not URL.fullmatch(value):
-                rules.fail(name, "Input should be an http(s) URL", "url_parsing", value)
+            if spec.type == "url" and value and not _callable_url(value):
+                rules.fail(
+                    name,
+                    "Input should be an http(s) URL with a host (and a port from 1 to 65535)",
+                    "url_parsing",
+                    value,
+                )
             if spec.type == "choice" and value not in spec.choices:
                 rules.fail(
                     name,

@@ -15,7 +15,7 @@ from msgspec import UNSET, UnsetType
 from domain.errors import Conflict, NotFound, Rules
 from domain.events import AggregateType, DomainEvent, EventMeta, register
 
-SLUG = re.compile(r"[a-z0-9-]{1,63}")
+SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # no leading or trailing hyphen
 
 
 def environments_stream(workspace_id: str) -> str:
@@ -156,7 +156,7 @@ def _check(rules: Rules, state: Environments | None, environment_id: str, name, 
     if isinstance(slug, str) and not SLUG.fullmatch(slug):
         rules.fail(
             "slug",
-            "Slug must be 1-63 lower-case letters, digits or hyphens",
+            "Slug must be 1-63 lower-case letters, digits or hyphens, starting and ending with a letter or digit",
             "string_pattern_mismatch",
             slug,
             pattern=SLUG.pattern,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 
 def valid_timezone(name: str) -> bool:
@@ -23,7 +23,14 @@ def valid_timezone(name: str) -> bool:
 
 
 def valid_cron(expression: str) -> bool:
-    return len(expression.split()) == 5 and croniter.is_valid(expression)
+    """Five fields, and a slot that ever comes (`0 0 31 2 *` parses but never fires)."""
+    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+        return False
+    try:
+        next_slot(expression, "UTC", datetime(2000, 1, 1, tzinfo=UTC))
+    except CroniterBadDateError:
+        return False
+    return True
 
 
 def next_slot(expression: str, tz_name: str, after: datetime) -> datetime:
@@ -49,3 +56,9 @@ def slots_between(expression: str, tz_name: str, after: datetime, upto: datetime
         slots.append(slot)
         slot = next_slot(expression, tz_name, slot)
     return slots
+
+
+def previous_slot(expression: str, tz_name: str, before: datetime) -> datetime:
+    """The last slot strictly before `before`, in UTC."""
+    slots = croniter(expression, before.astimezone(ZoneInfo(tz_name)))
+    return slots.get_prev(datetime).astimezone(UTC)

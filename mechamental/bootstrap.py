@@ -22,6 +22,7 @@ from commands.aggregates import Aggregates, Clock, utc_now
 from commands.provisioning import BucketProvisioner, DirectoryBuckets
 from commands.store import EventStore, datastore_from_url
 from commands.tokens import TokenVerifier
+from domain.errors import FieldError, ValidationFailed
 from mechamental.settings import Settings
 from pipeline import positions
 from pipeline.activity import ActivityConsumer, ActivityPublisher
@@ -127,11 +128,28 @@ class System:
             return
         deadline = time.monotonic() + self.settings.min_position_timeout
         delay = 0.002
+        checked_head = False
         while True:
             async with self.pool.connection() as conn:
                 reached = await positions.read_positions(conn, names)
-            if min(reached.values()) >= position:
-                return
+                if min(reached.values()) >= position:
+                    return
+                if not checked_head:  # a position the log has not reached yet can only be a client's mistake
+                    checked_head = True
+                    head = await positions.head(conn)
+                    if position > head:
+                        raise ValidationFailed(
+                            [
+                                FieldError(
+                                    ("x-min-position",),
+                                    f"No event has position {position}: the log ends at {head}",
+                                    "less_than_equal",
+                                    position,
+                                    {"le": head},
+                                )
+                            ],
+                            source="header",
+                        )
             if time.monotonic() >= deadline:
                 raise Unavailable(
                     "PROJECTION_NOT_CAUGHT_UP",

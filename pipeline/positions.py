@@ -60,16 +60,21 @@ async def try_leadership(conn: AsyncConnection, role: str) -> bool:
     return bool(row and row[0])
 
 
+async def head(conn: AsyncConnection) -> int:
+    """The position of the newest event in the log."""
+    row = await (await conn.execute("SELECT coalesce(max(position), 0) FROM mm_event_index")).fetchone()
+    return row[0]
+
+
 async def status(conn: AsyncConnection, names: list[str]) -> list[tuple[str, int, int, int, float]]:
     """(name, position, head, lag in events, lag in seconds) of each consumer of the log."""
-    head_row = await (await conn.execute("SELECT coalesce(max(position), 0) FROM mm_event_index")).fetchone()
-    head = head_row[0]
+    head_position = await head(conn)
     found = await read_positions(conn, names)
     rows = []
     for name in names:
         position = found[name]
         lag_events, lag_seconds = 0, 0.0
-        if position < head:
+        if position < head_position:
             count, oldest = await (
                 await conn.execute(
                     "SELECT count(*), extract(epoch FROM now() - min(occurred_at)) FROM mm_event_index "
@@ -78,5 +83,5 @@ async def status(conn: AsyncConnection, names: list[str]) -> list[tuple[str, int
                 )
             ).fetchone()
             lag_events, lag_seconds = count, float(oldest or 0.0)
-        rows.append((name, position, head, lag_events, round(lag_seconds, 3)))
+        rows.append((name, position, head_position, lag_events, round(lag_seconds, 3)))
     return rows

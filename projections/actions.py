@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS rm_actions (
     failed_runs integer NOT NULL DEFAULT 0,
     last_run_at timestamptz,
     last_run_status text,
-    last_execution_id text
+    last_execution_id text,
+    running_runs integer NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS rm_actions_list ON rm_actions (app_id, seq) WHERE NOT deleted;
 CREATE INDEX IF NOT EXISTS rm_actions_due ON rm_actions (next_run_at) WHERE NOT deleted AND next_run_at IS NOT NULL;
@@ -60,10 +61,11 @@ class Counters(msgspec.Struct):
     last_run_at: datetime | None
     last_run_status: str | None
     last_execution_id: str | None
+    running_runs: int = 0
 
     @property
     def is_running(self) -> bool:
-        return self.last_run_status == "running"
+        return self.running_runs > 0
 
 
 class ActionListing:
@@ -116,10 +118,18 @@ class ActionListing:
         rows = {rid: (seq, _run_decoder.decode(state)) for rid, seq, state in await cursor.fetchall()}
         counter_updates = []
         for record in events:
-            seq, state = rows.get(record.stream_id, (record.position, None))
-            state = RUN.evolve(state, record.event, record.meta)
+            seq, before = rows.get(record.stream_id, (record.position, None))
+            state = RUN.evolve(before, record.event, record.meta)
             rows[record.stream_id] = (seq, state)
             counter_updates.append(_counter_update(record, state))
+            was_running = before is not None and before.status == "running"
+            if was_running != (state.status == "running"):  # how many of the action's runs are running now
+                counter_updates.append(
+                    (
+                        "UPDATE rm_actions SET running_runs = running_runs + %s WHERE action_id = %s",
+                        (1 if state.status == "running" else -1, state.action_id),
+                    )
+                )
         async with conn.cursor() as cur:
             await cur.executemany(
                 "INSERT INTO rm_runs (run_id, org_id, action_id, seq, status, due_at, lease_until, state) "
@@ -165,7 +175,7 @@ def _counter_update(record: Recorded, run: RunState) -> tuple[str, tuple]:
     raise TypeError(record.event)
 
 
-_COUNTERS = "total_runs, successful_runs, failed_runs, last_run_at, last_run_status, last_execution_id"
+_COUNTERS = "total_runs, successful_runs, failed_runs, last_run_at, last_run_status, last_execution_id, running_runs"
 
 
 async def get_action(

@@ -43,13 +43,15 @@ class OutboundPolicy:
 
     async def check(self, url: str) -> str | None:
         """None when the URL may be called, else why not."""
-        host = urlsplit(url).hostname or ""
         try:
+            host = urlsplit(url).hostname or ""
             infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except socket.gaierror:
-            return None  # unresolvable: the call itself will fail with CONNECTION_ERROR
+        except (socket.gaierror, ValueError, UnicodeError):
+            return None  # unresolvable or malformed: the call itself fails with a coded error
         for info in infos:
-            address = ipaddress.ip_address(info[4][0])
+            address = ipaddress.ip_address(info[4][0].split("%")[0])
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                address = address.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
             if any(address in network for network in self.deny):
                 return f"{host} resolves to {address}, which is denied"
             if self.allow and not any(address in network for network in self.allow):
@@ -146,11 +148,16 @@ class Executor:
         }
         started = time.monotonic()
         try:
-            response = await self._client.post(url, json=body)
-        except httpx.TimeoutException:
+            # httpx's timeout bounds each read; this bounds the whole call, so an attempt always ends within
+            # its lease (timeout + 30 s) and is never run twice by a second executor.
+            async with asyncio.timeout(self.timeout):
+                response = await self._client.post(url, json=body)
+        except (httpx.TimeoutException, TimeoutError):
             return {"error_code": "TIMEOUT", "error_message": f"No answer within {self.timeout:g}s"}
         except httpx.HTTPError as error:
             return {"error_code": "CONNECTION_ERROR", "error_message": f"{type(error).__name__}: {error}"[:500]}
+        except (ValueError, OverflowError) as error:  # a URL that cannot be called at all
+            return {"error_code": "INVALID_URL", "error_message": f"{type(error).__name__}: {error}"[:500]}
         log.debug("executor: %s answered %s in %.3fs", url, response.status_code, time.monotonic() - started)
         reported = _report(response)
         if not 200 <= response.status_code < 300:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -321,3 +321,62 @@ def test_failures_are_coded_and_runs_filter_by_status(api, app, target):
     assert runs["total"] == 1 and runs["runs"][0]["status"] == "failed"
     assert api.get(f"{app['actions']}/{down_action}/runs", params={"status": "success"}).json()["total"] == 0
     assert_422(api.get(f"{app['actions']}/{down_action}/runs", params={"status": "done"}), ["query", "status"])
+
+
+def test_review_findings_stay_fixed(api, app, target):
+    action = create(api, app)
+    trigger = f"{app['actions']}/{action['action_id']}/trigger"
+    answers = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(api.post(trigger, json={}).status_code)) for _ in range(24)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [202] * 24  # triggers only read the action: they never race each other
+
+    base = {"name": "a", "endpoint_id": app["echo"], "namespace_id": app["namespace_id"]}
+    assert_422(
+        api.post(
+            app["actions"],
+            json={**base, "action_type": "scheduled", "schedule_type": "cron", "cron_expression": "0 0 31 2 *"},
+        ),
+        ["body", "cron_expression"],
+    )
+    assert_envelope(
+        api.post(app["actions"], json={**base, "endpoint_id": "endpoint_\u0000"}), 404, "RESOURCE_NOT_FOUND"
+    )
+    assert_422(api.get(app["actions"], params={"search": "a\u0000b"}), ["query", "search"])
+    soon = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    once = create(
+        api,
+        app,
+        action_type="scheduled",
+        schedule_type="once",
+        scheduled_at=soon.astimezone(timezone(timedelta(hours=5))).isoformat(),
+    )
+    assert once["next_run_at"].endswith("Z") and datetime.fromisoformat(once["next_run_at"]) == soon
+    assert_422(
+        api.post(f"{app['base']}/endpoints", json={"app_id": app["app_id"], "name": "e", "url": "http://[::1"}),
+        ["body", "url"],
+    )
+    assert_422(
+        api.post(
+            f"{app['base']}/endpoints", json={"app_id": app["app_id"], "name": "e", "url": "http://127.0.0.1:99999/x"}
+        ),
+        ["body", "url"],
+    )
+    mapped = endpoint(api, app, "http://[::ffff:169.254.169.254]:9/latest")
+    sneaky = create(api, app, endpoint_id=mapped, name="sneaky")
+    run = api.post(f"{app['actions']}/{sneaky['action_id']}/trigger", json={}).json()
+    assert wait_for_run(api, app, sneaky["action_id"], run["run_id"])["error_code"] == "DESTINATION_DENIED"
+
+    deadline = time.monotonic() + 10
+    while api.get(f"{app['actions']}/{action['action_id']}").json()["successful_runs"] < 24:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    updated = api.put(f"{app['actions']}/{action['action_id']}", json={"description": "changed"}).json()
+    assert (updated["total_runs"], updated["successful_runs"], updated["is_running"]) == (24, 24, False)
+    assert_envelope(api.get(f"{app['base']}/apps/app_missing/actions"), 404, "RESOURCE_NOT_FOUND")
+    assert_422(api.post(f"{app['base']}/environments", json={"name": "x", "slug": "-"}), ["body", "slug"])

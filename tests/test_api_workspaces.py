@@ -47,10 +47,23 @@ def test_read_your_write_with_min_position(api, org):
     assert got.status_code == 200 and got.json()["name"] == "alpha"
 
 
-def test_min_position_that_is_never_reached_answers_503(api, org):
-    response = api.get(f"/v1/orgs/{org}/workspaces", headers={"X-Min-Position": str(10**12)})
+def test_min_position_beyond_the_log_is_422(api, org):
+    assert_422(
+        api.get(f"/v1/orgs/{org}/workspaces", headers={"X-Min-Position": str(10**12)}), ["header", "x-min-position"]
+    )
+
+
+def test_min_position_not_reached_in_time_answers_503(api, org, settings):
+    import psycopg
+
+    with psycopg.connect(settings.database_url) as conn, conn.transaction():
+        # Hold the view's position row, as a stuck projector would, so the new event cannot be applied.
+        conn.execute("SELECT position FROM mm_positions WHERE name = 'workspaces' FOR UPDATE")
+        created = api.post(f"/v1/orgs/{org}/workspaces", json={"name": "late"})
+        response = api.get(f"/v1/orgs/{org}/workspaces", headers={"X-Min-Position": position_of(created)})
     body = assert_envelope(response, 503, "PROJECTION_NOT_CAUGHT_UP")
-    assert body["details"]["required_position"] == 10**12
+    assert body["details"]["required_position"] == int(position_of(created))
+    assert response.headers["Retry-After"] == "1"
 
 
 def test_update_then_delete(api, org):

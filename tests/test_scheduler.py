@@ -58,6 +58,7 @@ def world(api, org, settings):
         },
     )
     yield {
+        "ws": workspace,
         "org": org,
         "clock": clock,
         "aggregates": aggregates,
@@ -187,3 +188,17 @@ def test_the_live_scheduler_fires_a_once_action_on_time_and_the_executor_runs_it
     assert timedelta(0) <= datetime.fromisoformat(run["triggered_at"]) - slot < timedelta(seconds=1)
     got = api.get(f"{base}/apps/{app_id}/actions/{action['action_id']}").json()
     assert got["next_run_at"] is None
+
+
+def test_an_action_whose_workspace_is_gone_stops_firing(world, api):
+    settings, clock = world["settings"], world["clock"]
+    deleted = api.delete(f"/v1/orgs/{world['org']}/workspaces/{world['ws']}")
+    assert deleted.status_code == 200
+
+    async def scenario(pool):
+        await views_reach(pool, int(deleted.headers["X-Event-Position"]))
+        clock.now = datetime(2030, 1, 1, 12, 1, 0, tzinfo=UTC)
+        await Scheduler(world["aggregates"], pool, settings.database_url).tick()
+
+    run_async(settings, scenario)
+    assert fired_runs(world) == [] and action_events(world)[-1] == "ActionDeleted"
