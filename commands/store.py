@@ -15,12 +15,15 @@ import logging
 import queue
 import re
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
 import msgspec
 from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 
@@ -101,6 +104,7 @@ def datastore_from_url(url: str, *, pool_size: int = 4, max_overflow: int = 8) -
         port=str(params.get("port", 5432)),
         user=str(params.get("user", "postgres")),
         password=str(params.get("password", "")),
+        connect_timeout=3,  # also how long a command waits for a pooled connection
         pool_size=pool_size,
         max_overflow=max_overflow,
         max_waiting=1000,
@@ -119,8 +123,29 @@ def to_recorded(position: int, stored: StoredEvent) -> Recorded:
     return Recorded(position, str(stored.originator_id), stored.originator_version, meta, event)
 
 
+def _briefly_retried(method):
+    """The library retries a lost connection ten times with pauses; while PostgreSQL is down that keeps a
+    request waiting for most of a minute. We retry once, so the caller hears 503 within seconds."""
+    unwrapped = method.__wrapped__
+
+    def call(self, *args, **kwargs):
+        try:
+            return unwrapped(self, *args, **kwargs)
+        except (StoreOperationalError, StoreInterfaceError):
+            time.sleep(0.1)
+            return unwrapped(self, *args, **kwargs)
+
+    call.__name__, call.__doc__ = method.__name__, method.__doc__
+    return call
+
+
 class Recorder(PostgresApplicationRecorder):
     """The library's recorder, with read checks and claims inside its insert transaction."""
+
+    insert_events = _briefly_retried(PostgresApplicationRecorder.insert_events)
+    select_events = _briefly_retried(PostgresApplicationRecorder.select_events)
+    select_notifications = _briefly_retried(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = _briefly_retried(PostgresApplicationRecorder.max_notification_id)
 
     def _insert_stored_events(
         self,

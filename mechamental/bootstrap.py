@@ -60,7 +60,12 @@ class System:
         self.aggregates = Aggregates(self.store, clock)
         self.tokens = TokenVerifier(self.aggregates)
         self.pool = AsyncConnectionPool(
-            settings.database_url, min_size=1, max_size=20, open=False, kwargs={"autocommit": True}, timeout=10
+            settings.database_url,
+            min_size=1,
+            max_size=20,
+            open=False,
+            kwargs={"autocommit": True, "connect_timeout": 3},
+            timeout=3,  # a query waits this long for a connection, then the caller hears 503
         )
         self.nats: NATS | None = None
         self._nats_retry: asyncio.Task | None = None

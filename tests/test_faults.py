@@ -1,0 +1,206 @@
+"""Faults, with servers of their own: NATS stopped, the JetStream stream deleted, PostgreSQL restarted,
+roles killed with -9 during writes. After each: nothing acknowledged is lost or doubled, views catch up,
+and the API answers 503 in the error envelope (never a 500 or a hang) while PostgreSQL is down."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import nats
+import psycopg
+import pytest
+
+from mechamental.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+
+pytestmark = pytest.mark.e2e
+CLI = [sys.executable, "-m", "mechamental.cli"]
+
+
+class Cluster:
+    def __init__(self, tmp_path) -> None:
+        self.postgres = EmbeddedPostgres(tmp_path / "pg", durable=False)
+        self.nats = EmbeddedNats(tmp_path / "nats")
+        self.port = free_port()
+        self.token = "faults-" + secrets.token_hex(8)
+        self.logs = tmp_path
+        self.roles: dict[str, subprocess.Popen] = {}
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "MECHAMENTAL_DATABASE_URL": self.postgres.url,
+            "MECHAMENTAL_NATS_URL": self.nats.url,
+            "MECHAMENTAL_ROOT_TOKEN": self.token,
+            "MECHAMENTAL_PORT": str(self.port),
+            "MECHAMENTAL_DATA_DIR": str(self.logs),
+            "MECHAMENTAL_LOG_LEVEL": "WARNING",
+            "MECHAMENTAL_MIN_POSITION_TIMEOUT": "20",
+        }
+
+    def start(self, role: str) -> None:
+        log = open(self.logs / f"{role}.log", "ab")
+        self.roles[role] = subprocess.Popen([*CLI, role], env=self.env, stdout=log, stderr=log)
+
+    def kill(self, role: str) -> None:
+        self.roles.pop(role).send_signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        for process in self.roles.values():
+            process.terminate()
+        for process in self.roles.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.nats.stop()
+        self.postgres.stop()
+
+
+@pytest.fixture()
+def cluster(tmp_path):
+    cluster = Cluster(tmp_path)
+    cluster.postgres.start()
+    cluster.nats.start()
+    subprocess.run([*CLI, "migrate"], env=cluster.env, check=True, capture_output=True, timeout=60)
+    for role in ("api", "relay", "projector"):
+        cluster.start(role)
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{cluster.port}", timeout=30, headers={"Authorization": f"Bearer {cluster.token}"}
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if client.get("/readyz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the cluster did not come up"
+        time.sleep(0.1)
+    yield cluster, client
+    client.close()
+    cluster.stop()
+
+
+def burst(client: httpx.Client, org: str, seconds: float) -> list[tuple[str, int]]:
+    """Creates workspaces from 4 threads for `seconds`; returns what was acknowledged."""
+    acknowledged: list[tuple[str, int]] = []
+    deadline = time.monotonic() + seconds
+
+    def writer() -> None:
+        while time.monotonic() < deadline:
+            try:
+                answer = client.post(f"/v1/orgs/{org}/workspaces", json={"name": "f"})
+            except httpx.TransportError:
+                time.sleep(0.05)
+                continue
+            if answer.status_code == 201:
+                acknowledged.append((answer.json()["workspace_id"], int(answer.headers["X-Event-Position"])))
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return acknowledged
+
+
+def listed(client: httpx.Client, org: str, position: int) -> set[str]:
+    seen, cursor = set(), None
+    while True:
+        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+        page = client.get(f"/v1/orgs/{org}/workspaces", params=params, headers={"X-Min-Position": str(position)})
+        assert page.status_code == 200, page.text
+        body = page.json()
+        seen |= {w["workspace_id"] for w in body["workspaces"]}
+        if not body["has_more"]:
+            return seen
+        cursor = body["next_cursor"]
+
+
+def stored_once(cluster: Cluster, ids: list[str]) -> bool:
+    with psycopg.connect(cluster.postgres.url) as conn:
+        rows = conn.execute(
+            "SELECT originator_id, count(*) FROM stored_events WHERE topic = 'WorkspaceCreated' "
+            "AND originator_id = ANY(%s) GROUP BY originator_id",
+            (ids,),
+        ).fetchall()
+    return len(rows) == len(ids) and all(count == 1 for _, count in rows)
+
+
+def test_nats_down_then_its_stream_deleted(cluster):
+    cluster, client = cluster
+    org = "org-" + secrets.token_hex(4)
+    cluster.nats.stop()  # down in the middle of the workload
+    while_down = burst(client, org, 3)
+    assert while_down, "commands must not need NATS"
+    cluster.nats.start()  # back on the same port and store
+    after = burst(client, org, 1)
+
+    async def delete_stream() -> None:
+        client_ = await nats.connect(cluster.nats.url)
+        await client_.jetstream().delete_stream("MECHAMENTAL_EVENTS")
+        await client_.close()
+
+    asyncio.run(delete_stream())  # broker data loss
+    lost = burst(client, org, 2)
+    acknowledged = while_down + after + lost
+    newest = max(position for _, position in acknowledged)
+    assert {w for w, _ in acknowledged} <= listed(client, org, newest)
+    assert stored_once(cluster, [w for w, _ in acknowledged])
+
+
+def test_postgres_restart_answers_503_then_recovers(cluster):
+    cluster, client = cluster
+    org = "org-" + secrets.token_hex(4)
+    before = burst(client, org, 1)
+    cluster.postgres.stop()
+    started = time.monotonic()
+    down = client.post(f"/v1/orgs/{org}/workspaces", json={"name": "x"})
+    assert down.status_code == 503 and down.json()["error"] == "SERVICE_UNAVAILABLE", down.text
+    assert time.monotonic() - started < 25  # an answer, not a hang
+    assert client.get(f"/v1/orgs/{org}/workspaces").status_code == 503
+    cluster.postgres.start()  # same data, same port
+    deadline = time.monotonic() + 30
+    while client.post(f"/v1/orgs/{org}/workspaces", json={"name": "y"}).status_code != 201:
+        assert time.monotonic() < deadline, "the API did not recover by itself"
+        time.sleep(0.2)
+    after = burst(client, org, 1)
+    acknowledged = before + after
+    assert {w for w, _ in acknowledged} <= listed(client, org, max(p for _, p in acknowledged))
+
+
+def test_kill_9_of_each_role_during_writes(cluster):
+    cluster, client = cluster
+    org = "org-" + secrets.token_hex(4)
+    acknowledged = []
+    for role in ("relay", "projector", "api", "relay", "projector"):
+        writes: list = []
+        writer = threading.Thread(target=lambda into=writes: into.extend(burst(client, org, 1.5)))
+        writer.start()
+        time.sleep(0.3 + secrets.randbelow(700) / 1000)
+        cluster.kill(role)
+        time.sleep(0.3)
+        cluster.start(role)
+        writer.join()
+        acknowledged += writes
+    deadline = time.monotonic() + 30
+    while True:  # the API restarted last may still be coming up
+        try:
+            if client.get("/readyz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    newest = max(position for _, position in acknowledged)
+    assert {w for w, _ in acknowledged} <= listed(client, org, newest)
+    assert stored_once(cluster, [w for w, _ in acknowledged])
