@@ -76,7 +76,7 @@ class Executor:
         self.pool = pool
         self.policy = policy or OutboundPolicy()
         self.timeout = timeout
-        self.lease_seconds = timeout + 30
+        self.lease_seconds = 2 * timeout + 5  # outlives any attempt (bounded by timeout) with room to record it
         self.poll_interval = poll_interval
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: set[str] = set()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import nats
@@ -44,6 +45,7 @@ class Cluster:
             "MECHAMENTAL_DATA_DIR": str(self.logs),
             "MECHAMENTAL_LOG_LEVEL": "WARNING",
             "MECHAMENTAL_MIN_POSITION_TIMEOUT": "20",
+            "MECHAMENTAL_EXECUTOR_TIMEOUT": "1",
         }
 
     def start(self, role: str) -> None:
@@ -71,7 +73,7 @@ def cluster(tmp_path):
     cluster.postgres.start()
     cluster.nats.start()
     subprocess.run([*CLI, "migrate"], env=cluster.env, check=True, capture_output=True, timeout=60)
-    for role in ("api", "relay", "projector"):
+    for role in ("api", "relay", "projector", "scheduler", "executor"):
         cluster.start(role)
     client = httpx.Client(
         base_url=f"http://127.0.0.1:{cluster.port}", timeout=30, headers={"Authorization": f"Bearer {cluster.token}"}
@@ -140,7 +142,7 @@ def test_nats_down_then_its_stream_deleted(cluster):
     cluster, client = cluster
     org = "org-" + secrets.token_hex(4)
     cluster.nats.stop()  # down in the middle of the workload
-    while_down = burst(client, org, 3)
+    while_down = burst(client, org, float(os.environ.get("MECHAMENTAL_FAULT_NATS_DOWN_SECONDS", "30")))
     assert while_down, "commands must not need NATS"
     cluster.nats.start()  # back on the same port and store
     after = burst(client, org, 1)
@@ -156,6 +158,7 @@ def test_nats_down_then_its_stream_deleted(cluster):
     newest = max(position for _, position in acknowledged)
     assert {w for w, _ in acknowledged} <= listed(client, org, newest)
     assert stored_once(cluster, [w for w, _ in acknowledged])
+    views_equal_a_rebuild(cluster.postgres.url)
 
 
 def test_postgres_restart_answers_503_then_recovers(cluster):
@@ -176,16 +179,69 @@ def test_postgres_restart_answers_503_then_recovers(cluster):
     after = burst(client, org, 1)
     acknowledged = before + after
     assert {w for w, _ in acknowledged} <= listed(client, org, max(p for _, p in acknowledged))
+    views_equal_a_rebuild(cluster.postgres.url)
+
+
+def make_action(client: httpx.Client, org: str, **fields) -> tuple[str, str]:
+    ws = client.post(f"/v1/orgs/{org}/workspaces", json={"name": "runs"}).json()["workspace_id"]
+    base = f"/v1/orgs/{org}/workspaces/{ws}"
+    app = client.post(f"{base}/apps", json={"name": "a"}).json()["app_id"]
+    ns = client.post(f"{base}/namespaces", json={"name": "n"}).json()["namespace_id"]
+    endpoint = client.post(f"{base}/endpoints", json={"app_id": app, "name": "echo"}).json()["endpoint_id"]
+    actions = f"{base}/apps/{app}/actions"
+    made = client.post(actions, json={"name": "x", "endpoint_id": endpoint, "namespace_id": ns, **fields})
+    assert made.status_code == 201, made.text
+    return actions, made.json()["action_id"]
+
+
+def views_equal_a_rebuild(url: str) -> None:
+    from commands.store import EventStore, datastore_from_url
+    from mechamental.bootstrap import read_models
+    from projections.rebuild import rebuild, tables_of
+
+    store = EventStore(datastore_from_url(url, pool_size=1, max_overflow=1))
+    try:
+        for _ in range(100):  # quiet: the last runs recorded, the views caught up
+            head = store.head()
+            with psycopg.connect(url) as conn:
+                behind = conn.execute(
+                    "SELECT count(*) FROM mm_positions WHERE name = ANY(%s) AND position < %s",
+                    ([m.name for m in read_models()], head),
+                ).fetchone()[0]
+            if behind == 0 and store.head() == head:
+                break
+            time.sleep(0.1)
+        for model in read_models():
+            asyncio.run(rebuild(url, store, model, swap=False))
+            with psycopg.connect(url, autocommit=True) as conn:
+                for table in tables_of(model.ddl):
+                    differing = conn.execute(
+                        f"SELECT count(*) FROM ((SELECT * FROM public.{table} EXCEPT ALL SELECT * FROM "
+                        f"rebuild_{model.name}.{table}) UNION ALL (SELECT * FROM rebuild_{model.name}.{table} "
+                        f"EXCEPT ALL SELECT * FROM public.{table})) AS d"
+                    ).fetchone()[0]
+                    assert differing == 0, (model.name, table)
+    finally:
+        store.close()
 
 
 def test_kill_9_of_each_role_during_writes(cluster):
     cluster, client = cluster
     org = "org-" + secrets.token_hex(4)
+    actions, action_id = make_action(client, org)
+    slot = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
+    _, once_id = make_action(client, org, action_type="scheduled", schedule_type="once", scheduled_at=slot.isoformat())
+    runs: list[str] = []
     acknowledged = []
-    for role in ("relay", "projector", "api", "relay", "projector"):
+    for role in ("relay", "projector", "api", "scheduler", "executor", "relay", "projector", "scheduler", "executor"):
         writes: list = []
         writer = threading.Thread(target=lambda into=writes: into.extend(burst(client, org, 1.5)))
         writer.start()
+        for _ in range(3):
+            try:
+                runs.append(client.post(f"{actions}/{action_id}/trigger", json={}).json()["run_id"])
+            except (httpx.TransportError, ValueError, KeyError):
+                pass  # the api may be the one being killed
         time.sleep(0.3 + secrets.randbelow(700) / 1000)
         cluster.kill(role)
         time.sleep(0.3)
@@ -204,3 +260,22 @@ def test_kill_9_of_each_role_during_writes(cluster):
     newest = max(position for _, position in acknowledged)
     assert {w for w, _ in acknowledged} <= listed(client, org, newest)
     assert stored_once(cluster, [w for w, _ in acknowledged])
+
+    deadline = time.monotonic() + 60
+    while True:  # no run is stuck: every triggered run finishes, also those whose executor was killed
+        with psycopg.connect(cluster.postgres.url) as conn:
+            open_runs, known = conn.execute(
+                "SELECT count(*) FILTER (WHERE status IN ('pending', 'running')), count(*) FROM rm_runs "
+                "WHERE run_id = ANY(%s)",
+                (runs,),
+            ).fetchone()
+        if open_runs == 0 and known == len(runs):
+            break
+        assert time.monotonic() < deadline, f"{open_runs} runs stuck"
+        time.sleep(0.2)
+    with psycopg.connect(cluster.postgres.url) as conn:  # the once slot fired exactly once, across restarts
+        fired = conn.execute(
+            "SELECT count(*) FROM stored_events WHERE originator_id = %s AND topic = 'ScheduledRunFired'", (once_id,)
+        ).fetchone()[0]
+    assert fired == 1
+    views_equal_a_rebuild(cluster.postgres.url)
