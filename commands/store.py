@@ -93,7 +93,7 @@ class ClaimTaken(Exception):
 
 
 class StaleRead(Exception):
-    """Two appends of one batch read the same stream at different versions."""
+    """Appends of one batch that cannot be checked together; they are committed one by one instead."""
 
 
 def datastore_from_url(url: str, *, pool_size: int = 4, max_overflow: int = 8) -> PostgresDatastore:
@@ -147,7 +147,7 @@ class Recorder(PostgresApplicationRecorder):
     select_notifications = _briefly_retried(PostgresApplicationRecorder.select_notifications)
     max_notification_id = _briefly_retried(PostgresApplicationRecorder.max_notification_id)
 
-    def _insert_stored_events(
+    def _insert_events(
         self,
         curs,
         stored_events,
@@ -157,20 +157,27 @@ class Recorder(PostgresApplicationRecorder):
         releases: Sequence[Claim] = (),
         **kwargs: Any,
     ) -> None:
-        super()._insert_stored_events(curs, stored_events, **kwargs)  # takes the table lock first
-        with curs.connection.cursor() as extra:
-            if expected:
-                extra.execute("SELECT mm_check_versions(%s, %s)", (list(expected), list(expected.values())))
-            if releases:
-                extra.executemany(
-                    "DELETE FROM mm_claims WHERE scope = %s AND key = %s AND owner = %s",
-                    [(c.scope, c.key, c.owner) for c in releases],
-                )
-            if claims:
-                extra.executemany(
-                    "INSERT INTO mm_claims (scope, key, owner) VALUES (%s, %s, %s)",
-                    [(c.scope, c.key, c.owner) for c in claims],
-                )
+        """Runs before the library inserts the events, in its transaction. Everything here comes before the
+        insert, so a failure is the transaction's first error and is raised as itself (a statement queued
+        after a failed insert would turn a version conflict into an opaque 'pipeline aborted')."""
+        self._lock_table(curs)  # the lock the library takes next anyway: no writer can move a read stream now
+        if expected:
+            curs.execute("SELECT mm_check_versions(%s, %s)", (list(expected), list(expected.values())))
+        if releases:
+            curs.executemany(
+                "DELETE FROM mm_claims WHERE scope = %s AND key = %s AND owner = %s",
+                [(c.scope, c.key, c.owner) for c in releases],
+            )
+        if claims:
+            curs.executemany(
+                "INSERT INTO mm_claims (scope, key, owner) VALUES (%s, %s, %s)",
+                [(c.scope, c.key, c.owner) for c in claims],
+            )
+        if expected or claims or releases:
+            # Round-trip now, so a failed check or a taken claim is raised as itself (IntegrityError) rather
+            # than as the "pipeline aborted" the library's insert would report after it.
+            with curs.connection.pipeline() as pipeline:
+                pipeline.sync()
 
 
 class EventStore:
@@ -286,15 +293,23 @@ class GroupCommit:
             except IntegrityError as error:
                 taken = _CLAIM_KEY.search(str(error)) if "mm_claims" in str(error) else None
                 future.set_exception(ClaimTaken(*taken.groups()) if taken else ConcurrencyConflict(str(error)))
+            except StoreOperationalError as error:
+                # "pipeline aborted": some statement of the transaction failed, so nothing was written;
+                # deciding again is safe. Anything else is the database being unavailable.
+                aborted = "pipeline aborted" in str(error)
+                future.set_exception(ConcurrencyConflict(str(error)) if aborted else error)
             except Exception as error:  # noqa: BLE001 - handed to the waiting command
                 future.set_exception(error)
 
     def _insert(self, appends: list[Append]) -> list[int]:
         expected: dict[str, int] = {}
+        written = {str(e.originator_id) for append in appends for e in append.events}
         for append in appends:
             for stream, version in append.expected.items():
-                if expected.setdefault(stream, version) != version:
-                    raise StaleRead()  # two appends read one stream at different versions
+                if expected.setdefault(stream, version) != version or stream in written:
+                    # Two appends read one stream at different versions, or one read what another writes:
+                    # the check runs before the inserts, so only one at a time can tell who was first.
+                    raise StaleRead()
         positions = self._recorder.insert_events(
             [e for a in appends for e in a.events],
             expected=expected,

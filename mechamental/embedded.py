@@ -190,7 +190,8 @@ def nats_server_binary() -> str:
 
 
 class EmbeddedNats:
-    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True) -> None:
+        self.durable = durable
         self.store_dir = (data_dir / "nats").resolve()
         self.log = (data_dir / "nats.log").resolve()
         self.port = port or free_port()
@@ -204,10 +205,16 @@ class EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         pid_file = self.store_dir.parent / "nats.pid"
         _wait_for_exit(_pid_in(pid_file), str(self.store_dir))
+        # As compose.yaml runs it: JetStream on file storage, fsync on every write.
+        config = self.store_dir.parent / "nats.conf"
+        sync = "always" if self.durable else "2m"  # test servers trade crash safety for speed
+        config.write_text(f"jetstream {{\n  sync_interval: {sync}\n}}\n")  # the store dir comes with -sd below
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [
                     nats_server_binary(),
+                    "-c",
+                    str(config),
                     "-a",
                     "127.0.0.1",
                     "-p",

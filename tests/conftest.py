@@ -35,7 +35,7 @@ def server_urls(tmp_path_factory) -> tuple[str, str]:
         started.append(postgres)
         database_url = postgres.url
     if not nats_url:
-        broker = EmbeddedNats(data_dir)
+        broker = EmbeddedNats(data_dir, durable=False)
         broker.start()
         started.append(broker)
         nats_url = broker.url
