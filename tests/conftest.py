@@ -8,6 +8,7 @@ session gets its own database, JetStream stream and subject prefix, so runs neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import threading
@@ -47,29 +48,61 @@ def server_urls(tmp_path_factory) -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def settings(server_urls, tmp_path_factory) -> Settings:
     """A fresh database and stream for this session, migrated."""
+    admin_url, nats_url = server_urls
+    with scratch_database(admin_url, "mm_test") as database_url:
+        yield migrated_settings(database_url, nats_url, tmp_path_factory.mktemp("data"))
+
+
+def migrated_settings(database_url: str, nats_url: str, data_dir) -> Settings:
     from mechamental.bootstrap import migrate
 
-    admin_url, nats_url = server_urls
-    name = "mm_test_" + secrets.token_hex(4)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    params = conninfo_to_dict(admin_url)
-    params["dbname"] = name
     tag = secrets.token_hex(4)
     settings = Settings(
-        database_url=make_conninfo(**params),
+        database_url=database_url,
         nats_url=nats_url,
         root_token=ROOT_TOKEN,
-        data_dir=tmp_path_factory.mktemp("data"),
+        data_dir=data_dir,
         stream=f"MMTEST_{tag}",
         subject_prefix=f"mmt{tag}",
         min_position_timeout=3.0,
         executor_timeout=2.0,
     )
     migrate(settings)
-    yield settings
+    return settings
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, prefix: str):
+    """A new, empty database on the test server; dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    params = conninfo_to_dict(admin_url)
+    params["dbname"] = name
+    try:
+        yield make_conninfo(**params)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextlib.contextmanager
+def process_environment(server_urls: tuple[str, str], data_dir, name: str):
+    """Environment for roles run as processes: a database, stream and subjects of their own."""
+    admin_url, nats_url = server_urls
+    with scratch_database(admin_url, f"mm_{name}") as database_url:
+        tag = secrets.token_hex(4)
+        yield {
+            **os.environ,
+            "MECHAMENTAL_DATABASE_URL": database_url,
+            "MECHAMENTAL_NATS_URL": nats_url,
+            "MECHAMENTAL_ROOT_TOKEN": f"{name}-{secrets.token_hex(8)}",
+            "MECHAMENTAL_STREAM": f"MM{name.upper()}_{tag}",
+            "MECHAMENTAL_SUBJECT_PREFIX": f"mm{name}{tag}",
+            "MECHAMENTAL_DATA_DIR": str(data_dir),
+            "MECHAMENTAL_PORT": str(free_port()),
+            "MECHAMENTAL_LOG_LEVEL": "WARNING",
+        }
 
 
 class RunningRoles:

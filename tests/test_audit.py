@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import subprocess
 import sys
 import threading
@@ -12,9 +10,16 @@ import threading
 import httpx
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.conftest import ROOT_TOKEN, as_token, assert_422, assert_envelope, issue_token, position_of
+from tests.conftest import (
+    ROOT_TOKEN,
+    as_token,
+    assert_422,
+    assert_envelope,
+    issue_token,
+    position_of,
+    process_environment,
+)
 
 CLI = [sys.executable, "-m", "mechamental.cli"]
 
@@ -104,25 +109,9 @@ def test_the_live_tail_resumes_from_last_event_id(api, system, org):
 
 @pytest.fixture()
 def fresh_database(server_urls, tmp_path):
-    admin_url, nats_url = server_urls
-    name = "mm_audit_" + secrets.token_hex(4)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    params = conninfo_to_dict(admin_url)
-    params["dbname"] = name
-    env = {
-        **os.environ,
-        "MECHAMENTAL_DATABASE_URL": make_conninfo(**params),
-        "MECHAMENTAL_NATS_URL": nats_url,
-        "MECHAMENTAL_STREAM": f"MMAUDIT_{name}",
-        "MECHAMENTAL_SUBJECT_PREFIX": f"mma{name[-8:]}",
-        "MECHAMENTAL_DATA_DIR": str(tmp_path),
-        "MECHAMENTAL_LOG_LEVEL": "WARNING",
-    }
-    subprocess.run([*CLI, "migrate"], env=env, check=True, capture_output=True, timeout=60)
-    yield env
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with process_environment(server_urls, tmp_path, "audit") as env:
+        subprocess.run([*CLI, "migrate"], env=env, check=True, capture_output=True, timeout=60)
+        yield env
 
 
 def test_export_streams_ndjson_and_verify_names_the_altered_event(fresh_database):

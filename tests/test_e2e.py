@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from mechamental.embedded import free_port
+from tests.conftest import process_environment
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "mechamental.cli"]
@@ -37,27 +36,8 @@ def wait_until(predicate, timeout: float = 30, what: str = "condition"):
 
 @pytest.fixture()
 def role_env(server_urls, tmp_path):
-    admin_url, nats_url = server_urls
-    name = "mm_e2e_" + secrets.token_hex(4)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    params = conninfo_to_dict(admin_url)
-    params["dbname"] = name
-    tag = secrets.token_hex(4)
-    env = {
-        **os.environ,
-        "MECHAMENTAL_DATABASE_URL": make_conninfo(**params),
-        "MECHAMENTAL_NATS_URL": nats_url,
-        "MECHAMENTAL_ROOT_TOKEN": "e2e-" + secrets.token_hex(8),
-        "MECHAMENTAL_STREAM": f"MME2E_{tag}",
-        "MECHAMENTAL_SUBJECT_PREFIX": f"mme2e{tag}",
-        "MECHAMENTAL_DATA_DIR": str(tmp_path),
-        "MECHAMENTAL_PORT": str(free_port()),
-        "MECHAMENTAL_LOG_LEVEL": "WARNING",
-    }
-    yield env
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with process_environment(server_urls, tmp_path, "e2e") as env:
+        yield env
 
 
 class Roles:
