@@ -50,6 +50,16 @@ async def _with_counters(request: Request, org_id: str, app_id: str, outcome) ->
     return command_answer(ActionView.of(outcome.state, found[1] if found else None), outcome)
 
 
+async def _set_enabled(
+    request: Request, org_id: str, workspace_id: str, app_id: str, action_id: str, enabled: bool
+) -> Response[ActionView]:
+    aggregates, ctx = system_of(request).aggregates, context_of(request)
+    outcome = await anyio.to_thread.run_sync(
+        use_cases.set_enabled, aggregates, ctx, workspace_id, app_id, action_id, enabled
+    )
+    return await _with_counters(request, org_id, app_id, outcome)
+
+
 class ActionController(Controller):
     path = "/v1/orgs/{org_id:str}/workspaces/{workspace_id:str}/apps/{app_id:str}/actions"
     tags = ["Actions"]
@@ -164,16 +174,7 @@ class ActionController(Controller):
     async def enable_action(
         self, request: Request, org_id: PathId, workspace_id: PathId, app_id: PathId, action_id: PathId
     ) -> Response[ActionView]:
-        outcome = await anyio.to_thread.run_sync(
-            use_cases.set_enabled,
-            system_of(request).aggregates,
-            context_of(request),
-            workspace_id,
-            app_id,
-            action_id,
-            True,
-        )
-        return await _with_counters(request, org_id, app_id, outcome)
+        return await _set_enabled(request, org_id, workspace_id, app_id, action_id, True)
 
     @post(
         "/{action_id:str}/disable",
@@ -184,16 +185,7 @@ class ActionController(Controller):
     async def disable_action(
         self, request: Request, org_id: PathId, workspace_id: PathId, app_id: PathId, action_id: PathId
     ) -> Response[ActionView]:
-        outcome = await anyio.to_thread.run_sync(
-            use_cases.set_enabled,
-            system_of(request).aggregates,
-            context_of(request),
-            workspace_id,
-            app_id,
-            action_id,
-            False,
-        )
-        return await _with_counters(request, org_id, app_id, outcome)
+        return await _set_enabled(request, org_id, workspace_id, app_id, action_id, False)
 
     @post(
         "/{action_id:str}/trigger",

@@ -68,4 +68,4 @@ class ConfigurationError(Exception):
 def _decode_path(type_: type, value: object) -> object:
     if type_ is Path and isinstance(value, (str, Path)):
         return Path(value)
-    raise NotImplementedError(type_)
+    raise NotImplementedError(type_)  # msgspec's dec_hook protocol for a type it does not convert
