@@ -132,16 +132,11 @@ register(
 WorkspaceCommand = CreateWorkspace | UpdateWorkspace | DeleteWorkspace | RecordBucketProvisioned | RecordBucketFailed
 
 
-def _check_fields(
-    rules: Rules,
-    org_id: str,
-    organization_id: str | None | UnsetType,
-    name: str | UnsetType,
-    tags: list[str] | UnsetType,
-    region: str | None | UnsetType,
-    description: str | None | UnsetType,
-    subscription_plan_id: str | None | UnsetType,
-) -> None:
+def _check_fields(org_id: str, command: CreateWorkspace | UpdateWorkspace) -> None:
+    """The rules on a workspace's fields, for a create and for the fields an update gives (others are UNSET)."""
+    rules = Rules()
+    organization_id, name, tags, region = command.organization_id, command.name, command.tags, command.region
+    description, subscription_plan_id = command.description, command.subscription_plan_id
     if isinstance(description, str):
         rules.text("description", description, min_length=0, max_length=2000)
     if isinstance(subscription_plan_id, str):
@@ -163,24 +158,14 @@ def _check_fields(
             rules.fail("tags", f"List should have at most {MAX_TAGS} items", "too_long", tags, max_length=MAX_TAGS)
         for i, tag in enumerate(tags):
             rules.text(("tags", str(i)), tag, min_length=1, max_length=MAX_TAG_LENGTH)
+    rules.check()
 
 
 def decide(state: WorkspaceState | None, command: WorkspaceCommand) -> list[DomainEvent]:
     if isinstance(command, CreateWorkspace):
         if state is not None:
             raise Conflict("Workspace already exists", workspace_id=command.workspace_id)
-        rules = Rules()
-        _check_fields(
-            rules,
-            command.org_id,
-            command.organization_id,
-            command.name,
-            command.tags,
-            command.region,
-            command.description,
-            command.subscription_plan_id,
-        )
-        rules.check()
+        _check_fields(command.org_id, command)
         return [
             WorkspaceCreated(
                 workspace_id=command.workspace_id,
@@ -198,18 +183,7 @@ def decide(state: WorkspaceState | None, command: WorkspaceCommand) -> list[Doma
         raise NotFound("workspace", state.workspace_id)
     match command:
         case UpdateWorkspace():
-            rules = Rules()
-            _check_fields(
-                rules,
-                state.org_id,
-                command.organization_id,
-                command.name,
-                command.tags,
-                command.region,
-                command.description,
-                command.subscription_plan_id,
-            )
-            rules.check()
+            _check_fields(state.org_id, command)
             return [
                 WorkspaceUpdated(
                     name=command.name,
