@@ -27,9 +27,11 @@ import time
 from pathlib import Path
 
 import httpx
+import msgspec
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from bench.load import Connection, closed_loop
 from mechamental.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 
 
@@ -114,36 +116,26 @@ def plain_inserts(database_url: str, seconds: float) -> float:
     return report("(b) plain INSERTs, 8 threads", latencies, elapsed)
 
 
-async def http_creates(base: str, token: str, clients: int, seconds: float) -> tuple[list[float], float]:
-    latencies: list[float] = []
-    deadline = time.monotonic() + seconds
-    headers = {"Authorization": f"Bearer {token}"}
+async def http_creates(port: int, token: str, clients: int, seconds: float) -> tuple[list[float], float]:
+    orgs = ["bench-" + secrets.token_hex(3) for _ in range(clients)]
+    body = msgspec.json.encode({"name": "bench", "tags": ["a", "b"]})
 
-    async def client(http: httpx.AsyncClient) -> None:
-        org = "bench-" + secrets.token_hex(3)
-        while time.monotonic() < deadline:
-            started = time.perf_counter()
-            response = await http.post(f"/v1/orgs/{org}/workspaces", json={"name": "bench", "tags": ["a", "b"]})
-            assert response.status_code == 201, response.text
-            latencies.append(time.perf_counter() - started)
+    def create(connection: Connection, number: int) -> bytes:
+        return connection.encode("POST", f"/v1/orgs/{orgs[number]}/workspaces", body)
 
-    limits = httpx.Limits(max_connections=clients + 4)
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as http:
-        started = time.monotonic()
-        await asyncio.gather(*(client(http) for _ in range(clients)))
-        return latencies, time.monotonic() - started
+    return await closed_loop("127.0.0.1", port, token, clients, seconds, create, expect=201)
 
 
-async def freshness(base: str, token: str, samples: int) -> list[float]:
+async def freshness(port: int, token: str, samples: int) -> list[float]:
     """From a create's 2xx to the workspace appearing (no X-Min-Position: the raw pipeline delay)."""
     delays = []
     org = "fresh-" + secrets.token_hex(3)
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+    async with Connection("127.0.0.1", port, token) as http:
         for _ in range(samples):
-            created = await http.post(f"/v1/orgs/{org}/workspaces", json={"name": "f"})
+            created = await http.request("POST", f"/v1/orgs/{org}/workspaces", {"name": "f"})
             acknowledged = time.perf_counter()
             workspace_id = created.json()["workspace_id"]
-            while (await http.get(f"/v1/orgs/{org}/workspaces/{workspace_id}")).status_code != 200:
+            while (await http.request("GET", f"/v1/orgs/{org}/workspaces/{workspace_id}")).status != 200:
                 await asyncio.sleep(0.0005)
             delays.append(time.perf_counter() - acknowledged)
     return delays
@@ -207,10 +199,10 @@ def main() -> None:
         plain_inserts(baseline_url, args.seconds)
         rates = {}
         for clients in (1, 8, 32):
-            latencies, elapsed = asyncio.run(http_creates(base, token, clients, args.seconds))
+            latencies, elapsed = asyncio.run(http_creates(port, token, clients, args.seconds))
             rates[clients] = report(f"HTTP create-workspace, {clients} clients", latencies, elapsed)
         print(f"\nratio HTTP@32 / bare eventsourcing@8 = {rates[32] / baseline_es:.2f}x  (goal: at least 2x)")
-        delays = asyncio.run(freshness(base, token, 200))
+        delays = asyncio.run(freshness(port, token, 200))
         print(
             f"freshness (2xx -> visible in its view), 200 sequential creates: "
             f"p50 {statistics.median(delays) * 1000:.1f} ms, p99 {percentile(delays, 0.99) * 1000:.1f} ms "

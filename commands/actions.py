@@ -65,7 +65,7 @@ def create_action(
     def use_case(tx: Transaction) -> ActionState:
         require_workspace(tx, workspace_id)
         require_item(tx, "apps", app_id, workspace_id)
-        state = tx.decide(ACTION, action_id, CreateAction(action_id, workspace_id, app_id, config, aggregates.clock()))
+        state = tx.create(ACTION, action_id, CreateAction(action_id, workspace_id, app_id, config, aggregates.clock()))
         _require_targets(tx, workspace_id, app_id, config)
         return state
 

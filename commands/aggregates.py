@@ -105,6 +105,12 @@ class Transaction:
             self._pending.setdefault(stream_id, []).extend(events)
         return state
 
+    def create(self, kind: AggregateType, stream_id: str, command: Any) -> Any:
+        """`decide` on a stream whose id this command just made up (`new_id`): it cannot have history, so
+        nothing is read. Should it exist after all, the store's key on (stream, version) refuses the append."""
+        self._loaded.setdefault(stream_id, (kind, None, 0))
+        return self.decide(kind, stream_id, command)
+
     def pending(self, stream_id: str) -> list[DomainEvent]:
         """The events this transaction has staged for a stream so far."""
         return list(self._pending.get(stream_id, ()))
@@ -162,6 +168,11 @@ class Aggregates:
 
     def execute(self, kind: AggregateType, stream_id: str, command: Any, ctx: Context) -> Outcome:
         state, position = self.run(ctx, lambda tx: tx.decide(kind, stream_id, command))
+        return Outcome(state, position)
+
+    def create(self, kind: AggregateType, stream_id: str, command: Any, ctx: Context) -> Outcome:
+        """`execute` for a stream id the caller just made up with `new_id`."""
+        state, position = self.run(ctx, lambda tx: tx.create(kind, stream_id, command))
         return Outcome(state, position)
 
     def load(self, kind: AggregateType, stream_id: str, org_id: str | None) -> tuple[Any, int]:

@@ -82,7 +82,7 @@ def add_item(aggregates: Aggregates, ctx: Context, workspace_id: str, kind: str,
 
     def use_case(tx: Transaction) -> CatalogItem:
         require_workspace(tx, workspace_id)
-        item = tx.decide(CATALOG, item_id, AddItem(item_id, kind, workspace_id, fields))
+        item = tx.create(CATALOG, item_id, AddItem(item_id, kind, workspace_id, fields))
         _require_parents(tx, spec, item.fields, workspace_id)
         _unique_claim(tx, spec, item)
         return item

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -37,14 +38,19 @@ class DirectoryBuckets:
 class BucketProvisioner:
     name = "bucket_provisioner"
 
+    # Workspaces of one batch are provisioned side by side, so their outcomes share group commits
+    # instead of waiting for one commit each.
+    CONCURRENCY = 32
+
     def __init__(self, aggregates: Aggregates, buckets: DirectoryBuckets) -> None:
         self.aggregates = aggregates
         self.buckets = buckets
+        self._threads = ThreadPoolExecutor(self.CONCURRENCY, thread_name_prefix="provisioner")
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
-        for record in batch:
-            if isinstance(record.event, WorkspaceCreated):
-                await asyncio.to_thread(self.provision, record)
+        loop = asyncio.get_running_loop()
+        created = [record for record in batch if isinstance(record.event, WorkspaceCreated)]
+        await asyncio.gather(*(loop.run_in_executor(self._threads, self.provision, record) for record in created))
 
     def provision(self, record: Recorded) -> None:
         name = bucket_name(record.stream_id)

@@ -1,8 +1,10 @@
 """The event store: the `eventsourcing` library's PostgreSQL application recorder, plus group commit.
 
-The recorder serialises writers with a table lock so that positions (notification ids) commit in
-order. One transaction per command would make that lock the bottleneck, so commands hand their
-appends to a single committer thread that writes everything waiting in one transaction.
+Writers are serialised by a table lock so that positions (notification ids) commit in order. One
+transaction per command would make that lock the bottleneck, so commands hand their appends to a
+single committer thread that writes everything waiting in one transaction: one call of the
+`mm_append` database function, one round trip, one fsync for the whole batch. The library's
+recorder still defines the table and serves every read.
 
 An append is more than events: under the same table lock it can check that streams the command
 only read have not moved since (so a decision never rests on stale facts), and take or give back
@@ -18,14 +20,14 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any
 
 import msgspec
-from eventsourcing.persistence import IntegrityError, StoredEvent
+import psycopg
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
+from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from commands.chain import INDEX_DDL
 from domain.events import Recorded, decode
@@ -59,6 +61,41 @@ BEGIN
 END
 $$
 """
+# Everything an append does, under the lock the library's recorder takes (readers of the notification
+# log rely on it: positions become visible in order). The events' positions come back in input order.
+APPEND_DDL = f"""
+CREATE OR REPLACE FUNCTION mm_append(
+    ids text[], versions bigint[], topics text[], states bytea[], read_ids text[], read_versions bigint[],
+    claim_scopes text[], claim_keys text[], claim_owners text[],
+    release_scopes text[], release_keys text[], release_owners text[]
+) RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    positions bigint[];
+BEGIN
+    LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE;
+    IF cardinality(read_ids) > 0 THEN
+        PERFORM mm_check_versions(read_ids, read_versions);
+    END IF;
+    DELETE FROM mm_claims c USING unnest(release_scopes, release_keys, release_owners) AS r(scope, key, owner)
+        WHERE c.scope = r.scope AND c.key = r.key AND c.owner = r.owner;
+    INSERT INTO mm_claims (scope, key, owner) SELECT * FROM unnest(claim_scopes, claim_keys, claim_owners);
+    WITH inserted AS (
+        INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state)
+        SELECT e.id, e.version, e.topic, e.state
+        FROM unnest(ids, versions, topics, states) WITH ORDINALITY AS e(id, version, topic, state, n)
+        ORDER BY e.n  -- positions are drawn in this order
+        RETURNING notification_id
+    )
+    SELECT array_agg(notification_id ORDER BY notification_id) INTO positions FROM inserted;
+    PERFORM pg_notify('{EVENTS_TABLE}', '');
+    RETURN positions;
+END
+$$
+"""
+APPEND_SQL = (
+    "SELECT mm_append(%s::text[], %s::bigint[], %s::text[], %s::bytea[], %s::text[], %s::bigint[], "
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+)
 _CLAIM_KEY = re.compile(r"Key \(scope, key\)=\((.*), (.*)\) already exists")
 
 
@@ -111,10 +148,6 @@ def datastore_from_url(url: str, *, pool_size: int = 4, max_overflow: int = 8) -
         pre_ping=True,
         originator_id_type="text",
     )
-    # No server-side prepared statements: when a group-commit batch fails inside psycopg's pipeline, the
-    # server skips the statements queued after the error, a PREPARE among them, while psycopg believes it
-    # prepared; the next use then fails with "prepared statement ... does not exist" (seen in CI runs).
-    datastore.pool.kwargs["prepare_threshold"] = None
     return datastore
 
 
@@ -140,57 +173,26 @@ def _briefly_retried(method):
 
 
 class Recorder(PostgresApplicationRecorder):
-    """The library's recorder, with read checks and claims inside its insert transaction."""
+    """The library's recorder, for the table and the reads; appends go through `mm_append`."""
 
-    insert_events = _briefly_retried(PostgresApplicationRecorder.insert_events)
     select_events = _briefly_retried(PostgresApplicationRecorder.select_events)
     select_notifications = _briefly_retried(PostgresApplicationRecorder.select_notifications)
     max_notification_id = _briefly_retried(PostgresApplicationRecorder.max_notification_id)
-
-    def _insert_events(
-        self,
-        curs,
-        stored_events,
-        *,
-        expected: dict[str, int] | None = None,
-        claims: Sequence[Claim] = (),
-        releases: Sequence[Claim] = (),
-        **kwargs: Any,
-    ) -> None:
-        """Runs before the library inserts the events, in its transaction. Everything here comes before the
-        insert, so a failure is the transaction's first error and is raised as itself (a statement queued
-        after a failed insert would turn a version conflict into an opaque 'pipeline aborted')."""
-        self._lock_table(curs)  # the lock the library takes next anyway: no writer can move a read stream now
-        if expected:
-            curs.execute("SELECT mm_check_versions(%s, %s)", (list(expected), list(expected.values())))
-        if releases:
-            curs.executemany(
-                "DELETE FROM mm_claims WHERE scope = %s AND key = %s AND owner = %s",
-                [(c.scope, c.key, c.owner) for c in releases],
-            )
-        if claims:
-            curs.executemany(
-                "INSERT INTO mm_claims (scope, key, owner) VALUES (%s, %s, %s)",
-                [(c.scope, c.key, c.owner) for c in claims],
-            )
-        if expected or claims or releases:
-            # Round-trip now, so a failed check or a taken claim is raised as itself (IntegrityError) rather
-            # than as the "pipeline aborted" the library's insert would report after it.
-            with curs.connection.pipeline() as pipeline:
-                pipeline.sync()
 
 
 class EventStore:
     def __init__(self, datastore: PostgresDatastore) -> None:
         self.datastore = datastore
         self.recorder = Recorder(datastore, events_table_name=EVENTS_TABLE)
-        self._committer = GroupCommit(self.recorder)
+        params = {k: v for k, v in datastore.pool.kwargs.items() if k in ("dbname", "host", "port", "user", "password")}
+        self._committer = GroupCommit(make_conninfo(datastore.pool.conninfo, **params))
 
     def create_tables(self) -> None:
         self.recorder.create_table()
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(CLAIMS_DDL)
             curs.execute(CHECK_VERSIONS_DDL)
+            curs.execute(APPEND_DDL)
             curs.execute(INDEX_DDL)
 
     def load(self, stream_id: str) -> list[StoredEvent]:
@@ -221,8 +223,12 @@ class GroupCommit:
     (with `ConcurrencyConflict` or `ClaimTaken`) and its neighbours still commit.
     """
 
-    def __init__(self, recorder: Recorder, max_batch_events: int = 1000) -> None:
-        self._recorder = recorder
+    IDLE_CHECK_SECONDS = 2.0  # a connection idle this long is checked before use (PostgreSQL may have restarted)
+
+    def __init__(self, conninfo: str, max_batch_events: int = 1000) -> None:
+        self._conninfo = conninfo
+        self._connection: psycopg.Connection | None = None
+        self._last_used = 0.0
         self._max_batch_events = max_batch_events
         self._queue: queue.SimpleQueue[tuple[Append, Future[list[int]]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -248,6 +254,7 @@ class GroupCommit:
         try:
             self._loop()
         finally:  # never leave a command waiting on a committer that is gone
+            self._disconnect()
             while True:
                 try:
                     item = self._queue.get_nowait()
@@ -290,15 +297,11 @@ class GroupCommit:
         for append, future in batch:
             try:
                 future.set_result(self._insert([append]))
-            except IntegrityError as error:
-                taken = _CLAIM_KEY.search(str(error)) if "mm_claims" in str(error) else None
+            except psycopg.IntegrityError as error:
+                detail = error.diag.message_detail or "" if error.diag.table_name == "mm_claims" else ""
+                taken = _CLAIM_KEY.search(detail)
                 future.set_exception(ClaimTaken(*taken.groups()) if taken else ConcurrencyConflict(str(error)))
-            except StoreOperationalError as error:
-                # "pipeline aborted": some statement of the transaction failed, so nothing was written;
-                # deciding again is safe. Anything else is the database being unavailable.
-                aborted = "pipeline aborted" in str(error)
-                future.set_exception(ConcurrencyConflict(str(error)) if aborted else error)
-            except Exception as error:  # noqa: BLE001 - handed to the waiting command
+            except Exception as error:  # noqa: BLE001 - handed to the waiting command (unavailable: 503)
                 future.set_exception(error)
 
     def _insert(self, appends: list[Append]) -> list[int]:
@@ -310,11 +313,46 @@ class GroupCommit:
                     # Two appends read one stream at different versions, or one read what another writes:
                     # the check runs before the inserts, so only one at a time can tell who was first.
                     raise StaleRead()
-        positions = self._recorder.insert_events(
-            [e for a in appends for e in a.events],
-            expected=expected,
-            claims=[c for a in appends for c in a.claims],
-            releases=[c for a in appends for c in a.releases],
+        events = [e for append in appends for e in append.events]
+        claims = [c for append in appends for c in append.claims]
+        releases = [c for append in appends for c in append.releases]
+        params = (
+            [str(e.originator_id) for e in events],
+            [e.originator_version for e in events],
+            [e.topic for e in events],
+            [e.state for e in events],
+            list(expected),
+            list(expected.values()),
+            *([getattr(c, field) for c in claims] for field in ("scope", "key", "owner")),
+            *([getattr(c, field) for c in releases] for field in ("scope", "key", "owner")),
         )
-        assert positions is not None
-        return list(positions)
+        connection = self._connect()
+        try:
+            row = connection.execute(APPEND_SQL, params).fetchone()
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            # Whether a lost connection committed is unknown (see the README's known limits); the next
+            # batch starts on a fresh connection.
+            self._disconnect()
+            raise
+        self._last_used = time.monotonic()
+        assert row is not None
+        return list(row[0])
+
+    def _connect(self) -> psycopg.Connection:
+        """The committer's own connection, checked first when it has been idle: a connection that died
+        while idle is replaced before any batch is sent on it, so a database restart costs no command."""
+        connection = self._connection
+        if connection is not None and time.monotonic() - self._last_used > self.IDLE_CHECK_SECONDS:
+            try:
+                connection.execute("SELECT 1")
+            except psycopg.Error:
+                self._disconnect()
+                connection = None
+        if connection is None or connection.closed:
+            connection = self._connection = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=3)
+        return connection
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

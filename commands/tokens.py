@@ -41,7 +41,7 @@ def issue_token(
         user_id=user_id,
         principal_type=principal_type,
     )
-    outcome = aggregates.execute(TOKEN, token_id, command, ctx)
+    outcome = aggregates.create(TOKEN, token_id, command, ctx)
     return outcome, f"{token_id}.{secret}"
 
 

@@ -11,7 +11,7 @@ def create_workspace(aggregates: Aggregates, ctx: Context, **fields) -> Outcome:
     command = CreateWorkspace(
         workspace_id=workspace_id, org_id=ctx.org_id, owner_id=ctx.actor.user_id or ctx.actor.principal_id, **fields
     )
-    return aggregates.execute(WORKSPACE, workspace_id, command, ctx)
+    return aggregates.create(WORKSPACE, workspace_id, command, ctx)
 
 
 def update_workspace(aggregates: Aggregates, ctx: Context, workspace_id: str, update: UpdateWorkspace) -> Outcome:
