@@ -263,7 +263,11 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def run_roles(settings: Settings, roles: set[str], stop: asyncio.Event, on_ready=None) -> None:
+async def run_roles(
+    settings: Settings, roles: set[str], stop: asyncio.Event, on_ready=None, sockets: list | None = None
+) -> None:
+    """Runs `roles` until `stop`. The API serves on `sockets` when given (a listening socket shared by
+    several API processes), else it binds the configured host and port itself."""
     from api.app import create_app
     from api.recording import ActivityMiddleware
 
@@ -309,7 +313,7 @@ async def run_roles(settings: Settings, roles: set[str], stop: asyncio.Event, on
                 lifespan="off",
             )
             server = _Server(config)
-            tasks.append(asyncio.create_task(server.serve(), name="api"))
+            tasks.append(asyncio.create_task(server.serve(sockets=sockets), name="api"))
             while not server.started and not tasks[-1].done():
                 await asyncio.sleep(0.02)
             if tasks[-1].done():

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import secrets
 import signal
+import socket
 import sys
+import time
 from pathlib import Path
 
 from mechamental.bootstrap import ROLES
+from mechamental.embedded import PR_SET_PDEATHSIG
 from mechamental.settings import ConfigurationError, Settings
 
 
@@ -89,10 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         return projection_status(settings) if args.projections_command == "status" else rebuild(settings, args)
     if args.command == "events":
         return export_events(settings, args) if args.events_command == "export" else verify_events(settings, args)
+    if args.command == "api" and settings.api_workers > 1:
+        return run_api_workers(settings)
     return run(settings, {args.command})
 
 
-def run(settings: Settings, roles: set[str], on_ready=None) -> int:
+def run(settings: Settings, roles: set[str], on_ready=None, sockets: list | None = None) -> int:
     from mechamental.bootstrap import run_roles
 
     async def main_loop() -> None:
@@ -100,9 +106,59 @@ def run(settings: Settings, roles: set[str], on_ready=None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_roles(settings, roles, stop, on_ready=on_ready)
+        await run_roles(settings, roles, stop, on_ready=on_ready, sockets=sockets)
 
     asyncio.run(main_loop())
+    return 0
+
+
+def _api_worker(settings: Settings, listener: socket.socket) -> None:
+    # Started by `spawn`: a fresh interpreter, so logging is set up again here.
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    logging.getLogger("nats").setLevel(logging.CRITICAL)
+    if sys.platform.startswith("linux"):  # a kill -9 of the supervisor takes its workers with it
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    run(settings, {"api"}, sockets=[listener])
+
+
+def run_api_workers(settings: Settings) -> int:
+    """`api_workers` API processes accepting on one listening socket. One Python process serves a core
+    at most (the GIL); the kernel spreads connections over the workers. A worker that dies is replaced."""
+    import multiprocessing
+
+    # IPPROTO_TCP said outright: asyncio turns Nagle's algorithm off only on sockets whose protocol
+    # says TCP, and with it on every response waits ~40 ms for a delayed ACK.
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((settings.host, settings.port))
+    listener.listen(2048)
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def stop(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    workers: list = []
+    try:
+        while not stopping:
+            workers = [w for w in workers if w.is_alive()]
+            for _ in range(settings.api_workers - len(workers)):
+                worker = context.Process(target=_api_worker, args=(settings, listener), name="mechamental-api")
+                worker.start()
+                workers.append(worker)
+            time.sleep(0.5)
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join(15)
+        listener.close()
     return 0
 
 
@@ -204,11 +260,12 @@ def rebuild(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1))
     try:
-        for name in args.names or list(models):
-            position = asyncio.run(
-                replay(settings.database_url, store, models[name], progress=progress_bar(name, sys.stderr))
-            )
-            print(f"\n{name}: rebuilt to position {position} and swapped in", file=sys.stderr)
+        names = args.names or list(models)  # rebuilt together: one pass over the log for all of them
+        label = names[0] if len(names) == 1 else f"{len(names)} views"
+        position = asyncio.run(
+            replay(settings.database_url, store, [models[n] for n in names], progress=progress_bar(label, sys.stderr))
+        )
+        print(f"\n{', '.join(names)}: rebuilt to position {position} and swapped in", file=sys.stderr)
     except RebuildRunning as error:
         print(f"\n{error}", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
@@ -17,6 +18,8 @@ class Settings(msgspec.Struct, frozen=True):
     data_dir: Path = Path(".mechamental")
     host: str = "127.0.0.1"
     port: int = 8000
+    # API processes sharing the port (the `api` role only); each has its own event loop and committer.
+    api_workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     stream: str = "MECHAMENTAL_EVENTS"
     subject_prefix: str = "mm"
     min_position_timeout: float = 5.0

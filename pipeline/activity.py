@@ -19,6 +19,7 @@ import nats.js.api as js_api
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
+from pipeline.broker import pull_subscribe
 from pipeline.roles import sleep_unless
 from projections import activity
 
@@ -64,16 +65,16 @@ class ActivityPublisher:
         self.batch_size = batch_size
         self.interval = interval
         self._buffer: asyncio.Queue[activity.ActivityRecord] = asyncio.Queue(max_buffer)
+        self._overflow: list[activity.ActivityRecord] = []
         self._stream_ready = False
         self.stored_directly = 0
 
     def record(self, record: activity.ActivityRecord) -> None:
-        """Never blocks the request: a full buffer spills to PostgreSQL in the background."""
+        """Never blocks the request: past a full buffer, records wait to be written to PostgreSQL."""
         try:
             self._buffer.put_nowait(record)
         except asyncio.QueueFull:
-            task = asyncio.get_running_loop().create_task(self._store([record]))
-            task.add_done_callback(lambda t: t.exception())
+            self._overflow.append(record)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -82,24 +83,39 @@ class ActivityPublisher:
         await self.flush()  # what is buffered at shutdown is still delivered
 
     async def flush(self) -> None:
+        if self._overflow:
+            spilled, self._overflow = self._overflow, []
+            await self._store(spilled)
         while not self._buffer.empty():
             batch = [self._buffer.get_nowait() for _ in range(min(self.batch_size, self._buffer.qsize()))]
             by_org: dict[str, list[activity.ActivityRecord]] = {}
             for record in batch:
                 by_org.setdefault(record.org_id, []).append(record)
-            for org_id, records in by_org.items():
-                if not await self._publish(org_id, records):
-                    await self._store(records)
+            js = await self._jetstream()
+            # Every org's batch in flight at once: one round of acks (and disk syncs) per flush, not one per org.
+            published = await asyncio.gather(*(self._publish(js, org, records) for org, records in by_org.items()))
+            unpublished = [r for ok, records in zip(published, by_org.values(), strict=True) if not ok for r in records]
+            if unpublished:
+                await self._store(unpublished)
 
-    async def _publish(self, org_id: str, records: list[activity.ActivityRecord]) -> bool:
+    async def _jetstream(self):
         client = self.nats()
         if client is None or not client.is_connected:
+            return None
+        js = client.jetstream(timeout=2)
+        if not self._stream_ready:
+            try:
+                await ensure_activity_stream(js, self.stream, self.prefix)
+            except Exception as error:  # noqa: BLE001 - fall back to PostgreSQL
+                log.info("activity: stream unavailable (%s); storing directly", type(error).__name__)
+                return None
+            self._stream_ready = True
+        return js
+
+    async def _publish(self, js, org_id: str, records: list[activity.ActivityRecord]) -> bool:
+        if js is None:
             return False
         try:
-            js = client.jetstream(timeout=2)
-            if not self._stream_ready:
-                await ensure_activity_stream(js, self.stream, self.prefix)
-                self._stream_ready = True
             await js.publish(
                 activity_subject(self.prefix, org_id),
                 activity.encode_batch(records),
@@ -170,8 +186,8 @@ class ActivityConsumer:
                         records.extend(activity.decode_batch(message.data))
                 async with self.pool.connection() as conn, conn.transaction():
                     await activity.store(conn, records)
-                for message in messages:
-                    await message.ack()
+                if messages:
+                    await messages[-1].ack()  # acks the whole batch (AckPolicy.ALL)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - NATS or PostgreSQL trouble: resubscribe
@@ -185,9 +201,6 @@ class ActivityConsumer:
             return None
         js = client.jetstream()
         await ensure_activity_stream(js, self.stream, self.prefix)
-        return await js.pull_subscribe(
-            f"{self.prefix}.activity.>",
-            durable=f"{self.prefix}_activity",
-            stream=self.stream,
-            config=js_api.ConsumerConfig(ack_wait=30, max_ack_pending=10_000),
+        return await pull_subscribe(
+            js, f"{self.prefix}.activity.>", f"{self.prefix}_activity", self.stream, ack_wait=30, max_ack_pending=10_000
         )

@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from commands.store import EventStore
 from domain.events import Recorded
 from pipeline import positions
-from pipeline.broker import all_events, from_message
+from pipeline.broker import all_events, from_message, pull_subscribe
 from pipeline.roles import sleep_unless
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,8 @@ class Subscription:
                 subscription = None
                 continue
             await self.apply(self._decode(messages))
-            for message in messages:
-                await message.ack()
+            if messages:
+                await messages[-1].ack()  # acks the whole batch (AckPolicy.ALL)
 
     def _decode(self, messages) -> list[tuple[Recorded | None, int, int]]:
         """Messages this process cannot read (foreign, corrupt, or of an event type it does not know yet)
@@ -121,13 +121,14 @@ class Subscription:
             return None
         try:
             js = client.jetstream()
-            return await js.pull_subscribe(
+            return await pull_subscribe(
+                js,
                 all_events(self.prefix),
-                durable=self.durable,
-                stream=self.stream,
-                config=js_api.ConsumerConfig(
-                    ack_wait=30, max_ack_pending=20_000, deliver_policy=js_api.DeliverPolicy.ALL
-                ),
+                self.durable,
+                self.stream,
+                ack_wait=30,
+                max_ack_pending=20_000,
+                deliver_policy=js_api.DeliverPolicy.ALL,
             )
         except Exception as error:  # noqa: BLE001
             log.info("%s: cannot subscribe yet (%s)", self.name, error)
