@@ -11,6 +11,7 @@ import psycopg
 from domain.action import ACTION, ActionState
 from domain.events import Recorded
 from domain.run import RUN, AttemptFailed, AttemptStarted, RunRequested, RunState, RunSucceeded
+from projections.batches import Staging
 
 NAME = "actions"
 
@@ -49,6 +50,49 @@ CREATE INDEX IF NOT EXISTS rm_runs_history ON rm_runs (action_id, seq DESC);
 CREATE INDEX IF NOT EXISTS rm_runs_work ON rm_runs (due_at) WHERE status IN ('pending', 'running');
 """
 
+_ACTIONS = Staging(
+    "rm_actions",
+    {
+        "action_id": "text",
+        "org_id": "text",
+        "workspace_id": "text",
+        "app_id": "text",
+        "seq": "int8",
+        "deleted": "bool",
+        "search_text": "text",
+        "next_run_at": "timestamptz",
+        "state": "bytea",
+    },
+)
+_RUNS = Staging(
+    "rm_runs",
+    {
+        "run_id": "text",
+        "org_id": "text",
+        "action_id": "text",
+        "seq": "int8",
+        "status": "text",
+        "due_at": "timestamptz",
+        "lease_until": "timestamptz",
+        "state": "bytea",
+    },
+)
+_COUNTER_CHANGES = Staging(
+    "action_counter_changes",
+    {
+        "action_id": "text",
+        "requested": "int4",
+        "succeeded": "int4",
+        "failed": "int4",
+        "running": "int4",
+        "last_run_at": "timestamptz",
+        "last_execution_id": "text",
+        "last_run_status": "text",
+    },
+)
+DDL += (
+    _ACTIONS.ddl + _RUNS.ddl + _COUNTER_CHANGES.ddl
+)  # the staging tables its writes go through (projections/batches.py)
 _action_decoder = msgspec.json.Decoder(ActionState)
 _run_decoder = msgspec.json.Decoder(RunState)
 _encoder = msgspec.json.Encoder()
@@ -89,90 +133,110 @@ class ActionListing:
         for record in events:
             seq, state = rows.get(record.stream_id, (record.position, None))
             rows[record.stream_id] = (seq, ACTION.evolve(state, record.event, record.meta))
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO rm_actions (action_id, org_id, workspace_id, app_id, seq, deleted, search_text, "
-                "next_run_at, state) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (action_id) DO UPDATE "
-                "SET deleted = EXCLUDED.deleted, search_text = EXCLUDED.search_text, "
-                "next_run_at = EXCLUDED.next_run_at, state = EXCLUDED.state",
-                [
-                    (
-                        aid,
-                        s.org_id,
-                        s.workspace_id,
-                        s.app_id,
-                        seq,
-                        s.deleted,
-                        f"{s.config.name}\n{s.config.description or ''}".lower(),
-                        s.next_run_at,
-                        _encoder.encode(s),
-                    )
-                    for aid, (seq, s) in rows.items()
-                ],
-            )
+        await _ACTIONS.merge(
+            conn,
+            [
+                (
+                    aid,
+                    s.org_id,
+                    s.workspace_id,
+                    s.app_id,
+                    seq,
+                    s.deleted,
+                    f"{s.config.name}\n{s.config.description or ''}".lower(),
+                    s.next_run_at,
+                    _encoder.encode(s),
+                )
+                for aid, (seq, s) in rows.items()
+            ],
+            "INSERT INTO rm_actions ({columns}) SELECT {columns} FROM moved ON CONFLICT (action_id) DO UPDATE "
+            "SET deleted = EXCLUDED.deleted, search_text = EXCLUDED.search_text, "
+            "next_run_at = EXCLUDED.next_run_at, state = EXCLUDED.state",
+        )
 
     async def _apply_runs(self, conn, events: list[Recorded]) -> None:
         cursor = await conn.execute(
             "SELECT run_id, seq, state FROM rm_runs WHERE run_id = ANY(%s)", (list({r.stream_id for r in events}),)
         )
         rows = {rid: (seq, _run_decoder.decode(state)) for rid, seq, state in await cursor.fetchall()}
-        counter_updates = []
+        changes: dict[str, RunChanges] = {}
         for record in events:
             seq, before = rows.get(record.stream_id, (record.position, None))
             state = RUN.evolve(before, record.event, record.meta)
             rows[record.stream_id] = (seq, state)
-            counter_updates.append(_counter_update(record, state))
-            was_running = before is not None and before.status == "running"
-            if was_running != (state.status == "running"):  # how many of the action's runs are running now
-                counter_updates.append(
-                    (
-                        "UPDATE rm_actions SET running_runs = running_runs + %s WHERE action_id = %s",
-                        (1 if state.status == "running" else -1, state.action_id),
-                    )
-                )
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO rm_runs (run_id, org_id, action_id, seq, status, due_at, lease_until, state) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, "
-                "due_at = EXCLUDED.due_at, lease_until = EXCLUDED.lease_until, state = EXCLUDED.state",
-                [
-                    (rid, s.org_id, s.action_id, seq, s.status, s.due_at, s.lease_until, _encoder.encode(s))
-                    for rid, (seq, s) in rows.items()
-                ],
-            )
-            for sql, params in counter_updates:
-                await cur.execute(sql, params)
+            changes.setdefault(state.action_id, RunChanges()).add(record, before, state)
+        await _RUNS.merge(
+            conn,
+            [
+                (rid, s.org_id, s.action_id, seq, s.status, s.due_at, s.lease_until, _encoder.encode(s))
+                for rid, (seq, s) in rows.items()
+            ],
+            "INSERT INTO rm_runs ({columns}) SELECT {columns} FROM moved "
+            "ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, "
+            "due_at = EXCLUDED.due_at, lease_until = EXCLUDED.lease_until, state = EXCLUDED.state",
+        )
+        await _update_counters(conn, changes)
 
 
-def _counter_update(record: Recorded, run: RunState) -> tuple[str, tuple]:
-    """The action's counters follow its runs; the last_* fields follow only its latest run."""
-    latest = "last_execution_id = %s"
-    match record.event:
-        case RunRequested():
-            return (
-                "UPDATE rm_actions SET total_runs = total_runs + 1, last_run_at = %s, last_run_status = %s, "
-                "last_execution_id = %s WHERE action_id = %s",
-                (record.meta.occurred_at, run.status, run.execution_id, run.action_id),
+class RunChanges:
+    """What a batch of run events does to one action's counters. An action's last_* fields follow its latest
+    run (the last one requested): its time and execution id, and its status as it stands after the batch."""
+
+    def __init__(self) -> None:
+        self.requested = self.succeeded = self.failed = self.running = 0
+        self.last_run_at: datetime | None = None
+        self.last_execution_id: str | None = None
+        self.statuses: dict[str, str] = {}  # execution id -> status after the batch, of every run it touched
+
+    def add(self, record: Recorded, before: RunState | None, run: RunState) -> None:
+        match record.event:
+            case RunRequested():
+                self.requested += 1
+                self.last_run_at, self.last_execution_id = record.meta.occurred_at, run.execution_id
+            case RunSucceeded():
+                self.succeeded += 1
+            case AttemptFailed(retry_at=None):
+                self.failed += 1
+            case AttemptStarted() | AttemptFailed():
+                pass
+            case _:
+                raise TypeError(record.event)
+        was_running = before is not None and before.status == "running"
+        self.running += (run.status == "running") - was_running
+        self.statuses[run.execution_id] = run.status
+
+
+async def _update_counters(conn, changes: dict[str, RunChanges]) -> None:
+    """One statement for all the batch's actions. An action whose latest run was requested before the batch
+    reads that run's execution id first, to take its new status if the batch moved it."""
+    latest = {action_id: c.last_execution_id for action_id, c in changes.items()}
+    earlier = [action_id for action_id, execution_id in latest.items() if execution_id is None]
+    if earlier:
+        cursor = await conn.execute(
+            "SELECT action_id, last_execution_id FROM rm_actions WHERE action_id = ANY(%s)", (earlier,)
+        )
+        latest.update(await cursor.fetchall())
+    await _COUNTER_CHANGES.merge(
+        conn,
+        [
+            (
+                action_id,
+                c.requested,
+                c.succeeded,
+                c.failed,
+                c.running,
+                c.last_run_at,
+                c.last_execution_id,
+                c.statuses.get(latest[action_id]) if latest[action_id] else None,
             )
-        case RunSucceeded():
-            return (
-                "UPDATE rm_actions SET successful_runs = successful_runs + 1, last_run_status = CASE WHEN "
-                f"{latest} THEN %s ELSE last_run_status END WHERE action_id = %s",
-                (run.execution_id, run.status, run.action_id),
-            )
-        case AttemptFailed(retry_at=None):
-            return (
-                "UPDATE rm_actions SET failed_runs = failed_runs + 1, last_run_status = CASE WHEN "
-                f"{latest} THEN %s ELSE last_run_status END WHERE action_id = %s",
-                (run.execution_id, run.status, run.action_id),
-            )
-        case AttemptStarted() | AttemptFailed():
-            return (
-                f"UPDATE rm_actions SET last_run_status = CASE WHEN {latest} THEN %s ELSE last_run_status END "
-                "WHERE action_id = %s",
-                (run.execution_id, run.status, run.action_id),
-            )
-    raise TypeError(record.event)
+            for action_id, c in changes.items()
+        ],
+        "UPDATE rm_actions a SET total_runs = a.total_runs + d.requested, "
+        "successful_runs = a.successful_runs + d.succeeded, failed_runs = a.failed_runs + d.failed, "
+        "running_runs = a.running_runs + d.running, last_run_at = coalesce(d.last_run_at, a.last_run_at), "
+        "last_execution_id = coalesce(d.last_execution_id, a.last_execution_id), "
+        "last_run_status = coalesce(d.last_run_status, a.last_run_status) FROM moved d WHERE a.action_id = d.action_id",
+    )
 
 
 _COUNTERS = "total_runs, successful_runs, failed_runs, last_run_at, last_run_status, last_execution_id, running_runs"

@@ -21,6 +21,7 @@ from domain.catalog import CATALOG, KINDS, CatalogItem
 from domain.events import Recorded
 from domain.run import AttemptFailed, RunRequested, RunSucceeded
 from domain.workspace import WorkspaceCreated, WorkspaceDeleted, WorkspaceUpdated
+from projections.batches import Staging
 
 NAME = "analytics"
 
@@ -70,6 +71,16 @@ RESOURCE_KINDS = (
     "secrets",
     "models",
 )
+_ITEMS = Staging("rm_analytics_items", {"stream_id": "text", "kind": "text", "state": "bytea"})
+_COUNTERS = Staging("rm_analytics_counters", {"workspace_id": "text", "key": "text", "value": "int8"})
+_THREADS = Staging("rm_analytics_threads", {"workspace_id": "text", "thread_id": "text"})
+_SERIES = Staging(
+    "rm_analytics_series", {"workspace_id": "text", "period": "text", "bucket": "timestamptz", "value": "int8"}
+)
+_TOUCHED = Staging("analytics_touched", {"workspace_id": "text", "at": "timestamptz"})
+DDL += (
+    _ITEMS.ddl + _COUNTERS.ddl + _THREADS.ddl + _SERIES.ddl + _TOUCHED.ddl
+)  # the staging tables its writes go through (projections/batches.py)
 _decoders = {"catalog": msgspec.json.Decoder(CatalogItem), "action": msgspec.json.Decoder(ActionState)}
 _encoder = msgspec.json.Encoder()
 
@@ -134,6 +145,7 @@ class Analytics:
             "SELECT stream_id, kind, state FROM rm_analytics_items WHERE stream_id = ANY(%s)", (streams,)
         )
         items = {stream_id: _decoders[kind].decode(state) for stream_id, kind, state in await cursor.fetchall()}
+        run_workspaces = await self._run_workspaces(conn, [r for r in relevant if r.event.aggregate == "run"])
         deltas: dict[str, Counter[str]] = {}
         touched: dict[str, datetime] = {}
         series: Counter[tuple[str, str, datetime]] = Counter()
@@ -152,7 +164,7 @@ class Analytics:
                     change.subtract(contributions(before))
                     touched[after.workspace_id] = at
                 case "run":
-                    workspace_id = await self._run_workspace(conn, record)
+                    workspace_id = run_workspaces.get(record.stream_id)
                     if workspace_id is None:
                         continue
                     change = deltas.setdefault(workspace_id, Counter())
@@ -177,65 +189,85 @@ class Analytics:
                             (record.stream_id, record.meta.org_id, name, isinstance(event, WorkspaceDeleted), at)
                         )
         async with conn.cursor() as cur:
-            for workspace_id, org_id, name, deleted, at in workspaces:
-                await cur.execute(
-                    "INSERT INTO rm_analytics_workspaces (workspace_id, org_id, name, deleted, updated_at) "
-                    "VALUES (%s, %s, coalesce(%s, ''), %s, %s) ON CONFLICT (workspace_id) DO UPDATE SET "
-                    "name = coalesce(%s, rm_analytics_workspaces.name), deleted = EXCLUDED.deleted, "
-                    "updated_at = EXCLUDED.updated_at",
-                    (workspace_id, org_id, name, deleted, at, name),
-                )
-            for workspace_id, thread_id in threads:
-                await cur.execute(
-                    "INSERT INTO rm_analytics_threads (workspace_id, thread_id) VALUES (%s, %s) "
-                    "ON CONFLICT DO NOTHING RETURNING 1",
-                    (workspace_id, thread_id),
-                )
-                if await cur.fetchone() and not await self._is_catalog_thread(cur, thread_id):
-                    deltas.setdefault(workspace_id, Counter())["resources.threads"] += 1
             await cur.executemany(
-                "INSERT INTO rm_analytics_counters AS c (workspace_id, key, value) VALUES (%s, %s, %s) "
-                "ON CONFLICT (workspace_id, key) DO UPDATE SET value = c.value + EXCLUDED.value",
+                "INSERT INTO rm_analytics_workspaces (workspace_id, org_id, name, deleted, updated_at) "
+                "VALUES (%s, %s, coalesce(%s, ''), %s, %s) ON CONFLICT (workspace_id) DO UPDATE SET "
+                "name = coalesce(%s, rm_analytics_workspaces.name), deleted = EXCLUDED.deleted, "
+                "updated_at = EXCLUDED.updated_at",
+                [
+                    (workspace_id, org_id, name, deleted, at, name)
+                    for workspace_id, org_id, name, deleted, at in workspaces
+                ],
+            )
+            for workspace_id in await self._new_run_threads(conn, threads):
+                deltas.setdefault(workspace_id, Counter())["resources.threads"] += 1
+            await _COUNTERS.merge(
+                conn,
                 [(ws, key, value) for ws, change in deltas.items() for key, value in change.items() if value],
+                "INSERT INTO rm_analytics_counters AS c ({columns}) SELECT {columns} FROM moved "
+                "ON CONFLICT (workspace_id, key) DO UPDATE SET value = c.value + EXCLUDED.value",
             )
             # A counter back at zero is removed, so the table is the same however the events were batched.
             await cur.execute(
                 "DELETE FROM rm_analytics_counters WHERE workspace_id = ANY(%s) AND value = 0", (list(deltas),)
             )
-            await cur.executemany(
-                "INSERT INTO rm_analytics_series AS s (workspace_id, period, bucket, value) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (workspace_id, period, bucket) DO UPDATE SET value = s.value + EXCLUDED.value",
+            await _SERIES.merge(
+                conn,
                 [(*key, value) for key, value in series.items()],
+                "INSERT INTO rm_analytics_series AS s ({columns}) SELECT {columns} FROM moved "
+                "ON CONFLICT (workspace_id, period, bucket) DO UPDATE SET value = s.value + EXCLUDED.value",
             )
-            await cur.executemany(
-                "UPDATE rm_analytics_workspaces SET updated_at = greatest(updated_at, %s) WHERE workspace_id = %s",
-                [(at, ws) for ws, at in touched.items()],
+            await _TOUCHED.merge(
+                conn,
+                list(touched.items()),
+                "UPDATE rm_analytics_workspaces w SET updated_at = greatest(w.updated_at, t.at) FROM moved t "
+                "WHERE w.workspace_id = t.workspace_id",
             )
-            await cur.executemany(
-                "INSERT INTO rm_analytics_items (stream_id, kind, state) VALUES (%s, %s, %s) "
-                "ON CONFLICT (stream_id) DO UPDATE SET state = EXCLUDED.state",
+            await _ITEMS.merge(
+                conn,
                 [
                     (stream_id, "action" if isinstance(state, ActionState) else "catalog", _encoder.encode(state))
                     for stream_id, state in items.items()
                 ],
+                "INSERT INTO rm_analytics_items ({columns}) SELECT {columns} FROM moved "
+                "ON CONFLICT (stream_id) DO UPDATE SET state = EXCLUDED.state",
             )
 
-    async def _run_workspace(self, conn, record: Recorded) -> str | None:
-        if isinstance(record.event, RunRequested):
-            await conn.execute(
-                "INSERT INTO rm_analytics_items (stream_id, kind, state) VALUES (%s, 'run', %s) ON CONFLICT DO NOTHING",
-                (record.stream_id, record.event.workspace_id.encode()),
+    async def _run_workspaces(self, conn, events: list[Recorded]) -> dict[str, str]:
+        """Run id -> its workspace, for the batch's run events: recorded for runs requested in it, read back for
+        runs requested earlier (later run events do not carry the workspace)."""
+        workspaces = {r.stream_id: r.event.workspace_id for r in events if isinstance(r.event, RunRequested)}
+        await _ITEMS.merge(
+            conn,
+            [(run_id, "run", workspace_id.encode()) for run_id, workspace_id in workspaces.items()],
+            "INSERT INTO rm_analytics_items ({columns}) SELECT {columns} FROM moved ON CONFLICT DO NOTHING",
+        )
+        earlier = list({r.stream_id for r in events} - workspaces.keys())
+        if earlier:
+            cursor = await conn.execute(
+                "SELECT stream_id, state FROM rm_analytics_items WHERE stream_id = ANY(%s)", (earlier,)
             )
-            return record.event.workspace_id
-        row = await (
-            await conn.execute("SELECT state FROM rm_analytics_items WHERE stream_id = %s", (record.stream_id,))
-        ).fetchone()
-        return bytes(row[0]).decode() if row else None
+            workspaces.update({stream_id: bytes(state).decode() for stream_id, state in await cursor.fetchall()})
+        return workspaces
 
     @staticmethod
-    async def _is_catalog_thread(cur, thread_id: str) -> bool:
-        await cur.execute("SELECT 1 FROM rm_analytics_items WHERE stream_id = %s AND kind = 'catalog'", (thread_id,))
-        return await cur.fetchone() is not None
+    async def _new_run_threads(conn, threads: list[tuple[str, str]]) -> list[str]:
+        """Records the threads runs started; returns, for each one first seen in its workspace that is not a
+        catalog thread (already counted as one), that workspace."""
+        new = await _THREADS.merge(
+            conn,
+            list(dict.fromkeys(threads)),
+            "INSERT INTO rm_analytics_threads ({columns}) SELECT {columns} FROM moved ON CONFLICT DO NOTHING "
+            "RETURNING workspace_id, thread_id",
+        )
+        if not new:
+            return []
+        cursor = await conn.execute(
+            "SELECT stream_id FROM rm_analytics_items WHERE stream_id = ANY(%s) AND kind = 'catalog'",
+            (list({thread_id for _, thread_id in new}),),
+        )
+        catalog = {row[0] for row in await cursor.fetchall()}
+        return [workspace_id for workspace_id, thread_id in new if thread_id not in catalog]
 
 
 async def counters(conn: psycopg.AsyncConnection, workspace_ids: list[str]) -> dict[str, dict[str, int]]:

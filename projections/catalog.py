@@ -7,6 +7,7 @@ import psycopg
 
 from domain.catalog import CATALOG, CatalogItem
 from domain.events import Recorded
+from projections.batches import Staging
 
 NAME = "catalog"
 
@@ -23,6 +24,19 @@ CREATE TABLE IF NOT EXISTS rm_catalog (
 CREATE INDEX IF NOT EXISTS rm_catalog_list ON rm_catalog (workspace_id, kind, seq) WHERE NOT deleted;
 """
 
+_ITEMS = Staging(
+    "rm_catalog",
+    {
+        "item_id": "text",
+        "org_id": "text",
+        "workspace_id": "text",
+        "kind": "text",
+        "seq": "int8",
+        "deleted": "bool",
+        "state": "bytea",
+    },
+)
+DDL += _ITEMS.ddl  # the staging tables its writes go through (projections/batches.py)
 _decoder = msgspec.json.Decoder(CatalogItem)
 _encoder = msgspec.json.Encoder()
 
@@ -42,16 +56,15 @@ class CatalogListing:
         for record in events:
             seq, state = rows.get(record.stream_id, (record.position, None))
             rows[record.stream_id] = (seq, CATALOG.evolve(state, record.event, record.meta))
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO rm_catalog (item_id, org_id, workspace_id, kind, seq, deleted, state) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (item_id) DO UPDATE SET deleted = EXCLUDED.deleted, state = EXCLUDED.state",
-                [
-                    (item_id, s.org_id, s.workspace_id, s.kind, seq, s.deleted, _encoder.encode(s))
-                    for item_id, (seq, s) in rows.items()
-                ],
-            )
+        await _ITEMS.merge(
+            conn,
+            [
+                (item_id, s.org_id, s.workspace_id, s.kind, seq, s.deleted, _encoder.encode(s))
+                for item_id, (seq, s) in rows.items()
+            ],
+            "INSERT INTO rm_catalog ({columns}) SELECT {columns} FROM moved "
+            "ON CONFLICT (item_id) DO UPDATE SET deleted = EXCLUDED.deleted, state = EXCLUDED.state",
+        )
 
 
 async def get_item(

@@ -20,6 +20,7 @@ from domain.environments import (
     ReleaseDeployed,
 )
 from domain.events import Recorded
+from projections.batches import Staging
 
 NAME = "environments"
 
@@ -52,6 +53,36 @@ CREATE TABLE IF NOT EXISTS rm_deployments (
 CREATE INDEX IF NOT EXISTS rm_deployments_history ON rm_deployments (environment_id, seq DESC);
 """
 
+_SETS = Staging("rm_environment_sets", {"stream_id": "text", "state": "bytea"})
+_ENVIRONMENTS = Staging(
+    "rm_environments",
+    {
+        "environment_id": "text",
+        "org_id": "text",
+        "workspace_id": "text",
+        "seq": "int8",
+        "deleted": "bool",
+        "state": "bytea",
+    },
+)
+_DEPLOYMENTS = Staging(
+    "rm_deployments",
+    {
+        "deployment_id": "text",
+        "org_id": "text",
+        "environment_id": "text",
+        "seq": "int8",
+        "app_id": "text",
+        "release_id": "text",
+        "previous_release_id": "text",
+        "action": "text",
+        "deployed_by": "text",
+        "deployed_at": "timestamptz",
+    },
+)
+DDL += (
+    _SETS.ddl + _ENVIRONMENTS.ddl + _DEPLOYMENTS.ddl
+)  # the staging tables its writes go through (projections/batches.py)
 _set_decoder = msgspec.json.Decoder(Environments)
 _decoder = msgspec.json.Decoder(Environment)
 _encoder = msgspec.json.Encoder()
@@ -103,36 +134,35 @@ class EnvironmentListing:
                         record.meta.occurred_at,
                     )
                 )
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO rm_environment_sets (stream_id, state) VALUES (%s, %s) "
-                "ON CONFLICT (stream_id) DO UPDATE SET state = EXCLUDED.state",
-                [(stream_id, _encoder.encode(state)) for stream_id, state in sets.items()],
-            )
-            # Every environment of a touched workspace: a new default changes the old one too.
-            await cur.executemany(
-                "INSERT INTO rm_environments (environment_id, org_id, workspace_id, seq, deleted, state) "
-                "VALUES (%s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (environment_id) DO UPDATE SET deleted = EXCLUDED.deleted, state = EXCLUDED.state",
-                [
-                    (
-                        e.environment_id,
-                        s.org_id,
-                        s.workspace_id,
-                        created_at.get(e.environment_id, 0),
-                        e.deleted,
-                        _encoder.encode(e),
-                    )
-                    for s in sets.values()
-                    for e in s.environments.values()
-                ],
-            )
-            await cur.executemany(
-                "INSERT INTO rm_deployments (deployment_id, org_id, environment_id, seq, app_id, release_id, "
-                "previous_release_id, action, deployed_by, deployed_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (deployment_id) DO NOTHING",
-                deployments,
-            )
+        await _SETS.merge(
+            conn,
+            [(stream_id, _encoder.encode(state)) for stream_id, state in sets.items()],
+            "INSERT INTO rm_environment_sets ({columns}) SELECT {columns} FROM moved "
+            "ON CONFLICT (stream_id) DO UPDATE SET state = EXCLUDED.state",
+        )
+        # Every environment of a touched workspace: a new default changes the old one too.
+        await _ENVIRONMENTS.merge(
+            conn,
+            [
+                (
+                    e.environment_id,
+                    s.org_id,
+                    s.workspace_id,
+                    created_at.get(e.environment_id, 0),
+                    e.deleted,
+                    _encoder.encode(e),
+                )
+                for s in sets.values()
+                for e in s.environments.values()
+            ],
+            "INSERT INTO rm_environments ({columns}) SELECT {columns} FROM moved "
+            "ON CONFLICT (environment_id) DO UPDATE SET deleted = EXCLUDED.deleted, state = EXCLUDED.state",
+        )
+        await _DEPLOYMENTS.merge(
+            conn,
+            deployments,
+            "INSERT INTO rm_deployments ({columns}) SELECT {columns} FROM moved ON CONFLICT (deployment_id) DO NOTHING",
+        )
 
 
 async def get_environment(

@@ -45,31 +45,32 @@ class TokenListing:
     ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
-        async with conn.cursor() as cur:
-            for record in batch:
-                match record.event:
-                    case TokenIssued() as e:
-                        await cur.execute(
-                            "INSERT INTO rm_tokens (token_id, org_id, seq, name, role, user_id, principal_type, "
-                            "created_at, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                            "ON CONFLICT (token_id) DO NOTHING",
-                            (
-                                e.token_id,
-                                record.meta.org_id,
-                                record.position,
-                                e.name,
-                                e.role,
-                                e.user_id,
-                                e.principal_type,
-                                record.meta.occurred_at,
-                                record.meta.actor.principal_id,
-                            ),
-                        )
-                    case TokenRevoked():
-                        await cur.execute(
-                            "UPDATE rm_tokens SET revoked_at = %s WHERE token_id = %s",
-                            (record.meta.occurred_at, record.stream_id),
-                        )
+        issued = [(r, r.event) for r in batch if isinstance(r.event, TokenIssued)]
+        revoked = [r for r in batch if isinstance(r.event, TokenRevoked)]
+        async with conn.cursor() as cur:  # a token is revoked only after it was issued: issues go first
+            await cur.executemany(
+                "INSERT INTO rm_tokens (token_id, org_id, seq, name, role, user_id, principal_type, "
+                "created_at, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (token_id) DO NOTHING",
+                [
+                    (
+                        e.token_id,
+                        r.meta.org_id,
+                        r.position,
+                        e.name,
+                        e.role,
+                        e.user_id,
+                        e.principal_type,
+                        r.meta.occurred_at,
+                        r.meta.actor.principal_id,
+                    )
+                    for r, e in issued
+                ],
+            )
+            await cur.executemany(
+                "UPDATE rm_tokens SET revoked_at = %s WHERE token_id = %s",
+                [(r.meta.occurred_at, r.stream_id) for r in revoked],
+            )
 
 
 async def list_tokens(

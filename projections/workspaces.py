@@ -7,6 +7,7 @@ import psycopg
 
 from domain.events import Recorded
 from domain.workspace import WORKSPACE, WorkspaceState
+from projections.batches import Staging
 
 NAME = "workspaces"
 
@@ -21,6 +22,10 @@ CREATE TABLE IF NOT EXISTS rm_workspaces (
 CREATE INDEX IF NOT EXISTS rm_workspaces_org_seq ON rm_workspaces (org_id, seq) WHERE NOT deleted;
 """
 
+_WORKSPACES = Staging(
+    "rm_workspaces", {"workspace_id": "text", "org_id": "text", "seq": "int8", "deleted": "bool", "state": "bytea"}
+)
+DDL += _WORKSPACES.ddl  # the staging tables its writes go through (projections/batches.py)
 _decoder = msgspec.json.Decoder(WorkspaceState)
 _encoder = msgspec.json.Encoder()
 
@@ -44,12 +49,12 @@ class WorkspaceListing:
         changed = [
             (wid, state.org_id, seq, state.deleted, _encoder.encode(state)) for wid, (seq, state) in rows.items()
         ]
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO rm_workspaces (workspace_id, org_id, seq, deleted, state) VALUES (%s, %s, %s, %s, %s) "
-                "ON CONFLICT (workspace_id) DO UPDATE SET deleted = EXCLUDED.deleted, state = EXCLUDED.state",
-                changed,
-            )
+        await _WORKSPACES.merge(
+            conn,
+            changed,
+            "INSERT INTO rm_workspaces ({columns}) SELECT {columns} FROM moved "
+            "ON CONFLICT (workspace_id) DO UPDATE SET deleted = EXCLUDED.deleted, state = EXCLUDED.state",
+        )
 
 
 async def get_workspace(conn: psycopg.AsyncConnection, org_id: str, workspace_id: str) -> WorkspaceState | None:
