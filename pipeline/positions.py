@@ -44,6 +44,28 @@ async def lock_position(conn: AsyncConnection, name: str) -> int:
     return row[0]
 
 
+async def lock_positions(conn: AsyncConnection, names: list[str]) -> dict[str, int]:
+    """`lock_position` for several consumers in two round trips, locking in name order (so two
+    lockers of overlapping sets never deadlock)."""
+    names = sorted(names)
+    await conn.execute(
+        "INSERT INTO mm_positions (name) SELECT unnest(%s::text[]) ORDER BY 1 ON CONFLICT (name) DO NOTHING", (names,)
+    )
+    cursor = await conn.execute(
+        "SELECT name, position FROM mm_positions WHERE name = ANY(%s) ORDER BY name FOR UPDATE", (names,)
+    )
+    return dict(await cursor.fetchall())
+
+
+async def save_positions(conn: AsyncConnection, moved: dict[str, int]) -> None:
+    if moved:
+        await conn.execute(
+            "UPDATE mm_positions p SET position = m.position, updated_at = now() "
+            "FROM unnest(%s::text[], %s::bigint[]) AS m(name, position) WHERE p.name = m.name",
+            (list(moved), list(moved.values())),
+        )
+
+
 async def save_position(conn: AsyncConnection, name: str, position: int) -> None:
     await conn.execute("UPDATE mm_positions SET position = %s, updated_at = now() WHERE name = %s", (position, name))
 

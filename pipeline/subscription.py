@@ -3,6 +3,9 @@
 Each batch is handled in one PostgreSQL transaction that also moves the handler's position, and
 messages are acked only after that commit: a crash at any moment either redelivers a batch the
 handler skips (its position already covers it) or replays one whose effects were rolled back.
+Those transactions commit asynchronously (`synchronous_commit = off`): a database crash may forget
+the last few, but a view and its position are forgotten together, so the handler simply applies
+those events again; nothing is torn, and the event store itself still commits synchronously.
 Every message carries the position of the event before it; when that is ahead of the handler's
 position, the missing events are read from the event store first. When JetStream stays silent
 while the store has moved on (NATS down, messages lost), the handler reads the store directly.
@@ -167,8 +170,10 @@ class Subscription:
                 applied += len(batch)
 
     async def _lock(self, conn) -> dict[str, int]:
-        """Each handler's position, locked until commit (in name order, so lockers never deadlock)."""
-        return {h.name: await positions.lock_position(conn, h.name) for h in self.handlers}
+        """Each handler's position, locked until commit. Starts the transaction's work, so it also sets
+        the asynchronous commit (see the module's docstring)."""
+        await conn.execute("SET LOCAL synchronous_commit TO off")
+        return await positions.lock_positions(conn, [h.name for h in self.handlers])
 
     async def _hand_over(self, conn, reached: dict[str, int], batch: list[Recorded]) -> None:
         """Gives each handler the events past its own position, and moves every position to the batch's end."""
@@ -176,8 +181,8 @@ class Subscription:
             fresh = [r for r in batch if r.position > reached[handler.name]]
             if fresh:
                 await handler.handle(conn, fresh)
-            if batch[-1].position > reached[handler.name]:
-                await positions.save_position(conn, handler.name, batch[-1].position)
+        end = batch[-1].position
+        await positions.save_positions(conn, {name: end for name, at in reached.items() if end > at})
 
     async def _read_store(self, after: int, *, upto: int) -> list[Recorded]:
         events: list[Recorded] = []
