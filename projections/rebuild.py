@@ -58,7 +58,11 @@ async def rebuild(
             if not await positions.try_leadership(conn, f"rebuild.{handler.name}"):
                 raise RebuildRunning(f"a rebuild of {handler.name} is already running")
         reached = await _prepare(conn, handlers)
+        # A replayed batch lost in a crash is replayed again on resume (its rows and its position commit
+        # together), so its commit need not wait for the disk. The swap's commit does.
+        await conn.execute("SET synchronous_commit = off")
         position = await _replay(conn, store, handlers, reached, batch_size, progress)
+        await conn.execute("SET synchronous_commit = on")
         if swap:
             position = await _swap(conn, store, handlers, reached, batch_size)
         return position
