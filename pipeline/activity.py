@@ -26,8 +26,10 @@ from projections import activity
 log = logging.getLogger(__name__)
 
 
-def activity_subject(prefix: str, org_id: str) -> str:
-    return f"{prefix}.activity.{org_id}"
+def activity_subject(prefix: str) -> str:
+    # One subject for every org's records: a flush is one message whatever the orgs, and with JetStream
+    # syncing every write to disk, messages (not bytes) are what it costs.
+    return f"{prefix}.activity.records"
 
 
 async def ensure_activity_stream(js, name: str, prefix: str) -> None:
@@ -88,15 +90,8 @@ class ActivityPublisher:
             await self._store(spilled)
         while not self._buffer.empty():
             batch = [self._buffer.get_nowait() for _ in range(min(self.batch_size, self._buffer.qsize()))]
-            by_org: dict[str, list[activity.ActivityRecord]] = {}
-            for record in batch:
-                by_org.setdefault(record.org_id, []).append(record)
-            js = await self._jetstream()
-            # Every org's batch in flight at once: one round of acks (and disk syncs) per flush, not one per org.
-            published = await asyncio.gather(*(self._publish(js, org, records) for org, records in by_org.items()))
-            unpublished = [r for ok, records in zip(published, by_org.values(), strict=True) if not ok for r in records]
-            if unpublished:
-                await self._store(unpublished)
+            if not await self._publish(await self._jetstream(), batch):
+                await self._store(batch)
 
     async def _jetstream(self):
         client = self.nats()
@@ -112,12 +107,12 @@ class ActivityPublisher:
             self._stream_ready = True
         return js
 
-    async def _publish(self, js, org_id: str, records: list[activity.ActivityRecord]) -> bool:
+    async def _publish(self, js, records: list[activity.ActivityRecord]) -> bool:
         if js is None:
             return False
         try:
             await js.publish(
-                activity_subject(self.prefix, org_id),
+                activity_subject(self.prefix),
                 activity.encode_batch(records),
                 headers={"Nats-Msg-Id": f"{records[0].id}:{len(records)}"},
             )
