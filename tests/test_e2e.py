@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from mechamental.embedded import free_port
@@ -194,3 +195,53 @@ def test_kill_9_of_dev_during_a_write_burst_loses_no_acknowledged_workspace(tmp_
     # Stopping dev stops its servers: nothing it started is left running.
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True, text=True).stdout
     assert leftovers.strip() == ""
+
+
+def test_api_workers_share_the_port_and_leave_with_their_supervisor(role_env, tmp_path):
+    """MECHAMENTAL_API_WORKERS=2: two processes answer on one port, each committing through its own
+    committer, and a SIGTERM to the supervisor stops them all."""
+    migrated = subprocess.run([*CLI, "migrate"], env=role_env, capture_output=True, text=True, timeout=60)
+    assert migrated.returncode == 0, migrated.stderr
+    env = {**role_env, "MECHAMENTAL_API_WORKERS": "2"}
+    log = open(tmp_path / "api.log", "ab")
+    supervisor = subprocess.Popen([*CLI, "api"], env=env, stdout=log, stderr=log)
+    try:
+        base = f"http://127.0.0.1:{env['MECHAMENTAL_PORT']}"
+        headers = {"Authorization": f"Bearer {env['MECHAMENTAL_ROOT_TOKEN']}"}
+        wait_until(lambda: httpx.get(base + "/healthz").status_code == 200, what="api workers up")
+        workers = _children(supervisor.pid)
+        assert len(workers) >= 2, workers  # the two workers (and multiprocessing's resource tracker)
+        org = "org-" + secrets.token_hex(4)
+
+        def create(i: int) -> str:
+            # A connection of its own per request, so the kernel spreads them over the workers.
+            with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+                answer = client.post(f"/v1/orgs/{org}/workspaces", json={"name": f"w{i}"})
+                assert answer.status_code == 201, answer.text
+                return answer.json()["workspace_id"]
+
+        created = {create(i) for i in range(40)}
+        with psycopg.connect(env["MECHAMENTAL_DATABASE_URL"]) as conn:
+            stored = conn.execute(
+                "SELECT count(DISTINCT originator_id) FROM stored_events WHERE originator_id = ANY(%s)",
+                (list(created),),
+            ).fetchone()[0]
+        assert len(created) == 40 and stored == 40
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait(30)
+    wait_until(lambda: not any(_alive(pid) for pid in workers), what="workers gone")
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return status.exists() and status.read_text().split(") ")[1][0] != "Z"
