@@ -1,9 +1,23 @@
 """The scheduler: fires enabled scheduled actions at their slots.
 
 One scheduler is active at a time (an advisory lock); others wait and take over when it dies. The
-work list is the actions view (`next_run_at <= now`), but the decision is the action aggregate's:
-firing a slot and moving `next_run_at` past it happen in one transaction, and the run's id derives
-from the action and the slot, so no slot fires twice, across schedulers and restarts alike.
+work list is the actions view (`next_run_at`), but the decision is the action aggregate's: firing a
+slot and moving `next_run_at` past it happen in one transaction, and the run's id derives from the
+action and the slot, so no slot fires twice, across schedulers and restarts alike.
+
+Thousands of actions share a slot (every `* * * * *` action fires at :00), and deciding one costs
+about a millisecond of CPU (folding its streams, croniter) on top of its reads. Deciding them one
+transaction at a time after the slot would take seconds, so the work is done ahead and in bulk:
+
+- The streams of a page of actions are read with one query (a snapshot); each action is then decided
+  by the unchanged `fire_schedule` use case against that snapshot, with the clock at the slot, and
+  its append is kept instead of written ("rehearsed").
+- Rehearsed fires of a slot still to come are held until the slot, then committed many actions per
+  append. Nothing is written before its slot.
+- Every append carries the versions its decision read, as any command's does: if an action, its
+  workspace, its app or its previous run changed after the snapshot, the append is refused, and that
+  action is decided again, from the store, the ordinary way. A snapshot can make a decision late,
+  never wrong.
 """
 
 from __future__ import annotations
@@ -11,17 +25,72 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import psycopg
+from eventsourcing.persistence import StoredEvent
+from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from commands.actions import fire_schedule
-from commands.aggregates import Aggregates
+from commands.aggregates import Aggregates, fold
+from commands.store import EVENTS_TABLE, Append, ConcurrencyConflict, EventStore
+from domain.action import ACTION, scheduled_run_id
+from domain.run import RUN
 from pipeline import positions
 from pipeline.roles import sleep_unless
-from projections.actions import due_actions
 
 log = logging.getLogger(__name__)
+
+DUE_SQL = (
+    "SELECT org_id, action_id, next_run_at FROM rm_actions WHERE NOT deleted AND next_run_at <= %s ORDER BY next_run_at"
+)
+STREAMS_SQL = (
+    f"SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE} "
+    "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+)
+
+
+class Due(NamedTuple):
+    """A row of the actions view whose slot has come, or comes within the look-ahead."""
+
+    org_id: str
+    action_id: str
+    next_run_at: datetime
+
+
+class Decision(NamedTuple):
+    """What the aggregate decided for one action, not yet written (None: nothing to write). `waiting`: not
+    decided, because the slot is still ahead and the action's previous run has not finished yet."""
+
+    due: Due
+    append: Append | None
+    fired: bool
+    waiting: bool = False
+
+    @property
+    def write(self) -> Append:
+        assert self.append is not None, "a decision with nothing to write"
+        return self.append
+
+
+class Plan(NamedTuple):
+    """Decisions ready to write: those that can share an append, merged, and those appended on their own."""
+
+    decisions: list[Decision]
+    groups: list[list[Decision]]
+    merged: list[Append]
+    alone: list[Decision]
+
+
+class Held(NamedTuple):
+    """Rehearsed fires of one slot, planned and committed when it comes."""
+
+    slot: datetime
+    plan: Plan
 
 
 class Scheduler:
@@ -33,37 +102,318 @@ class Scheduler:
         *,
         interval: float = 0.2,
         batch: int = 500,
+        lookahead: float = 30.0,
+        actions_per_append: int = 250,
+        workers: int = 16,
     ) -> None:
         self.aggregates = aggregates
         self.pool = pool
         self.database_url = database_url
         self.interval = interval
-        self.batch = batch
+        self.batch = batch  # actions per page of the view, and per snapshot
+        self.lookahead = timedelta(seconds=lookahead)
+        self.actions_per_append = actions_per_append
+        self._workers = ThreadPoolExecutor(workers, thread_name_prefix="scheduler")
+        self._held: list[Held] = []
+        # action id -> (the view's next_run_at we decided on, until when that decision stands). The view
+        # lags the store: for a while after a fire it still shows the old slot, and those rows are skipped
+        # here instead of being decided again. A new next_run_at in the view is always looked at.
+        self._settled: dict[str, tuple[datetime, datetime]] = {}
+        self.recheck = timedelta(seconds=30)  # a settled row the view still shows is decided again after this
+        self.busy_recheck = timedelta(seconds=3)
+        self.look_ahead_every = timedelta(seconds=1)
+        self._next_look_ahead = datetime.min.replace(tzinfo=UTC)
+
+    @property
+    def store(self) -> EventStore:
+        return self.aggregates.store
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as lock:
-                    while not await positions.try_leadership(lock, "scheduler"):
-                        if await sleep_unless(stop, 1.0):
-                            return
-                    log.info("scheduler: leading")
-                    while not stop.is_set():
-                        await self.tick()
-                        await lock.execute("SELECT 1")  # still leader: the lock lives with this connection
-                        await sleep_unless(stop, self.interval)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: start over
-                log.warning("scheduler: %s: %s; retrying", type(error).__name__, error)
-                await sleep_unless(stop, 1.0)
+        try:
+            while not stop.is_set():
+                try:
+                    async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as lock:
+                        while not await positions.try_leadership(lock, "scheduler"):
+                            if await sleep_unless(stop, 1.0):
+                                return
+                        log.info("scheduler: leading")
+                        await self._lead(lock, stop)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: start over
+                    log.warning("scheduler: %s: %s; retrying", type(error).__name__, error)
+                    await sleep_unless(stop, 1.0)
+        finally:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+
+    async def _lead(self, lock: psycopg.AsyncConnection, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                await self.tick()
+                await lock.execute("SELECT 1")  # still leader: the lock lives with this connection
+                await sleep_unless(stop, self._pause())
+        finally:
+            # A new leader decides from the store again; what we rehearsed is not ours to write any more.
+            self._held.clear()
+            self._settled.clear()
+
+    def _pause(self) -> float:
+        """Until the next tick: the poll interval, or less when held fires are due sooner."""
+        if not self._held:
+            return self.interval
+        until = min(held.slot for held in self._held) - self.aggregates.clock()
+        return max(0.0, min(self.interval, until.total_seconds()))
 
     async def tick(self) -> int:
-        """Fires every due action once; returns how many runs it started."""
-        async with self.pool.connection() as conn:
-            due = await due_actions(conn, self.aggregates.clock(), self.batch)
-        started = 0
-        for org_id, action_id in due:
-            run = await asyncio.to_thread(fire_schedule, self.aggregates, org_id, action_id, secrets.token_hex(16))
-            started += run is not None
+        """Commits held fires whose slot has come, then decides every due or soon-due action; returns how many
+        runs this tick started."""
+        now = self.aggregates.clock()
+        started = await self._release_held(now)
+        self._forget_settled(now)
+        for page in await self._due_pages(self._horizon(now)):
+            started += await self._release_held(self.aggregates.clock())  # a slot that came while we worked
+            started += await self._handle(page)
         return started
+
+    def _horizon(self, now: datetime) -> datetime:
+        """How far ahead this tick looks. Ahead means thousands of settled rows to read again, so only once a
+        second; the ticks between look at what is due now."""
+        if now < self._next_look_ahead:
+            return now
+        self._next_look_ahead = now + self.look_ahead_every
+        return now + self.lookahead
+
+    async def _due_pages(self, horizon: datetime) -> list[list[Due]]:
+        """The view's rows due by `horizon` that are not settled, in pages. One query: paging in SQL would
+        read every row before the page again, for each page."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(DUE_SQL, (horizon,))
+            rows = [Due(*row) for row in await cursor.fetchall()]
+        fresh = [due for due in rows if not self._is_settled(due)]
+        return [fresh[start : start + self.batch] for start in range(0, len(fresh), self.batch)]
+
+    async def _handle(self, page: list[Due]) -> int:
+        now = self.aggregates.clock()
+        ready = [due for due in page if due.next_run_at <= now]
+        started = 0
+        if ready:
+            decisions = await asyncio.to_thread(self._rehearse, ready, now)
+            started += await asyncio.to_thread(self._write, [self._plan(decisions)], now)
+        for slot, coming in _by_slot(due for due in page if due.next_run_at > now):
+            decisions = await asyncio.to_thread(self._rehearse, coming, slot, ahead=True)
+            fires = [decision for decision in decisions if decision.fired]
+            if fires:
+                self._held.append(Held(slot, self._plan(fires)))  # planned now: less to do at the slot
+            for decision in decisions:
+                self._settle(decision.due, self._settled_until(decision, now, slot))
+        return started
+
+    def _settled_until(self, decision: Decision, now: datetime, slot: datetime) -> datetime:
+        """When an action decided ahead of its slot is looked at again: a held fire stands; an action whose
+        previous run is still busy is looked at every few seconds, in case it finishes before the slot;
+        anything else (nothing due after all) is decided again when the slot comes, on fresher state."""
+        if decision.fired:
+            return slot + self.recheck
+        if decision.waiting:
+            return min(slot, now + self.busy_recheck)
+        return slot
+
+    async def _release_held(self, now: datetime) -> int:
+        due = [held for held in self._held if held.slot <= now]
+        if not due:
+            return 0
+        self._held = [held for held in self._held if held.slot > now]
+        # All at once, so their appends are in flight together and group commit fills each transaction.
+        return await asyncio.to_thread(self._write, [held.plan for held in due], now)
+
+    # The views and what they show
+    def _is_settled(self, due: Due) -> bool:
+        settled = self._settled.get(due.action_id)
+        return settled is not None and settled[0] == due.next_run_at
+
+    def _settle(self, due: Due, until: datetime) -> None:
+        self._settled[due.action_id] = (due.next_run_at, until)
+
+    def _forget_settled(self, now: datetime) -> None:
+        expired = [action_id for action_id, (_, until) in self._settled.items() if until <= now]
+        for action_id in expired:
+            del self._settled[action_id]
+
+    # Deciding (in a worker thread)
+    def _rehearse(self, page: list[Due], as_of: datetime, *, ahead: bool = False) -> list[Decision]:
+        """Every action of the page decided as of `as_of`, against one snapshot of the streams it reads.
+        `ahead`: the slot has not come yet, and an action whose previous run is still busy waits: deciding it
+        now would only say "skip", and deciding is most of the cost."""
+        snapshot = Snapshot(self.store, page)
+        rehearsal = Rehearsal(self.store, snapshot.streams)
+        aggregates = Aggregates(rehearsal, lambda: as_of)  # type: ignore[arg-type] - a store for reading
+        decisions = []
+        for due in page:
+            if ahead and snapshot.previous_run_busy(due.action_id):
+                decisions.append(Decision(due, None, fired=False, waiting=True))
+                continue
+            try:
+                run = fire_schedule(aggregates, due.org_id, due.action_id, secrets.token_hex(16))
+            except Exception:  # noqa: BLE001 - one odd action must not hold up the others
+                log.exception("scheduler: deciding action %s", due.action_id)
+                continue
+            decisions.append(Decision(due, rehearsal.take(), run is not None))
+        return decisions
+
+    # Writing (in a worker thread)
+    def _plan(self, decisions: list[Decision]) -> Plan:
+        writes = [decision for decision in decisions if decision.append is not None]
+        groups, alone = _mergeable_groups(writes, self.actions_per_append)
+        return Plan(decisions, groups, [_merged(group) for group in groups], alone)
+
+    def _write(self, plans: list[Plan], now: datetime) -> int:
+        """Writes the plans' decisions; an action whose append is refused (something it read has changed) is
+        decided again the ordinary way. Returns how many runs were started."""
+        groups = [group for plan in plans for group in plan.groups]
+        appended = self._workers.map(self._append, [append for plan in plans for append in plan.merged])
+        alone = [decision for plan in plans for decision in plan.alone]
+        # A refused group does not say which of its actions was refused: each tries on its own.
+        alone += [decision for group, ok in zip(groups, appended, strict=True) if not ok for decision in group]
+        appended = self._workers.map(self._append, [decision.write for decision in alone])
+        refused = {decision.due.action_id: decision for decision, ok in zip(alone, appended, strict=True) if not ok}
+        started = 0
+        for decision in (decision for plan in plans for decision in plan.decisions):
+            if decision.due.action_id not in refused:
+                self._settle(decision.due, now + self.recheck)
+                started += decision.fired
+        return started + self._decide_again(list(refused.values()), now)
+
+    def _append(self, append: Append) -> bool:
+        """False when the append was refused: a stream it writes or read has moved since."""
+        try:
+            self.store.append(append)
+        except ConcurrencyConflict:
+            return False
+        return True
+
+    def _decide_again(self, refused: list[Decision], now: datetime) -> int:
+        def fire(decision: Decision) -> bool:
+            due = decision.due
+            run = fire_schedule(self.aggregates, due.org_id, due.action_id, secrets.token_hex(16))
+            self._settle(due, now + self.recheck)
+            return run is not None
+
+        return sum(self._workers.map(fire, refused))
+
+
+class Snapshot:
+    """The streams deciding a page of actions reads: the actions, then their workspaces, apps, previous runs and
+    the runs their due slots would start. Two queries, whatever the page's size."""
+
+    def __init__(self, store: EventStore, page: list[Due]) -> None:
+        self.streams = read_streams(store, [due.action_id for due in page])
+        self._previous_runs: dict[str, str] = {}
+        wanted = set()
+        for due in page:
+            action, _ = fold(ACTION, self.streams[due.action_id])
+            if action is None:
+                continue
+            wanted |= {action.workspace_id, action.app_id}
+            if action.last_run_id:
+                wanted.add(action.last_run_id)
+                self._previous_runs[action.action_id] = action.last_run_id
+            if action.next_run_at is not None:
+                wanted.add(scheduled_run_id(action.action_id, action.next_run_at))
+        self.streams.update(read_streams(store, sorted(wanted - self.streams.keys())))
+
+    def previous_run_busy(self, action_id: str) -> bool:
+        run_id = self._previous_runs.get(action_id)
+        if run_id is None:
+            return False
+        run, _ = fold(RUN, self.streams[run_id])
+        return run is not None and not run.finished
+
+
+class Rehearsal:
+    """A store for deciding ahead: reads come from a snapshot (else the store), appends are kept, not written."""
+
+    def __init__(self, store: EventStore, snapshot: dict[str, list[StoredEvent]]) -> None:
+        self._store = store
+        self._snapshot = snapshot
+        self._kept: Append | None = None
+
+    def load(self, stream_id: str) -> list[StoredEvent]:
+        events = self._snapshot.get(stream_id)
+        return self._store.load(stream_id) if events is None else events
+
+    def append(self, append: Append) -> list[int]:
+        self._kept = append
+        return [0] * len(append.events)  # no positions yet: nothing was written
+
+    def head(self) -> int:
+        return 0
+
+    def take(self) -> Append | None:
+        kept, self._kept = self._kept, None
+        return kept
+
+
+def read_streams(store: EventStore, stream_ids: list[str]) -> dict[str, list[StoredEvent]]:
+    """Many streams in one query; a stream with no events maps to []."""
+    streams: dict[str, list[StoredEvent]] = {stream_id: [] for stream_id in stream_ids}
+    if not stream_ids:
+        return streams
+    with store.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+        cursor.execute(STREAMS_SQL, (stream_ids,))
+        for stream_id, version, topic, state in cursor.fetchall():
+            streams[stream_id].append(StoredEvent(stream_id, version, topic, bytes(state)))
+    return streams
+
+
+def _by_slot(rows: Iterable[Due]) -> Iterator[tuple[datetime, list[Due]]]:
+    slots: dict[datetime, list[Due]] = {}
+    for due in rows:
+        slots.setdefault(due.next_run_at, []).append(due)
+    return iter(sorted(slots.items()))
+
+
+def _written(append: Append) -> set[str]:
+    return {str(event.originator_id) for event in append.events}
+
+
+def _mergeable_groups(decisions: list[Decision], size: int) -> tuple[list[list[Decision]], list[Decision]]:
+    """Groups of up to `size` decisions that can share an append (no two read one stream at different versions,
+    none reads what another writes), and the decisions that fit no group, to be appended alone."""
+    groups: list[list[Decision]] = []
+    alone: list[Decision] = []
+    group: list[Decision] = []
+    read: dict[str, int] = {}
+    written: set[str] = set()
+    for decision in decisions:
+        mine = _written(decision.write)
+        reads = decision.write.expected
+        clash = (
+            any(read.get(stream, version) != version or stream in written for stream, version in reads.items())
+            or not mine.isdisjoint(read)
+            or not mine.isdisjoint(written)
+        )
+        if clash:
+            alone.append(decision)
+            continue
+        group.append(decision)
+        read.update(reads)
+        written |= mine
+        if len(group) == size:
+            groups.append(group)
+            group, read, written = [], {}, set()
+    if group:
+        groups.append(group)
+    return groups, alone
+
+
+def _merged(group: list[Decision]) -> Append:
+    appends = [decision.write for decision in group]
+    expected: dict[str, int] = {}
+    for append in appends:
+        expected.update(append.expected)
+    return Append(
+        events=[event for append in appends for event in append.events],
+        expected=expected,
+        claims=[claim for append in appends for claim in append.claims],
+        releases=[release for append in appends for release in append.releases],
+    )

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from commands.actions import create_action, finish_attempt, start_attempt
+from commands.actions import create_action, finish_attempt, set_enabled, start_attempt
 from commands.aggregates import Aggregates, Context
 from commands.store import EventStore, datastore_from_url
 from domain.action import ACTION
@@ -43,21 +43,19 @@ def world(api, org, settings):
     store = EventStore(datastore_from_url(settings.database_url))
     aggregates = Aggregates(store, clock)
     ctx = Context(org_id=org, actor=SYSTEM_ACTOR, trace_id=secrets.token_hex(16))
-    action = create_action(
-        aggregates,
-        ctx,
-        workspace,
-        app_id,
-        {
-            "name": "every minute",
-            "endpoint_id": made.json()["endpoint_id"],
-            "namespace_id": namespace,
-            "action_type": "scheduled",
-            "schedule_type": "cron",
-            "cron_expression": "* * * * *",
-        },
-    )
+    fields = {
+        "name": "every minute",
+        "endpoint_id": made.json()["endpoint_id"],
+        "namespace_id": namespace,
+        "action_type": "scheduled",
+        "schedule_type": "cron",
+        "cron_expression": "* * * * *",
+    }
+    action = create_action(aggregates, ctx, workspace, app_id, fields)
     yield {
+        "app": app_id,
+        "ctx": ctx,
+        "fields": fields,
         "ws": workspace,
         "org": org,
         "clock": clock,
@@ -89,13 +87,22 @@ async def views_reach(pool, position: int) -> None:
     raise AssertionError("the actions view did not catch up")
 
 
-def action_events(world) -> list[str]:
-    return [e.topic for e in world["store"].load(world["action_id"])]
+def action_events(world, action_id: str | None = None) -> list[str]:
+    return [e.topic for e in world["store"].load(action_id or world["action_id"])]
 
 
-def fired_runs(world) -> list:
+def more_actions(world, count: int) -> tuple[list[str], int]:
+    """`count` more every-minute actions in the world's app; their ids and the position of the last."""
+    made = [
+        create_action(world["aggregates"], world["ctx"], world["ws"], world["app"], world["fields"])
+        for _ in range(count)
+    ]
+    return [outcome.state.action_id for outcome in made], made[-1].position
+
+
+def fired_runs(world, action_id: str | None = None) -> list:
     runs = []
-    for stored in world["store"].load(world["action_id"]):
+    for stored in world["store"].load(action_id or world["action_id"]):
         meta, event = decode(stored.topic, stored.state)
         if stored.topic == "ScheduledRunFired":
             state, _ = world["aggregates"].load(RUN, event.run_id, world["org"])
@@ -103,8 +110,8 @@ def fired_runs(world) -> list:
     return runs
 
 
-def finish_runs(world) -> None:
-    for _, run in fired_runs(world):
+def finish_runs(world, action_id: str | None = None) -> None:
+    for _, run in fired_runs(world, action_id):
         if not run.finished:
             started = start_attempt(world["aggregates"], world["org"], run.run_id, 60, "t")
             finish_attempt(world["aggregates"], world["org"], run.run_id, "t", attempt=started.attempt)
@@ -202,3 +209,84 @@ def test_an_action_whose_workspace_is_gone_stops_firing(world, api):
 
     run_async(settings, scenario)
     assert fired_runs(world) == [] and action_events(world)[-1] == "ActionDeleted"
+
+
+def test_fires_decided_ahead_are_written_at_their_slot_and_not_before(world):
+    settings, clock = world["settings"], world["clock"]
+    slot = datetime(2030, 1, 1, 12, 1, tzinfo=UTC)
+
+    async def scenario(pool):
+        scheduler = Scheduler(world["aggregates"], pool, settings.database_url)
+        await views_reach(pool, world["position"])
+        await scheduler.tick()  # 12:00:30: the 12:01 slot is within the look-ahead
+        assert fired_runs(world) == []  # decided, held, not written
+        clock.now = slot - timedelta(microseconds=1)
+        await scheduler.tick()
+        assert fired_runs(world) == []
+        clock.now = slot + timedelta(milliseconds=3)
+        assert scheduler._pause() == 0  # the held fire wakes the scheduler at its slot, not a poll later
+        await scheduler.tick()
+
+    run_async(settings, scenario)
+    [(fired, run)] = fired_runs(world)
+    assert (fired.slot, fired.missed_slots, run.triggered_at) == (slot, 0, slot)
+
+
+def test_a_held_fire_is_decided_again_when_the_action_changed_before_its_slot(world):
+    settings, clock = world["settings"], world["clock"]
+
+    async def scenario(pool):
+        scheduler = Scheduler(world["aggregates"], pool, settings.database_url)
+        await views_reach(pool, world["position"])
+        await scheduler.tick()  # the 12:01 fire is held
+        set_enabled(world["aggregates"], world["ctx"], world["ws"], world["app"], world["action_id"], False)
+        clock.now = datetime(2030, 1, 1, 12, 1, 0, 100_000, tzinfo=UTC)
+        await scheduler.tick()  # its append is refused (the action moved); the aggregate says: disabled
+
+    run_async(settings, scenario)
+    assert fired_runs(world) == [] and action_events(world)[-1] == "ActionDisabled"
+
+
+def test_many_actions_of_one_slot_fire_once_each_with_two_schedulers(world):
+    settings, clock = world["settings"], world["clock"]
+    actions, last = more_actions(world, 40)
+
+    async def scenario(pool):
+        ahead = Scheduler(world["aggregates"], pool, settings.database_url, batch=7, actions_per_append=5)
+        late = Scheduler(world["aggregates"], pool, settings.database_url, batch=11)
+        await views_reach(pool, int(last))
+        await ahead.tick()  # holds the 12:01 fires, in pages and merged appends
+        clock.now = datetime(2030, 1, 1, 12, 1, 0, 200_000, tzinfo=UTC)
+        await asyncio.gather(ahead.tick(), late.tick())  # the late one decides the same slot from scratch
+
+    run_async(settings, scenario)
+    for action_id in [world["action_id"], *actions]:
+        [(fired, run)] = fired_runs(world, action_id)
+        assert fired.slot == datetime(2030, 1, 1, 12, 1, tzinfo=UTC) and run.status == "pending"
+
+
+def test_a_run_that_finishes_before_the_next_slot_lets_it_fire_on_time(world):
+    """Ahead of a slot, an action whose previous run is still busy waits rather than being decided "skip";
+    once the run has finished it is decided and held like any other."""
+    settings, clock = world["settings"], world["clock"]
+
+    async def scenario(pool):
+        scheduler = Scheduler(world["aggregates"], pool, settings.database_url)
+        await views_reach(pool, world["position"])
+        clock.now = datetime(2030, 1, 1, 12, 1, 0, tzinfo=UTC)
+        await scheduler.tick()  # fires 12:01; its run is pending
+        clock.now = datetime(2030, 1, 1, 12, 1, 40, tzinfo=UTC)
+        await views_reach(pool, world["store"].head())
+        await scheduler.tick()  # 12:02 is ahead, the 12:01 run busy: nothing decided
+        assert [e.slot.minute for e, _ in fired_runs(world)] == [1]
+        finish_runs(world)
+        clock.now = datetime(2030, 1, 1, 12, 1, 44, tzinfo=UTC)  # past the busy re-check
+        await scheduler.tick()  # decided and held
+        clock.now = datetime(2030, 1, 1, 12, 2, 0, 500_000, tzinfo=UTC)
+        await scheduler.tick()
+
+    run_async(settings, scenario)
+    runs = fired_runs(world)
+    assert [(e.slot.minute, e.missed_slots) for e, _ in runs] == [(1, 0), (2, 0)]
+    assert runs[1][1].triggered_at == runs[1][0].slot  # decided ahead, as of its slot
+    assert "ScheduledSlotSkipped" not in action_events(world)
