@@ -260,6 +260,7 @@ def cpu_seconds(processes: dict[str, list[subprocess.Popen]]) -> dict[str, float
 class Slot:
     def __init__(self) -> None:
         self.fire_delays: list[float] = []
+        self.held_delays: list[float] = []  # of the fires decided ahead (as of the slot) and held until it came
         self.fired: Counter[str] = Counter()  # action id -> fires of this slot (more than one: fired twice)
         self.skipped = 0
         self.runs: set[str] = set()
@@ -277,11 +278,14 @@ def read_slots(database_url: str, watch: CommitWatch) -> dict[datetime, Slot]:
             (["ScheduledRunFired", "ScheduledSlotSkipped", "RunSucceeded", "AttemptFailed"],),
         )
         for position, stream_id, topic, state in rows:
-            _, event = decode(topic, bytes(state))
+            meta, event = decode(topic, bytes(state))
             if topic == "ScheduledRunFired":
                 slot = slots[event.slot]
                 slot.fired[stream_id] += 1
-                slot.fire_delays.append(watch.committed_at(position) - event.slot.timestamp())
+                delay = watch.committed_at(position) - event.slot.timestamp()
+                slot.fire_delays.append(delay)
+                if meta.occurred_at == event.slot:
+                    slot.held_delays.append(delay)
                 slot.runs.add(event.run_id)
                 run_slot[event.run_id] = event.slot
             elif topic == "ScheduledSlotSkipped":
@@ -307,6 +311,12 @@ def print_slot(moment: datetime, slot: Slot, expected: int | None) -> bool:
         f"p99 {percentile(delays, 0.99):6.3f} s  max {max(delays, default=float('nan')):6.3f} s   "
         f"runs finished {done:,}/{len(slot.runs):,}, the last {max(slot.runs_done, default=float('nan')):.1f} s "
         f"after the slot" + (f" ({slot.runs_failed} failed)" if slot.runs_failed else ""),
+        flush=True,
+    )
+    late = len(delays) - len(slot.held_delays)
+    print(
+        f"         decided ahead and held {len(slot.held_delays):,} (max {max(slot.held_delays, default=0):.3f} s), "
+        f"decided at the slot or later {late:,} (their previous run finished late, or the action is new)",
         flush=True,
     )
     return fired == expected and twice == 0 and bool(delays) and max(delays) <= GOAL_SECONDS

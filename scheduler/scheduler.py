@@ -18,6 +18,11 @@ transaction at a time after the slot would take seconds, so the work is done ahe
   workspace, its app or its previous run changed after the snapshot, the append is refused, and that
   action is decided again, from the store, the ordinary way. A snapshot can make a decision late,
   never wrong.
+- An action whose previous run is still busy would only be skipped (the aggregate's rule). Ahead of its
+  slot it is not decided but looked at again every few seconds; at its slot it is decided after the
+  others, so their fires do not wait for its skip.
+- The view lags the store: for a while after a fire it still shows the old slot. A row already decided
+  is not decided again until the view shows it a new `next_run_at`.
 """
 
 from __future__ import annotations
@@ -170,9 +175,14 @@ class Scheduler:
         now = self.aggregates.clock()
         started = await self._release_held(now)
         self._forget_settled(now)
+        busy: list[Due] = []
         for page in await self._due_pages(self._horizon(now)):
             started += await self._release_held(self.aggregates.clock())  # a slot that came while we worked
-            started += await self._handle(page)
+            started += await self._handle(page, busy)
+        # Due actions whose previous run is still busy come last: they will only be skipped, and deciding them
+        # first would make the fires of the others wait.
+        for start in range(0, len(busy), self.batch):
+            started += await self._decide_now(busy[start : start + self.batch])
         return started
 
     def _horizon(self, now: datetime) -> datetime:
@@ -192,21 +202,29 @@ class Scheduler:
         fresh = [due for due in rows if not self._is_settled(due)]
         return [fresh[start : start + self.batch] for start in range(0, len(fresh), self.batch)]
 
-    async def _handle(self, page: list[Due]) -> int:
+    async def _handle(self, page: list[Due], busy: list[Due]) -> int:
+        """Decides and writes the page's due actions (adding to `busy` those whose previous run is still busy),
+        and decides and holds those whose slot is still ahead."""
         now = self.aggregates.clock()
         ready = [due for due in page if due.next_run_at <= now]
-        started = 0
-        if ready:
-            decisions = await asyncio.to_thread(self._rehearse, ready, now)
-            started += await asyncio.to_thread(self._write, [self._plan(decisions)], now)
+        started = await self._decide_now(ready, busy) if ready else 0
         for slot, coming in _by_slot(due for due in page if due.next_run_at > now):
-            decisions = await asyncio.to_thread(self._rehearse, coming, slot, ahead=True)
+            decisions = await asyncio.to_thread(self._rehearse, coming, slot, busy_waits=True)
             fires = [decision for decision in decisions if decision.fired]
             if fires:
                 self._held.append(Held(slot, self._plan(fires)))  # planned now: less to do at the slot
             for decision in decisions:
                 self._settle(decision.due, self._settled_until(decision, now, slot))
         return started
+
+    async def _decide_now(self, page: list[Due], busy: list[Due] | None = None) -> int:
+        """Decides and writes due actions; with `busy`, those whose previous run is busy are put there instead."""
+        now = self.aggregates.clock()
+        decisions = await asyncio.to_thread(self._rehearse, page, now, busy_waits=busy is not None)
+        if busy is not None:
+            busy += [decision.due for decision in decisions if decision.waiting]
+        decided = [decision for decision in decisions if not decision.waiting]
+        return await asyncio.to_thread(self._write, [self._plan(decided)], now)
 
     def _settled_until(self, decision: Decision, now: datetime, slot: datetime) -> datetime:
         """When an action decided ahead of its slot is looked at again: a held fire stands; an action whose
@@ -240,16 +258,16 @@ class Scheduler:
             del self._settled[action_id]
 
     # Deciding (in a worker thread)
-    def _rehearse(self, page: list[Due], as_of: datetime, *, ahead: bool = False) -> list[Decision]:
+    def _rehearse(self, page: list[Due], as_of: datetime, *, busy_waits: bool) -> list[Decision]:
         """Every action of the page decided as of `as_of`, against one snapshot of the streams it reads.
-        `ahead`: the slot has not come yet, and an action whose previous run is still busy waits: deciding it
-        now would only say "skip", and deciding is most of the cost."""
+        `busy_waits`: an action whose previous run is still busy is not decided (`waiting`); deciding it would
+        only say "skip" for now, and deciding is most of the cost."""
         snapshot = Snapshot(self.store, page)
         rehearsal = Rehearsal(self.store, snapshot.streams)
         aggregates = Aggregates(rehearsal, lambda: as_of)  # type: ignore[arg-type] - a store for reading
         decisions = []
         for due in page:
-            if ahead and snapshot.previous_run_busy(due.action_id):
+            if busy_waits and snapshot.previous_run_busy(due.action_id):
                 decisions.append(Decision(due, None, fired=False, waiting=True))
                 continue
             try:
