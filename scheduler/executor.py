@@ -13,7 +13,9 @@ import logging
 import secrets
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,7 +69,7 @@ class Executor:
         *,
         policy: OutboundPolicy | None = None,
         timeout: float = 30.0,
-        concurrency: int = 16,
+        concurrency: int = 64,
         poll_interval: float = 0.1,
         activity: ActivityPublisher | None = None,
     ) -> None:
@@ -78,7 +80,12 @@ class Executor:
         self.timeout = timeout
         self.lease_seconds = 2 * timeout + 5  # outlives any attempt (bounded by timeout) with room to record it
         self.poll_interval = poll_interval
+        self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
+        # The commands (claim, finish, endpoint read) block on PostgreSQL: a thread each, as many as attempts
+        # may be in flight. asyncio's default pool has min(32, cores + 4) threads, six on two cores, which
+        # capped runs at a few dozen a second however fast the endpoints answered.
+        self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="executor")
         self._in_flight: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
 
@@ -95,10 +102,11 @@ class Executor:
                 await sleep_unless(stop, self.poll_interval)
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=self.timeout)
+        self._threads.shutdown(wait=False)
 
     async def poll(self) -> None:
         async with self.pool.connection() as conn:
-            work = await runnable_runs(conn, self.aggregates.clock(), 100)
+            work = await runnable_runs(conn, self.aggregates.clock(), 2 * self.concurrency)
         for org_id, run_id in work:
             if run_id not in self._in_flight:
                 self._in_flight.add(run_id)
@@ -110,15 +118,13 @@ class Executor:
         try:
             async with self._slots:
                 trace_id = secrets.token_hex(16)
-                run = await asyncio.to_thread(
-                    start_attempt, self.aggregates, org_id, run_id, self.lease_seconds, trace_id
-                )
+                run = await self._blocking(start_attempt, self.aggregates, org_id, run_id, self.lease_seconds, trace_id)
                 if run is None:
                     return  # another executor has it, or it is not due after all
                 started = time.perf_counter()
                 outcome = await self.attempt(run)
                 elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
-                await asyncio.to_thread(
+                await self._blocking(
                     finish_attempt, self.aggregates, org_id, run_id, trace_id, attempt=run.attempt, **outcome
                 )
                 if self.activity is not None:
@@ -128,8 +134,11 @@ class Executor:
         finally:
             self._in_flight.discard(run_id)
 
+    async def _blocking(self, function, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self._threads, partial(function, *args, **kwargs))
+
     async def attempt(self, run: RunState) -> dict[str, Any]:
-        endpoint, _ = await asyncio.to_thread(self.aggregates.load, CATALOG, run.endpoint_id, run.org_id)
+        endpoint, _ = await self._blocking(self.aggregates.load, CATALOG, run.endpoint_id, run.org_id)
         if endpoint is None or endpoint.deleted:
             return {"error_code": "ENDPOINT_NOT_FOUND", "error_message": f"Endpoint {run.endpoint_id} is gone"}
         url = endpoint.fields.get("url")
