@@ -11,7 +11,7 @@ import psycopg
 from domain.action import ACTION, ActionState
 from domain.events import Recorded
 from domain.run import RUN, AttemptFailed, AttemptStarted, RunRequested, RunState, RunSucceeded
-from projections.batches import Staging
+from projections.batches import Staging, earlier_streams
 
 NAME = "actions"
 
@@ -90,9 +90,6 @@ _COUNTER_CHANGES = Staging(
         "last_run_status": "text",
     },
 )
-DDL += (
-    _ACTIONS.ddl + _RUNS.ddl + _COUNTER_CHANGES.ddl
-)  # the staging tables its writes go through (projections/batches.py)
 _action_decoder = msgspec.json.Decoder(ActionState)
 _run_decoder = msgspec.json.Decoder(RunState)
 _encoder = msgspec.json.Encoder()
@@ -117,8 +114,12 @@ class ActionListing:
     ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
-        action_events = [r for r in batch if r.event.aggregate == "action"]
-        run_events = [r for r in batch if r.event.aggregate == "run"]
+        action_events, run_events = [], []
+        for record in batch:
+            if record.event.aggregate == "run":
+                run_events.append(record)
+            elif record.event.aggregate == "action":
+                action_events.append(record)
         if action_events:
             await self._apply_actions(conn, action_events)
         if run_events:
@@ -126,8 +127,7 @@ class ActionListing:
 
     async def _apply_actions(self, conn, events: list[Recorded]) -> None:
         cursor = await conn.execute(
-            "SELECT action_id, seq, state FROM rm_actions WHERE action_id = ANY(%s)",
-            (list({r.stream_id for r in events}),),
+            "SELECT action_id, seq, state FROM rm_actions WHERE action_id = ANY(%s)", (earlier_streams(events),)
         )
         rows = {aid: (seq, _action_decoder.decode(state)) for aid, seq, state in await cursor.fetchall()}
         for record in events:
@@ -156,7 +156,7 @@ class ActionListing:
 
     async def _apply_runs(self, conn, events: list[Recorded]) -> None:
         cursor = await conn.execute(
-            "SELECT run_id, seq, state FROM rm_runs WHERE run_id = ANY(%s)", (list({r.stream_id for r in events}),)
+            "SELECT run_id, seq, state FROM rm_runs WHERE run_id = ANY(%s)", (earlier_streams(events),)
         )
         rows = {rid: (seq, _run_decoder.decode(state)) for rid, seq, state in await cursor.fetchall()}
         changes: dict[str, RunChanges] = {}
@@ -164,7 +164,9 @@ class ActionListing:
             seq, before = rows.get(record.stream_id, (record.position, None))
             state = RUN.evolve(before, record.event, record.meta)
             rows[record.stream_id] = (seq, state)
-            changes.setdefault(state.action_id, RunChanges()).add(record, before, state)
+            if state.action_id not in changes:
+                changes[state.action_id] = RunChanges()
+            changes[state.action_id].add(record, before, state)
         await _RUNS.merge(
             conn,
             [

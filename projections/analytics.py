@@ -9,7 +9,7 @@ outcome, into totals and into hourly and daily series.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +21,7 @@ from domain.catalog import CATALOG, KINDS, CatalogItem
 from domain.events import Recorded
 from domain.run import AttemptFailed, RunRequested, RunSucceeded
 from domain.workspace import WorkspaceCreated, WorkspaceDeleted, WorkspaceUpdated
-from projections.batches import Staging
+from projections.batches import Staging, earlier_streams
 
 NAME = "analytics"
 
@@ -78,9 +78,6 @@ _SERIES = Staging(
     "rm_analytics_series", {"workspace_id": "text", "period": "text", "bucket": "timestamptz", "value": "int8"}
 )
 _TOUCHED = Staging("analytics_touched", {"workspace_id": "text", "at": "timestamptz"})
-DDL += (
-    _ITEMS.ddl + _COUNTERS.ddl + _THREADS.ddl + _SERIES.ddl + _TOUCHED.ddl
-)  # the staging tables its writes go through (projections/batches.py)
 _decoders = {"catalog": msgspec.json.Decoder(CatalogItem), "action": msgspec.json.Decoder(ActionState)}
 _encoder = msgspec.json.Encoder()
 
@@ -140,13 +137,13 @@ class Analytics:
         relevant = [r for r in batch if r.event.aggregate in ("catalog", "action", "run", "workspace")]
         if not relevant:
             return
-        streams = list({r.stream_id for r in relevant if r.event.aggregate in ("catalog", "action")})
+        streams = earlier_streams([r for r in relevant if r.event.aggregate in ("catalog", "action")])
         cursor = await conn.execute(
             "SELECT stream_id, kind, state FROM rm_analytics_items WHERE stream_id = ANY(%s)", (streams,)
         )
         items = {stream_id: _decoders[kind].decode(state) for stream_id, kind, state in await cursor.fetchall()}
         run_workspaces = await self._run_workspaces(conn, [r for r in relevant if r.event.aggregate == "run"])
-        deltas: dict[str, Counter[str]] = {}
+        deltas: defaultdict[str, Counter[str]] = defaultdict(Counter)
         touched: dict[str, datetime] = {}
         series: Counter[tuple[str, str, datetime]] = Counter()
         workspaces: list[tuple] = []
@@ -159,7 +156,7 @@ class Analytics:
                     before = items.get(record.stream_id)
                     after = kind.evolve(before, event, record.meta)
                     items[record.stream_id] = after
-                    change = deltas.setdefault(after.workspace_id, Counter())
+                    change = deltas[after.workspace_id]
                     change.update(contributions(after))
                     change.subtract(contributions(before))
                     touched[after.workspace_id] = at
@@ -167,7 +164,7 @@ class Analytics:
                     workspace_id = run_workspaces.get(record.stream_id)
                     if workspace_id is None:
                         continue
-                    change = deltas.setdefault(workspace_id, Counter())
+                    change = deltas[workspace_id]
                     if isinstance(event, RunRequested) and event.resolved_thread_id:
                         threads.append((workspace_id, event.resolved_thread_id))
                     outcome = (
@@ -176,7 +173,8 @@ class Analytics:
                         else ("failed" if isinstance(event, AttemptFailed) and event.retry_at is None else None)
                     )
                     if outcome:
-                        change.update({"executions.total": 1, f"executions.{outcome}": 1})
+                        change["executions.total"] += 1
+                        change[f"executions.{outcome}"] += 1
                         hour = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
                         series[(workspace_id, "hour", hour)] += 1
                         series[(workspace_id, "day", hour.replace(hour=0))] += 1
@@ -200,7 +198,7 @@ class Analytics:
                 ],
             )
             for workspace_id in await self._new_run_threads(conn, threads):
-                deltas.setdefault(workspace_id, Counter())["resources.threads"] += 1
+                deltas[workspace_id]["resources.threads"] += 1
             await _COUNTERS.merge(
                 conn,
                 [(ws, key, value) for ws, change in deltas.items() for key, value in change.items() if value],
@@ -254,20 +252,16 @@ class Analytics:
     async def _new_run_threads(conn, threads: list[tuple[str, str]]) -> list[str]:
         """Records the threads runs started; returns, for each one first seen in its workspace that is not a
         catalog thread (already counted as one), that workspace."""
-        new = await _THREADS.merge(
+        counted = await _THREADS.merge(
             conn,
             list(dict.fromkeys(threads)),
-            "INSERT INTO rm_analytics_threads ({columns}) SELECT {columns} FROM moved ON CONFLICT DO NOTHING "
-            "RETURNING workspace_id, thread_id",
+            # Continues the WITH clause that names the staged rows `moved`.
+            ", new AS (INSERT INTO rm_analytics_threads ({columns}) SELECT {columns} FROM moved "
+            "ON CONFLICT DO NOTHING RETURNING workspace_id, thread_id) "
+            "SELECT workspace_id FROM new WHERE NOT EXISTS "
+            "(SELECT 1 FROM rm_analytics_items i WHERE i.stream_id = new.thread_id AND i.kind = 'catalog')",
         )
-        if not new:
-            return []
-        cursor = await conn.execute(
-            "SELECT stream_id FROM rm_analytics_items WHERE stream_id = ANY(%s) AND kind = 'catalog'",
-            (list({thread_id for _, thread_id in new}),),
-        )
-        catalog = {row[0] for row in await cursor.fetchall()}
-        return [workspace_id for workspace_id, thread_id in new if thread_id not in catalog]
+        return [workspace_id for (workspace_id,) in counted]
 
 
 async def counters(conn: psycopg.AsyncConnection, workspace_ids: list[str]) -> dict[str, dict[str, int]]:

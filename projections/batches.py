@@ -2,10 +2,11 @@
 
 Passing many rows as parameters (executemany, or arrays for unnest) costs Python CPU for every value;
 a binary COPY is encoded in C, in about a tenth of that. So a view copies a batch's rows into a
-staging table and merges them with one statement that reads them as `moved`, deleting them on the
-way. The rows live only inside the writing transaction, so the table is empty for everyone else
-and writers never see each other's rows. It is part of the view's DDL (unlogged: nothing in it
-outlives a transaction), so a rebuild's schema has its own.
+staging table and merges them with one statement that reads them as `moved`.
+
+The staging table is temporary, made by the session when it first needs it, and emptied at every
+commit, so nothing in it outlives the writing transaction and it never grows: an ordinary table
+emptied by DELETE would keep its dead rows until a vacuum, and every batch would scan them all.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import psycopg
+from psycopg.pq import TransactionStatus
+
+from domain.events import Recorded
 
 
 class Staging:
@@ -20,20 +24,32 @@ class Staging:
         self.name = f"stage_{name}"
         self.columns = columns  # name -> PostgreSQL type, in the order of the rows' values
         self._names = ", ".join(columns)
-        # Not `CREATE TABLE`: that names the view's own tables, which a rebuild swaps in (see tables_of).
         definitions = ", ".join(f"{column} {type_}" for column, type_ in columns.items())
-        self.ddl = f"CREATE UNLOGGED TABLE IF NOT EXISTS {self.name} ({definitions});\n"
+        self._create = f"CREATE TEMP TABLE IF NOT EXISTS {self.name} ({definitions}) ON COMMIT DELETE ROWS"
+        # Deleting while reading empties the table for a second merge in the same transaction.
+        self._moved = f"WITH moved AS (DELETE FROM {self.name} RETURNING {self._names}) "
 
     async def merge(self, conn: psycopg.AsyncConnection, rows: Sequence[tuple], statement: str) -> list[tuple]:
         """Copies `rows` in, then runs `statement` with `moved` (the rows) in scope and `{columns}` standing for
-        their column names; returns what it returns. Inside the caller's transaction."""
+        their column names; returns what it returns. A statement starting with a comma continues the WITH
+        clause that defines `moved`."""
         if not rows:
             return []
+        if conn.info.transaction_status != TransactionStatus.INTRANS:
+            raise RuntimeError("a merge runs inside the caller's transaction: a commit empties the staging table")
         async with conn.cursor() as cur:
+            await cur.execute(self._create)
             async with cur.copy(f"COPY {self.name} ({self._names}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(list(self.columns.values()))
                 for row in rows:
                     await copy.write_row(row)
-            moved = f"WITH moved AS (DELETE FROM {self.name} RETURNING {self._names}) "
-            await cur.execute(moved + statement.format(columns=self._names))
+            await cur.execute(self._moved + statement.format(columns=self._names))
             return await cur.fetchall() if cur.description else []
+
+
+def earlier_streams(events: list[Recorded]) -> list[str]:
+    """The batch's streams that may already have a row: not those whose first event (version 1) is in it, which
+    a view could only have seen if it had applied this batch already. Most of a batch's streams are new ones
+    (runs above all), so this spares most of the lookups."""
+    new = {r.stream_id for r in events if r.version == 1}
+    return list({r.stream_id for r in events} - new)

@@ -7,7 +7,7 @@ import psycopg
 
 from domain.catalog import CATALOG, CatalogItem
 from domain.events import Recorded
-from projections.batches import Staging
+from projections.batches import Staging, earlier_streams
 
 NAME = "catalog"
 
@@ -36,7 +36,6 @@ _ITEMS = Staging(
         "state": "bytea",
     },
 )
-DDL += _ITEMS.ddl  # the staging tables its writes go through (projections/batches.py)
 _decoder = msgspec.json.Decoder(CatalogItem)
 _encoder = msgspec.json.Encoder()
 
@@ -50,7 +49,7 @@ class CatalogListing:
         if not events:
             return
         cursor = await conn.execute(
-            "SELECT item_id, seq, state FROM rm_catalog WHERE item_id = ANY(%s)", (list({r.stream_id for r in events}),)
+            "SELECT item_id, seq, state FROM rm_catalog WHERE item_id = ANY(%s)", (earlier_streams(events),)
         )
         rows = {item_id: (seq, _decoder.decode(state)) for item_id, seq, state in await cursor.fetchall()}
         for record in events:

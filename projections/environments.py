@@ -20,7 +20,7 @@ from domain.environments import (
     ReleaseDeployed,
 )
 from domain.events import Recorded
-from projections.batches import Staging
+from projections.batches import Staging, earlier_streams
 
 NAME = "environments"
 
@@ -80,9 +80,6 @@ _DEPLOYMENTS = Staging(
         "deployed_at": "timestamptz",
     },
 )
-DDL += (
-    _SETS.ddl + _ENVIRONMENTS.ddl + _DEPLOYMENTS.ddl
-)  # the staging tables its writes go through (projections/batches.py)
 _set_decoder = msgspec.json.Decoder(Environments)
 _decoder = msgspec.json.Decoder(Environment)
 _encoder = msgspec.json.Encoder()
@@ -108,8 +105,7 @@ class EnvironmentListing:
         if not events:
             return
         cursor = await conn.execute(
-            "SELECT stream_id, state FROM rm_environment_sets WHERE stream_id = ANY(%s)",
-            (list({r.stream_id for r in events}),),
+            "SELECT stream_id, state FROM rm_environment_sets WHERE stream_id = ANY(%s)", (earlier_streams(events),)
         )
         sets = {stream_id: _set_decoder.decode(state) for stream_id, state in await cursor.fetchall()}
         created_at: dict[str, int] = {}  # environment id -> position of its creation (its keyset order)

@@ -3,14 +3,18 @@
 Each view is replayed into fresh tables in a schema of its own (`rebuild_<name>`), recording its
 progress there, so an interrupted rebuild resumes. Views rebuilt together share one pass over the
 log: each batch is read once (the next one is read while this one is applied) and handed to every
-view in one transaction. Then, in one transaction that holds the live projector's positions (so it
-pauses), the rebuild catches up to the head of the log and the fresh tables replace the live ones.
-Readers see the old views or the new ones, never a half-built one.
+view, each applying on a connection of its own at its own pace (so one view's Python runs while
+another's SQL does).
+Then, in one transaction that holds the live projector's positions (so it pauses), the rebuild
+catches up to the head of the log and the fresh tables replace the live ones. Readers see the old
+views or the new ones, never a half-built one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import re
 import time
 from collections.abc import Callable
@@ -46,7 +50,7 @@ async def rebuild(
     handlers,
     *,
     swap: bool = True,
-    batch_size: int = 5000,
+    batch_size: int = 10_000,
     progress: Progress | None = None,
 ) -> int:
     """Replays the whole log into fresh tables of one view or a list of them (and, with `swap`, puts them
@@ -58,14 +62,22 @@ async def rebuild(
             if not await positions.try_leadership(conn, f"rebuild.{handler.name}"):
                 raise RebuildRunning(f"a rebuild of {handler.name} is already running")
         reached = await _prepare(conn, handlers)
-        # A replayed batch lost in a crash is replayed again on resume (its rows and its position commit
-        # together), so its commit need not wait for the disk. The swap's commit does.
-        await conn.execute("SET synchronous_commit = off")
-        position = await _replay(conn, store, handlers, reached, batch_size, progress)
-        await conn.execute("SET synchronous_commit = on")
+        async with contextlib.AsyncExitStack() as stack:
+            writers = [await stack.enter_async_context(await _writer(database_url, h)) for h in handlers]
+            position = await _replay(writers, store, handlers, reached, batch_size, progress)
         if swap:
             position = await _swap(conn, store, handlers, reached, batch_size)
         return position
+
+
+async def _writer(database_url: str, handler) -> psycopg.AsyncConnection:
+    """A view's own connection, writing to its fresh tables."""
+    conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+    await conn.execute(f"SET search_path TO {schema_of(handler)}, public")
+    # A replayed batch lost in a crash is replayed again on resume (its rows and its position commit together),
+    # so its commit need not wait for the disk. The swap's commit does.
+    await conn.execute("SET synchronous_commit = off")
+    return conn
 
 
 async def _prepare(conn: psycopg.AsyncConnection, handlers) -> dict[str, int]:
@@ -79,28 +91,78 @@ async def _prepare(conn: psycopg.AsyncConnection, handlers) -> dict[str, int]:
         return {handler.name: await positions.lock_position(conn, track_of(handler)) for handler in handlers}
 
 
-async def _replay(conn, store: EventStore, handlers, reached: dict[str, int], batch_size: int, progress) -> int:
-    position = min(reached.values())
+async def _replay(writers, store: EventStore, handlers, reached: dict[str, int], batch_size: int, progress) -> int:
+    """Reads the log in batches (in a thread, ahead of the views) and hands every batch to every view. Each view
+    applies its batches on its own connection, one transaction each with its rebuild position, at its own pace
+    (a few batches behind the reader at most), so while one waits for PostgreSQL another has Python to run."""
+    start = min(reached.values())
+    queues: list[asyncio.Queue[list[Recorded] | None]] = [asyncio.Queue(maxsize=2) for _ in handlers]
+    advanced = asyncio.Condition()  # a view committed a batch, or a task stopped
+    tasks = [asyncio.create_task(_read(store, start, batch_size, queues, advanced))]
+    tasks += [
+        asyncio.create_task(_follow(conn, handler, reached, queue, advanced))
+        for conn, handler, queue in zip(writers, handlers, queues, strict=True)
+    ]
     total = await asyncio.to_thread(store.head)
-    started, done = time.monotonic(), 0
-    reading = asyncio.ensure_future(asyncio.to_thread(store.read, position, batch_size))
-    while batch := await reading:
-        position = batch[-1].position
-        reading = asyncio.ensure_future(asyncio.to_thread(store.read, position, batch_size))
-        try:
+    started, reported = time.monotonic(), start
+
+    def news(since: int) -> bool:
+        failed = any(task.done() and task.exception() is not None for task in tasks)
+        return failed or min(reached.values()) > since or all(task.done() for task in tasks)
+
+    try:
+        while not all(task.done() for task in tasks):
+            async with advanced:
+                await advanced.wait_for(functools.partial(news, reported))
+            for task in tasks:
+                if task.done() and task.exception() is not None:
+                    raise task.exception()
+            if min(reached.values()) > reported:
+                reported = min(reached.values())
+                if progress:
+                    rate = (reported - start) / max(time.monotonic() - started, 1e-6)
+                    progress(reported, max(total, reported), rate)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return min(reached.values())
+
+
+async def _read(store: EventStore, position: int, batch_size: int, queues, advanced: asyncio.Condition) -> None:
+    try:
+        while batch := await asyncio.to_thread(store.read, position, batch_size):
+            position = batch[-1].position
+            for queue in queues:
+                await queue.put(batch)
+        for queue in queues:
+            await queue.put(None)
+    finally:
+        await _notify(advanced)
+
+
+async def _follow(conn, handler, reached: dict[str, int], queue: asyncio.Queue, advanced: asyncio.Condition) -> None:
+    try:
+        while (batch := await queue.get()) is not None:
+            if batch[-1].position <= reached[handler.name]:
+                continue  # the view got this far in an earlier run
+            fresh = (
+                batch
+                if batch[0].position > reached[handler.name]
+                else [r for r in batch if r.position > reached[handler.name]]
+            )
             async with conn.transaction():
-                await _apply(conn, handlers, reached, batch)
-                for handler in handlers:
-                    await positions.save_position(conn, track_of(handler), position)
-        except BaseException:
-            await asyncio.gather(reading, return_exceptions=True)  # no read left running behind an error
-            raise
-        for handler in handlers:
-            reached[handler.name] = position
-        done += len(batch)
-        if progress:
-            progress(position, max(total, position), done / max(time.monotonic() - started, 1e-6))
-    return position
+                await handler.handle(conn, fresh)
+                await positions.save_position(conn, track_of(handler), batch[-1].position)
+            reached[handler.name] = batch[-1].position
+            await _notify(advanced)
+    finally:
+        await _notify(advanced)
+
+
+async def _notify(condition: asyncio.Condition) -> None:
+    async with condition:
+        condition.notify_all()
 
 
 async def _apply(conn, handlers, reached: dict[str, int], batch: list[Recorded]) -> None:

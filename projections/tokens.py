@@ -45,8 +45,11 @@ class TokenListing:
     ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
-        issued = [(r, r.event) for r in batch if isinstance(r.event, TokenIssued)]
-        revoked = [r for r in batch if isinstance(r.event, TokenRevoked)]
+        events = [r for r in batch if r.event.aggregate == "token"]
+        if not events:
+            return
+        issued = [(r, r.event) for r in events if isinstance(r.event, TokenIssued)]
+        revoked = [r for r in events if isinstance(r.event, TokenRevoked)]
         async with conn.cursor() as cur:  # a token is revoked only after it was issued: issues go first
             await cur.executemany(
                 "INSERT INTO rm_tokens (token_id, org_id, seq, name, role, user_id, principal_type, "

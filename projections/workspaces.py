@@ -7,7 +7,7 @@ import psycopg
 
 from domain.events import Recorded
 from domain.workspace import WORKSPACE, WorkspaceState
-from projections.batches import Staging
+from projections.batches import Staging, earlier_streams
 
 NAME = "workspaces"
 
@@ -25,7 +25,6 @@ CREATE INDEX IF NOT EXISTS rm_workspaces_org_seq ON rm_workspaces (org_id, seq) 
 _WORKSPACES = Staging(
     "rm_workspaces", {"workspace_id": "text", "org_id": "text", "seq": "int8", "deleted": "bool", "state": "bytea"}
 )
-DDL += _WORKSPACES.ddl  # the staging tables its writes go through (projections/batches.py)
 _decoder = msgspec.json.Decoder(WorkspaceState)
 _encoder = msgspec.json.Encoder()
 
@@ -38,9 +37,9 @@ class WorkspaceListing:
         events = [r for r in batch if r.event.aggregate == "workspace"]
         if not events:
             return
-        ids = list({r.stream_id for r in events})
         cursor = await conn.execute(
-            "SELECT workspace_id, seq, state FROM rm_workspaces WHERE workspace_id = ANY(%s)", (ids,)
+            "SELECT workspace_id, seq, state FROM rm_workspaces WHERE workspace_id = ANY(%s)",
+            (earlier_streams(events),),
         )
         rows = {wid: (seq, _decoder.decode(state)) for wid, seq, state in await cursor.fetchall()}
         for record in events:
