@@ -173,7 +173,7 @@ class Workspace:
         self.events = 0
 
 
-SET_UP_EVENTS = 36  # what `_set_up` and the workspace's creation write
+SET_UP_EVENTS = 32  # what `_set_up` and the workspace's creation write
 
 
 class Workload:

@@ -1,0 +1,153 @@
+"""Read throughput and latency with a million events and a million activity records: GET workspace, the
+workspace list and the workspace activity search, against a bare Litestar handler returning a constant
+Struct on the same server (bench/read_api.py), with activity recording on (the default) and then off.
+
+    python -m bench.reads [--seconds 5] [--connections 16] [--api-workers 1] [--events 1000000] [--keep]
+
+Each measurement is a closed loop of `--connections` keep-alive connections sending pre-built requests
+(bench/load.py), as each org's viewer token, spread over the seeded workspaces. The projector role runs
+too, storing the activity the API records, as in production. Seeds a database first (bench/seed.py)
+unless a seeded one of these sizes exists; one seeded by this run is dropped unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import psycopg
+
+from bench import harness, seed
+from bench.load import Connection, closed_loop
+
+ENDPOINTS = ("bare handler", "GET workspace", "list workspaces", "activity search")
+# Searches as a console would make them: by verb, by outcome, slow requests, one user, or everything.
+SEARCHES = ("", "?action=read", "?status=error", "?min_duration_ms=10", "?action=update&status=success", "?limit=20")
+
+
+def reader_tokens(url: str) -> dict[str, str]:
+    """Org id -> the seeded viewer token of that org."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT org_id, token_id FROM rm_tokens WHERE name = %s", (seed.READER_TOKEN,)).fetchall()
+    return {org_id: f"{token_id}.{seed.reader_secret(token_id)}" for org_id, token_id in rows}
+
+
+def sample_workspaces(url: str, count: int) -> list[tuple[str, str]]:
+    """(org id, workspace id) of live workspaces, so bigger orgs come up more often, as their users do."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT org_id, workspace_id FROM rm_workspaces WHERE NOT deleted ORDER BY random() LIMIT %s", (count,)
+        ).fetchall()
+
+
+def get(path: str, token: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+
+
+def requests(endpoint: str, workspaces: list[tuple[str, str]], tokens: dict[str, str]) -> list[bytes]:
+    rng = random.Random(endpoint)
+    built = []
+    for org_id, workspace_id in workspaces:
+        base, token = f"/v1/orgs/{org_id}/workspaces", tokens[org_id]
+        match endpoint:
+            case "bare handler":
+                built.append(get("/bench/constant", token))
+            case "GET workspace":
+                built.append(get(f"{base}/{workspace_id}", token))
+            case "list workspaces":
+                built.append(get(base, token))
+            case "activity search":
+                built.append(get(f"{base}/{workspace_id}/activity/search{rng.choice(SEARCHES)}", token))
+    return built
+
+
+async def measure(port: int, built: list[bytes], connections: int, seconds: float) -> tuple[list[float], float]:
+    streams = [itertools.cycle(built[n::connections]) for n in range(connections)]
+
+    def next_request(connection: Connection, number: int) -> bytes:
+        return next(streams[number])
+
+    await closed_loop("127.0.0.1", port, None, connections, min(1.0, seconds), next_request)  # warm-up
+    return await closed_loop("127.0.0.1", port, None, connections, seconds, next_request)
+
+
+@contextlib.contextmanager
+def api_with_baseline(env: dict[str, str]) -> Iterator[int]:
+    """The projector and the API (with the bare handler) as processes; yields the API port."""
+    with harness.Roles(env) as roles:
+        roles.start("projector")
+        api = subprocess.Popen([sys.executable, "-m", "bench.read_api"], env=env)
+        try:
+            port = int(env["MECHAMENTAL_PORT"])
+            harness.wait_healthy(port)
+            yield port
+        finally:
+            api.terminate()
+            api.wait(30)
+
+
+def run_all(
+    url: str, nats_url: str, args: argparse.Namespace, recording: bool, workspaces, tokens
+) -> dict[str, tuple[float, float]]:
+    """Endpoint -> (requests/s, p99 seconds) with activity recording on or off."""
+    env = harness.role_environment(
+        url, nats_url, args.data_dir, activity_recording=str(recording).lower(), api_workers=str(args.api_workers)
+    )
+    results = {}
+    print(f"\nactivity recording {'on' if recording else 'off'}:", flush=True)
+    with api_with_baseline(env) as port:
+        for endpoint in ENDPOINTS:
+            built = requests(endpoint, workspaces, tokens)
+            latencies, elapsed = asyncio.run(measure(port, built, args.connections, args.seconds))
+            rate = harness.report(f"  {endpoint}, {args.connections} connections", latencies, elapsed)
+            results[endpoint] = (rate, harness.percentile(latencies, 0.99))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    seed.add_arguments(parser)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--api-workers", type=int, default=1, help="API processes (MECHAMENTAL_API_WORKERS)")
+    parser.add_argument("--keep", action="store_true", help="keep a database this run seeds")
+    args = parser.parse_args()
+    name = args.database or seed.seeded_name(args.events, args.activity)
+    with harness.servers(args.data_dir) as (server_url, nats_url):
+        url, made = seed.ensure_seeded(server_url, nats_url, args.data_dir, name, args.events, args.activity)
+        try:
+            harness.migrate(harness.role_environment(url, nats_url, args.data_dir))  # a kept seed meets new DDL
+            with psycopg.connect(url) as conn:
+                events = conn.execute("SELECT max(position) FROM mm_event_index").fetchone()[0]
+                rows = conn.execute("SELECT count(*) FROM activity").fetchone()[0]
+            print(f"database {name}: {events:,} events, {rows:,} activity records")
+            workspaces, tokens = sample_workspaces(url, 5000), reader_tokens(url)
+            on = run_all(url, nats_url, args, True, workspaces, tokens)
+            off = run_all(url, nats_url, args, False, workspaces, tokens)
+            summarise(on, off)
+        finally:
+            if made and not args.keep:
+                harness.drop_database(server_url, name)
+
+
+def summarise(on: dict[str, tuple[float, float]], off: dict[str, tuple[float, float]]) -> None:
+    bare, workspace = on["bare handler"][0], on["GET workspace"][0]
+    print(f"\nGET workspace / bare handler = {workspace / bare:.2f}   (goal: at least 0.5; recording on)")
+    for endpoint in ENDPOINTS[1:]:
+        p99 = on[endpoint][1] * 1000
+        verdict = "meets" if p99 <= 20 else "misses"
+        print(f"{endpoint:<16} p99 {p99:6.2f} ms with recording on   ({verdict} the goal: at most 20 ms)")
+    print()
+    for endpoint in ENDPOINTS:
+        ratio = on[endpoint][0] / off[endpoint][0]
+        print(f"{endpoint:<16} throughput recording on / off = {ratio:.2f}   (goal: at least 0.9)")
+
+
+if __name__ == "__main__":
+    main()
