@@ -134,58 +134,68 @@ class Analytics:
     ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
-        relevant = [r for r in batch if r.event.aggregate in ("catalog", "action", "run", "workspace")]
+        relevant, entities, runs = [], [], []
+        for record in batch:
+            aggregate = record.event.aggregate
+            if aggregate == "run":
+                runs.append(record)
+            elif aggregate in ("catalog", "action"):
+                entities.append(record)
+            elif aggregate != "workspace":
+                continue
+            relevant.append(record)
         if not relevant:
             return
-        streams = earlier_streams([r for r in relevant if r.event.aggregate in ("catalog", "action")])
         cursor = await conn.execute(
-            "SELECT stream_id, kind, state FROM rm_analytics_items WHERE stream_id = ANY(%s)", (streams,)
+            "SELECT stream_id, kind, state FROM rm_analytics_items WHERE stream_id = ANY(%s)",
+            (earlier_streams(entities),),
         )
         items = {stream_id: _decoders[kind].decode(state) for stream_id, kind, state in await cursor.fetchall()}
-        run_workspaces = await self._run_workspaces(conn, [r for r in relevant if r.event.aggregate == "run"])
+        run_workspaces = await self._run_workspaces(conn, runs)
         deltas: defaultdict[str, Counter[str]] = defaultdict(Counter)
         touched: dict[str, datetime] = {}
         series: Counter[tuple[str, str, datetime]] = Counter()
         workspaces: list[tuple] = []
         threads: list[tuple[str, str]] = []
-        for record in relevant:
-            event, at = record.event, record.meta.occurred_at
-            match record.event.aggregate:
-                case "catalog" | "action":
-                    kind = CATALOG if record.event.aggregate == "catalog" else ACTION
-                    before = items.get(record.stream_id)
-                    after = kind.evolve(before, event, record.meta)
-                    items[record.stream_id] = after
-                    change = deltas[after.workspace_id]
-                    change.update(contributions(after))
-                    change.subtract(contributions(before))
-                    touched[after.workspace_id] = at
-                case "run":
-                    workspace_id = run_workspaces.get(record.stream_id)
-                    if workspace_id is None:
-                        continue
-                    change = deltas[workspace_id]
-                    if isinstance(event, RunRequested) and event.resolved_thread_id:
+        for record in relevant:  # in log order; runs are most of them, so they come first and by exact type
+            event, at, aggregate = record.event, record.meta.occurred_at, record.event.aggregate
+            if aggregate == "run":
+                workspace_id = run_workspaces.get(record.stream_id)
+                if workspace_id is None:
+                    continue
+                kind_of_event = type(event)
+                if kind_of_event is RunSucceeded:
+                    outcome = "success"
+                elif kind_of_event is AttemptFailed and event.retry_at is None:
+                    outcome = "failed"
+                else:
+                    outcome = None
+                    if kind_of_event is RunRequested and event.resolved_thread_id:
                         threads.append((workspace_id, event.resolved_thread_id))
-                    outcome = (
-                        "success"
-                        if isinstance(event, RunSucceeded)
-                        else ("failed" if isinstance(event, AttemptFailed) and event.retry_at is None else None)
+                if outcome:
+                    change = deltas[workspace_id]
+                    change["executions.total"] += 1
+                    change[f"executions.{outcome}"] += 1
+                    hour = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+                    series[(workspace_id, "hour", hour)] += 1
+                    series[(workspace_id, "day", hour.replace(hour=0))] += 1
+                touched[workspace_id] = at
+            elif aggregate == "workspace":
+                if isinstance(event, WorkspaceCreated | WorkspaceUpdated | WorkspaceDeleted):
+                    name = getattr(event, "name", None)
+                    name = name if isinstance(name, str) else None  # an update may leave it unset
+                    workspaces.append(
+                        (record.stream_id, record.meta.org_id, name, isinstance(event, WorkspaceDeleted), at)
                     )
-                    if outcome:
-                        change["executions.total"] += 1
-                        change[f"executions.{outcome}"] += 1
-                        hour = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-                        series[(workspace_id, "hour", hour)] += 1
-                        series[(workspace_id, "day", hour.replace(hour=0))] += 1
-                    touched[workspace_id] = at
-                case "workspace":
-                    if isinstance(event, WorkspaceCreated | WorkspaceUpdated | WorkspaceDeleted):
-                        name = getattr(event, "name", None)
-                        name = name if isinstance(name, str) else None  # an update may leave it unset
-                        workspaces.append(
-                            (record.stream_id, record.meta.org_id, name, isinstance(event, WorkspaceDeleted), at)
-                        )
+            else:
+                kind = CATALOG if aggregate == "catalog" else ACTION
+                before = items.get(record.stream_id)
+                after = kind.evolve(before, event, record.meta)
+                items[record.stream_id] = after
+                change = deltas[after.workspace_id]
+                change.update(contributions(after))
+                change.subtract(contributions(before))
+                touched[after.workspace_id] = at
         async with conn.cursor() as cur:
             await cur.executemany(
                 "INSERT INTO rm_analytics_workspaces (workspace_id, org_id, name, deleted, updated_at) "

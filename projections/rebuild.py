@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from commands.store import EventStore
-from domain.events import Recorded
+from commands.store import EVENTS_TABLE, EventStore
+from domain.events import Recorded, decode
 from pipeline import positions
 
 Progress = Callable[[int, int, float], None]  # done, total, events per second
@@ -64,9 +64,9 @@ async def rebuild(
         reached = await _prepare(conn, handlers)
         async with contextlib.AsyncExitStack() as stack:
             writers = [await stack.enter_async_context(await _writer(database_url, h)) for h in handlers]
-            position = await _replay(writers, store, handlers, reached, batch_size, progress)
+            position = await _replay(conn, writers, store, handlers, reached, batch_size, progress)
         if swap:
-            position = await _swap(conn, store, handlers, reached, batch_size)
+            position = await _swap(conn, handlers, reached, batch_size)
         return position
 
 
@@ -91,14 +91,14 @@ async def _prepare(conn: psycopg.AsyncConnection, handlers) -> dict[str, int]:
         return {handler.name: await positions.lock_position(conn, track_of(handler)) for handler in handlers}
 
 
-async def _replay(writers, store: EventStore, handlers, reached: dict[str, int], batch_size: int, progress) -> int:
-    """Reads the log in batches (in a thread, ahead of the views) and hands every batch to every view. Each view
+async def _replay(conn, writers, store: EventStore, handlers, reached, batch_size: int, progress) -> int:
+    """Reads the log in batches on `conn` (ahead of the views) and hands every batch to every view. Each view
     applies its batches on its own connection, one transaction each with its rebuild position, at its own pace
     (a few batches behind the reader at most), so while one waits for PostgreSQL another has Python to run."""
     start = min(reached.values())
     queues: list[asyncio.Queue[list[Recorded] | None]] = [asyncio.Queue(maxsize=2) for _ in handlers]
     advanced = asyncio.Condition()  # a view committed a batch, or a task stopped
-    tasks = [asyncio.create_task(_read(store, start, batch_size, queues, advanced))]
+    tasks = [asyncio.create_task(_read(conn, start, batch_size, queues, advanced))]
     tasks += [
         asyncio.create_task(_follow(conn, handler, reached, queue, advanced))
         for conn, handler, queue in zip(writers, handlers, queues, strict=True)
@@ -129,9 +129,23 @@ async def _replay(writers, store: EventStore, handlers, reached: dict[str, int],
     return min(reached.values())
 
 
-async def _read(store: EventStore, position: int, batch_size: int, queues, advanced: asyncio.Condition) -> None:
+async def read_log(conn: psycopg.AsyncConnection, after: int, limit: int) -> list[Recorded]:
+    """The notification log after a position, as EventStore.read gives it, but on the event loop: a reading
+    thread's Python (decoding above all) would contend for the GIL with the views' (7 us an event)."""
+    cursor = await conn.execute(
+        f"SELECT notification_id, originator_id, originator_version, topic, state FROM {EVENTS_TABLE} "
+        "WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
+        (after, limit),
+    )
+    return [
+        Recorded(position, stream, version, *decode(topic, state))
+        for position, stream, version, topic, state in await cursor.fetchall()
+    ]
+
+
+async def _read(conn, position: int, batch_size: int, queues, advanced: asyncio.Condition) -> None:
     try:
-        while batch := await asyncio.to_thread(store.read, position, batch_size):
+        while batch := await read_log(conn, position, batch_size):
             position = batch[-1].position
             for queue in queues:
                 await queue.put(batch)
@@ -175,12 +189,12 @@ async def _apply(conn, handlers, reached: dict[str, int], batch: list[Recorded])
     await conn.execute("SET LOCAL search_path TO public")
 
 
-async def _swap(conn, store: EventStore, handlers, reached: dict[str, int], batch_size: int) -> int:
+async def _swap(conn, handlers, reached: dict[str, int], batch_size: int) -> int:
     async with conn.transaction():
         for handler in handlers:
             await positions.lock_position(conn, handler.name)  # the live projector waits here until the swap commits
         position = min(reached.values())
-        while batch := await asyncio.to_thread(store.read, position, batch_size):
+        while batch := await read_log(conn, position, batch_size):
             await _apply(conn, handlers, reached, batch)
             position = batch[-1].position
             for handler in handlers:
