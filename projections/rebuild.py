@@ -95,15 +95,14 @@ async def _replay(conn, writers, store: EventStore, handlers, reached, batch_siz
     """Reads the log in batches on `conn` (ahead of the views) and hands every batch to every view. Each view
     applies its batches on its own connection, one transaction each with its rebuild position, at its own pace
     (a few batches behind the reader at most), so while one waits for PostgreSQL another has Python to run."""
-    start = min(reached.values())
+    start, total = min(reached.values()), await asyncio.to_thread(store.head)
     queues: list[asyncio.Queue[list[Recorded] | None]] = [asyncio.Queue(maxsize=2) for _ in handlers]
     advanced = asyncio.Condition()  # a view committed a batch, or a task stopped
     tasks = [asyncio.create_task(_read(conn, start, batch_size, queues, advanced))]
     tasks += [
-        asyncio.create_task(_follow(conn, handler, reached, queue, advanced))
-        for conn, handler, queue in zip(writers, handlers, queues, strict=True)
+        asyncio.create_task(_follow(writer, handler, reached, queue, advanced))
+        for writer, handler, queue in zip(writers, handlers, queues, strict=True)
     ]
-    total = await asyncio.to_thread(store.head)
     started, reported = time.monotonic(), start
 
     def news(since: int) -> bool:
@@ -111,7 +110,7 @@ async def _replay(conn, writers, store: EventStore, handlers, reached, batch_siz
         return failed or min(reached.values()) > since or all(task.done() for task in tasks)
 
     try:
-        while not all(task.done() for task in tasks):
+        while True:  # until every task is done, reporting each advance of the slowest view
             async with advanced:
                 await advanced.wait_for(functools.partial(news, reported))
             for task in tasks:
@@ -122,6 +121,8 @@ async def _replay(conn, writers, store: EventStore, handlers, reached, batch_siz
                 if progress:
                     rate = (reported - start) / max(time.monotonic() - started, 1e-6)
                     progress(reported, max(total, reported), rate)
+            if all(task.done() for task in tasks):
+                break
     finally:
         for task in tasks:
             task.cancel()
