@@ -68,7 +68,8 @@ def requests(endpoint: str, workspaces: list[tuple[str, str]], tokens: dict[str,
 
 
 async def measure(port: int, built: list[bytes], connections: int, seconds: float) -> tuple[list[float], float]:
-    streams = [itertools.cycle(built[n::connections]) for n in range(connections)]
+    # Each connection its own share of the requests; with fewer requests than connections, all of them.
+    streams = [itertools.cycle(built[n::connections] or built) for n in range(connections)]
 
     def next_request(connection: Connection, number: int) -> bytes:
         return next(streams[number])
@@ -118,22 +119,16 @@ def main() -> None:
     parser.add_argument("--api-workers", type=int, default=1, help="API processes (MECHAMENTAL_API_WORKERS)")
     parser.add_argument("--keep", action="store_true", help="keep a database this run seeds")
     args = parser.parse_args()
-    name = args.database or seed.seeded_name(args.events, args.activity)
-    with harness.servers(args.data_dir) as (server_url, nats_url):
-        url, made = seed.ensure_seeded(server_url, nats_url, args.data_dir, name, args.events, args.activity)
-        try:
-            harness.migrate(harness.role_environment(url, nats_url, args.data_dir))  # a kept seed meets new DDL
-            with psycopg.connect(url) as conn:
-                events = conn.execute("SELECT max(position) FROM mm_event_index").fetchone()[0]
-                rows = conn.execute("SELECT count(*) FROM activity").fetchone()[0]
-            print(f"database {name}: {events:,} events, {rows:,} activity records")
-            workspaces, tokens = sample_workspaces(url, 5000), reader_tokens(url)
-            on = run_all(url, nats_url, args, True, workspaces, tokens)
-            off = run_all(url, nats_url, args, False, workspaces, tokens)
-            summarise(on, off)
-        finally:
-            if made and not args.keep:
-                harness.drop_database(server_url, name)
+    with seed.seeded_database(args) as (url, nats_url, name):
+        harness.migrate(harness.role_environment(url, nats_url, args.data_dir))  # a kept seed meets new DDL
+        with psycopg.connect(url) as conn:
+            events = conn.execute("SELECT max(position) FROM mm_event_index").fetchone()[0]
+            rows = conn.execute("SELECT count(*) FROM activity").fetchone()[0]
+        print(f"database {name}: {events:,} events, {rows:,} activity records")
+        workspaces, tokens = sample_workspaces(url, 5000), reader_tokens(url)
+        on = run_all(url, nats_url, args, True, workspaces, tokens)
+        off = run_all(url, nats_url, args, False, workspaces, tokens)
+        summarise(on, off)
 
 
 def summarise(on: dict[str, tuple[float, float]], off: dict[str, tuple[float, float]]) -> None:

@@ -85,26 +85,20 @@ def main() -> None:
     seed.add_arguments(parser)
     parser.add_argument("--keep", action="store_true", help="keep a database this run seeds")
     args = parser.parse_args()
-    name = args.database or seed.seeded_name(args.events, args.activity)
-    with harness.servers(args.data_dir) as (server_url, nats_url):
-        url, made = seed.ensure_seeded(server_url, nats_url, args.data_dir, name, args.events, args.activity)
-        try:
-            env = harness.role_environment(url, nats_url, args.data_dir)
-            events, read_rate, read_cpu = raw_read_rate(url)
-            seconds, cpu, postgres_cpu = rebuild_every_view(env, name)
-            rate = events / seconds
-            print(f"\nlog: {events:,} events, database {name}")
-            print(f"raw read of the log (EventStore.read, {BATCH} a batch)   {read_rate:>9,.0f} events/s")
-            print(f"rebuild every view (projections rebuild)          {rate:>9,.0f} events/s  ({seconds:.1f} s)")
-            print(
-                f"CPU per event: raw read {read_cpu / events * 1e6:.1f} us (Python); rebuild "
-                f"{cpu / events * 1e6:.1f} us (its process) + {postgres_cpu / events * 1e6:.1f} us (PostgreSQL); "
-                f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-            )
-            print(f"\nratio rebuild / raw read = {rate / read_rate:.2f}   goal: rebuild at least 20,000 events/s")
-        finally:
-            if made and not args.keep:
-                harness.drop_database(server_url, name)
+    with seed.seeded_database(args) as (url, nats_url, name):
+        env = harness.role_environment(url, nats_url, args.data_dir)
+        events, read_rate, read_cpu = raw_read_rate(url)
+        seconds, cpu, postgres_cpu = rebuild_every_view(env, name)
+        rate = events / seconds
+        print(f"\nlog: {events:,} events, database {name}")
+        print(f"raw read of the log (EventStore.read, {BATCH} a batch)   {read_rate:>9,.0f} events/s")
+        print(f"rebuild every view (projections rebuild)          {rate:>9,.0f} events/s  ({seconds:.1f} s)")
+        print(
+            f"CPU per event: raw read {read_cpu / events * 1e6:.1f} us (Python); rebuild "
+            f"{cpu / events * 1e6:.1f} us (its process) + {postgres_cpu / events * 1e6:.1f} us (PostgreSQL); "
+            f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        )
+        print(f"\nratio rebuild / raw read = {rate / read_rate:.2f}   goal: rebuild at least 20,000 events/s")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -580,6 +581,20 @@ def ensure_seeded(
     print(f"seeding {name}: {events:,} events, {activity_rows:,} activity records", file=sys.stderr)
     seed(url, harness.role_environment(url, nats_url, data_dir), events, activity_rows, random.Random(7))
     return url, True
+
+
+@contextlib.contextmanager
+def seeded_database(args: argparse.Namespace) -> Iterator[tuple[str, str, str]]:
+    """(database URL, NATS URL, database name) of the seeded database the arguments name, seeded
+    first when needed; one this call seeded is dropped afterwards unless `args.keep`."""
+    name = args.database or seeded_name(args.events, args.activity)
+    with harness.servers(args.data_dir) as (server_url, nats_url):
+        url, made = ensure_seeded(server_url, nats_url, args.data_dir, name, args.events, args.activity)
+        try:
+            yield url, nats_url, name
+        finally:
+            if made and not getattr(args, "keep", False):
+                harness.drop_database(server_url, name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
