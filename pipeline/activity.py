@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import nats.js.api as js_api
 from nats.aio.client import Client as NATS
@@ -69,6 +69,7 @@ class ActivityPublisher:
         self._buffer: asyncio.Queue[activity.ActivityRecord] = asyncio.Queue(max_buffer)
         self._overflow: list[activity.ActivityRecord] = []
         self._stream_ready = False
+        self._known_days: set[date] = set()  # activity partitions seen to exist
         self.stored_directly = 0
 
     def record(self, record: activity.ActivityRecord) -> None:
@@ -126,10 +127,11 @@ class ActivityPublisher:
         for attempt in range(5):
             try:
                 async with self.pool.connection() as conn, conn.transaction():
-                    await activity.store(conn, records)
+                    await activity.store(conn, records, self._known_days)
                 self.stored_directly += len(records)
                 return
             except Exception as error:  # noqa: BLE001 - PostgreSQL busy or restarting: retry a few times
+                self._known_days.clear()
                 log.warning("activity: storing %d records failed (%s)", len(records), error)
                 await asyncio.sleep(0.2 * (attempt + 1))
         log.error("activity: dropped %d records after repeated storage failures", len(records))
@@ -154,6 +156,7 @@ class ActivityConsumer:
         self.stream = stream
         self.prefix = prefix
         self.retention_days = retention_days
+        self._known_days: set[date] = set()  # activity partitions seen to exist
 
     async def run(self, stop: asyncio.Event) -> None:
         subscription = None
@@ -164,6 +167,7 @@ class ActivityConsumer:
                     async with self.pool.connection() as conn:
                         dropped = await activity.drop_expired(conn, self.retention_days, datetime.now(UTC).date())
                     if dropped:
+                        self._known_days.clear()
                         log.info("activity: dropped partitions past retention: %s", ", ".join(dropped))
                     next_retention = time.monotonic() + 3600
                 if subscription is None:
@@ -180,12 +184,13 @@ class ActivityConsumer:
                     with contextlib.suppress(Exception):  # an unreadable batch is skipped, not retried forever
                         records.extend(activity.decode_batch(message.data))
                 async with self.pool.connection() as conn, conn.transaction():
-                    await activity.store(conn, records)
+                    await activity.store(conn, records, self._known_days)
                 if messages:
                     await messages[-1].ack()  # acks the whole batch (AckPolicy.ALL)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - NATS or PostgreSQL trouble: resubscribe
+                self._known_days.clear()
                 log.info("activity consumer: %s: %s", type(error).__name__, error)
                 subscription = None
                 await sleep_unless(stop, 1.0)

@@ -14,6 +14,8 @@ from typing import Any
 import msgspec
 import psycopg
 
+from projections.batches import Staging
+
 DDL = """
 CREATE TABLE IF NOT EXISTS activity (
     id text NOT NULL,
@@ -34,7 +36,9 @@ CREATE TABLE IF NOT EXISTS activity (
 CREATE INDEX IF NOT EXISTS activity_org ON activity (org_id, ts DESC, id DESC);
 CREATE INDEX IF NOT EXISTS activity_workspace ON activity (org_id, workspace_id, ts DESC, id DESC);
 CREATE INDEX IF NOT EXISTS activity_user ON activity (org_id, user_id, ts DESC, id DESC);
-CREATE INDEX IF NOT EXISTS activity_app ON activity (org_id, app_id, ts DESC, id DESC);
+-- Most records (requests outside /apps) have no app: their index entries would never be read.
+DROP INDEX IF EXISTS activity_app;
+CREATE INDEX IF NOT EXISTS activity_app_set ON activity (org_id, app_id, ts DESC, id DESC) WHERE app_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS activity_resource ON activity (org_id, resource_id, ts DESC, id DESC);
 CREATE INDEX IF NOT EXISTS activity_augmentation ON activity (org_id, augmentation_id, ts DESC, id DESC)
     WHERE augmentation_id IS NOT NULL;
@@ -101,65 +105,108 @@ def decode_batch(data: bytes) -> list[ActivityRecord]:
     return _batch_decoder.decode(data)
 
 
-async def ensure_partitions(conn: psycopg.AsyncConnection, days: set[date]) -> None:
-    names = {f"activity_{day:%Y%m%d}": day for day in days}
+async def ensure_partitions(conn: psycopg.AsyncConnection, days: set[date], known: set[date] | None = None) -> None:
+    """Makes the day partitions `days` need. `known` (the caller's, kept across calls) holds the days already
+    seen to exist, sparing the catalog query; a caller whose write fails clears it, in case a day it holds was
+    rolled back or dropped."""
+    unknown = days - known if known is not None else days
+    if not unknown:
+        return
+    names = {f"activity_{day:%Y%m%d}": day for day in unknown}
     cursor = await conn.execute("SELECT relname FROM pg_class WHERE relname = ANY(%s)", (list(names),))
     missing = set(names) - {row[0] for row in await cursor.fetchall()}
-    if not missing:
-        return
-    # Writers (the projector, an API process writing while NATS is down) may race to create one day.
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('mechamental.activity.partitions'))")
-    for name in sorted(missing):
-        day = names[name]
-        await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF activity FOR VALUES FROM ('{day}') "
-            f"TO ('{day + timedelta(days=1)}')"
-        )
+    if missing:
+        # Writers (the projector, an API process writing while NATS is down) may race to create one day.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('mechamental.activity.partitions'))")
+        for name in sorted(missing):
+            day = names[name]
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF activity FOR VALUES FROM ('{day}') "
+                f"TO ('{day + timedelta(days=1)}')"
+            )
+    if known is not None:
+        known |= unknown
 
 
-async def store(conn: psycopg.AsyncConnection, records: list[ActivityRecord]) -> int:
-    """Stores new records and rolls them up, in the caller's transaction; returns how many were new."""
+_RECORDS = Staging(
+    "activity",
+    {
+        "id": "text",
+        "org_id": "text",
+        "ts": "timestamptz",
+        "workspace_id": "text",
+        "app_id": "text",
+        "user_id": "text",
+        "action": "text",
+        "resource_type": "text",
+        "resource_id": "text",
+        "augmentation_id": "text",
+        "success": "bool",
+        "duration_ms": "float8",
+        "record": "bytea",
+    },
+)
+_ROLLUPS = Staging(
+    "activity_hourly",
+    {
+        "org_id": "text",
+        "scope": "text",
+        "scope_id": "text",
+        "hour": "timestamptz",
+        "action": "text",
+        "resource_type": "text",
+        "requests": "int8",
+        "successes": "int8",
+        "duration_ms": "float8",
+        "tokens": "int8",
+    },
+)
+
+
+async def store(
+    conn: psycopg.AsyncConnection, records: list[ActivityRecord], known_days: set[date] | None = None
+) -> int:
+    """Stores new records and rolls them up, in the caller's transaction; returns how many were new.
+    Both writes are one COPY and one statement each, whatever the batch's size."""
     if not records:
         return 0
-    await ensure_partitions(conn, {r.timestamp.astimezone(UTC).date() for r in records})
-    async with conn.cursor() as cur:
-        await cur.execute(
-            "INSERT INTO activity (id, org_id, ts, workspace_id, app_id, user_id, action, resource_type, "
-            "resource_id, augmentation_id, success, duration_ms, record) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], "
-            "%s::text[], %s::text[], %s::text[], %s::text[], %s::boolean[], %s::float8[], %s::bytea[]) "
-            "ON CONFLICT DO NOTHING RETURNING id",
-            _columns(records),
-        )
-        new_ids = {row[0] for row in await cur.fetchall()}
-        rollups = _rollups([r for r in records if r.id in new_ids])
-        await cur.executemany(
-            "INSERT INTO activity_hourly AS h (org_id, scope, scope_id, hour, action, resource_type, requests, "
-            "successes, duration_ms, tokens) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (org_id, scope, scope_id, hour, action, resource_type) DO UPDATE SET "
-            "requests = h.requests + EXCLUDED.requests, successes = h.successes + EXCLUDED.successes, "
-            "duration_ms = h.duration_ms + EXCLUDED.duration_ms, tokens = h.tokens + EXCLUDED.tokens",
-            [(*key, *values) for key, values in rollups.items()],
-        )
+    await ensure_partitions(conn, {r.timestamp.astimezone(UTC).date() for r in records}, known_days)
+    unique = list({r.id: r for r in records}.values())  # a batch may repeat a record: count it once
+    inserted = await _RECORDS.merge(
+        conn,
+        [_row(r) for r in unique],
+        "INSERT INTO activity ({columns}) SELECT {columns} FROM moved ON CONFLICT DO NOTHING RETURNING id",
+    )
+    new_ids = {row[0] for row in inserted}
+    rollups = _rollups([r for r in unique if r.id in new_ids])
+    # One row per key, so one statement may add them all; the key order keeps concurrent writers from deadlocking.
+    await _ROLLUPS.merge(
+        conn,
+        [(*key, *values) for key, values in sorted(rollups.items())],
+        "INSERT INTO activity_hourly AS h ({columns}) SELECT {columns} FROM moved "
+        "ON CONFLICT (org_id, scope, scope_id, hour, action, resource_type) DO UPDATE SET "
+        "requests = h.requests + EXCLUDED.requests, successes = h.successes + EXCLUDED.successes, "
+        "duration_ms = h.duration_ms + EXCLUDED.duration_ms, tokens = h.tokens + EXCLUDED.tokens",
+    )
     return len(new_ids)
 
 
-def _columns(records: list[ActivityRecord]) -> list[list]:
-    return [
-        [r.id for r in records],
-        [r.org_id for r in records],
-        [r.timestamp for r in records],
-        [r.workspace_id for r in records],
-        [r.app_id for r in records],
-        [r.user_id for r in records],
-        [r.action for r in records],
-        [r.resource_type for r in records],
-        [r.resource_id for r in records],
-        [r.augmentation_id for r in records],
-        [r.success for r in records],
-        [r.duration_ms for r in records],
-        [_encoder.encode(r) for r in records],
-    ]
+def _row(r: ActivityRecord) -> tuple:
+    return (
+        r.id,
+        r.org_id,
+        r.timestamp,
+        r.workspace_id,
+        r.app_id,
+        r.user_id,
+        r.action,
+        r.resource_type,
+        r.resource_id,
+        r.augmentation_id,
+        r.success,
+        r.duration_ms,
+        _encoder.encode(r),
+    )
 
 
 def _scopes(record: ActivityRecord) -> list[tuple[str, str]]:
