@@ -86,3 +86,36 @@ async def closed_loop(
     started = time.monotonic()
     await asyncio.gather(*(client(number) for number in range(connections)))
     return latencies, time.monotonic() - started
+
+
+async def paced_loop(
+    host: str,
+    port: int,
+    token: str | None,
+    connections: int,
+    rate: float,
+    seconds: float,
+    next_request: Callable[[Connection, int], bytes],
+    expect: int = 200,
+) -> tuple[list[float], float]:
+    """An open loop: requests start on a schedule of `rate` a second, spread over `connections`, whether or
+    not the server keeps up. Each latency runs from the request's scheduled start, so a server that falls
+    behind shows its queue in the latencies instead of slowing the load down (no coordinated omission)."""
+    latencies: list[float] = []
+    interval = connections / rate
+    started = time.monotonic()
+    deadline = started + seconds
+
+    async def client(number: int) -> None:
+        async with Connection(host, port, token) as connection:
+            scheduled = started + number * interval / connections
+            while scheduled < deadline:
+                await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
+                response = await connection.send(next_request(connection, number))
+                latencies.append(time.monotonic() - scheduled)
+                if response.status != expect:
+                    raise RuntimeError(f"expected {expect}, got {response.status}: {response.body[:300]!r}")
+                scheduled += interval
+
+    await asyncio.gather(*(client(number) for number in range(connections)))
+    return latencies, time.monotonic() - started

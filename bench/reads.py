@@ -21,14 +21,21 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import msgspec
 import psycopg
 
 from bench import harness, seed
-from bench.load import Connection, closed_loop
+from bench.load import Connection, closed_loop, paced_loop
 
 ENDPOINTS = ("bare handler", "GET workspace", "list workspaces", "activity search")
 # Searches as a console would make them: by verb, by outcome, slow requests, one user, or everything.
 SEARCHES = ("", "?action=read", "?status=error", "?min_duration_ms=10", "?action=update&status=success", "?limit=20")
+
+
+class Result(msgspec.Struct):
+    rate: float  # requests a second, saturated
+    p99: float  # seconds, saturated
+    paced_p99: float = float("nan")  # seconds, paced at half the saturated rate
 
 
 def reader_tokens(url: str) -> dict[str, str]:
@@ -67,15 +74,27 @@ def requests(endpoint: str, workspaces: list[tuple[str, str]], tokens: dict[str,
     return built
 
 
-async def measure(port: int, built: list[bytes], connections: int, seconds: float) -> tuple[list[float], float]:
-    # Each connection its own share of the requests; with fewer requests than connections, all of them.
+def request_streams(built: list[bytes], connections: int):
+    """A request picker giving each connection its own share of the requests (all of them, with fewer requests
+    than connections)."""
     streams = [itertools.cycle(built[n::connections] or built) for n in range(connections)]
 
     def next_request(connection: Connection, number: int) -> bytes:
         return next(streams[number])
 
+    return next_request
+
+
+async def saturated(port: int, built: list[bytes], connections: int, seconds: float) -> tuple[list[float], float]:
+    """The most the API serves: a closed loop, every connection always waiting on an answer."""
+    next_request = request_streams(built, connections)
     await closed_loop("127.0.0.1", port, None, connections, min(1.0, seconds), next_request)  # warm-up
     return await closed_loop("127.0.0.1", port, None, connections, seconds, next_request)
+
+
+async def paced(port: int, built: list[bytes], connections: int, rate: float, seconds: float):
+    """Latency as a user sees it at a given load: requests started on a schedule (bench.load.paced_loop)."""
+    return await paced_loop("127.0.0.1", port, None, connections, rate, seconds, request_streams(built, connections))
 
 
 @contextlib.contextmanager
@@ -95,8 +114,8 @@ def api_with_baseline(env: dict[str, str]) -> Iterator[int]:
 
 def run_all(
     url: str, nats_url: str, args: argparse.Namespace, recording: bool, workspaces, tokens
-) -> dict[str, tuple[float, float]]:
-    """Endpoint -> (requests/s, p99 seconds) with activity recording on or off."""
+) -> dict[str, Result]:
+    """Endpoint -> its throughput and latencies, with activity recording on or off."""
     env = harness.role_environment(
         url, nats_url, args.data_dir, activity_recording=str(recording).lower(), api_workers=str(args.api_workers)
     )
@@ -105,9 +124,14 @@ def run_all(
     with api_with_baseline(env) as port:
         for endpoint in ENDPOINTS:
             built = requests(endpoint, workspaces, tokens)
-            latencies, elapsed = asyncio.run(measure(port, built, args.connections, args.seconds))
+            latencies, elapsed = asyncio.run(saturated(port, built, args.connections, args.seconds))
             rate = harness.report(f"  {endpoint}, {args.connections} connections", latencies, elapsed)
-            results[endpoint] = (rate, harness.percentile(latencies, 0.99))
+            result = Result(rate, harness.percentile(latencies, 0.99))
+            if endpoint != "bare handler":
+                latencies, elapsed = asyncio.run(paced(port, built, args.connections, rate / 2, args.seconds))
+                harness.report(f"  {endpoint}, paced at half that", latencies, elapsed)
+                result.paced_p99 = harness.percentile(latencies, 0.99)
+            results[endpoint] = result
     return results
 
 
@@ -131,16 +155,20 @@ def main() -> None:
         summarise(on, off)
 
 
-def summarise(on: dict[str, tuple[float, float]], off: dict[str, tuple[float, float]]) -> None:
-    bare, workspace = on["bare handler"][0], on["GET workspace"][0]
+def summarise(on: dict[str, Result], off: dict[str, Result]) -> None:
+    bare, workspace = on["bare handler"].rate, on["GET workspace"].rate
     print(f"\nGET workspace / bare handler = {workspace / bare:.2f}   (goal: at least 0.5; recording on)")
     for endpoint in ENDPOINTS[1:]:
-        p99 = on[endpoint][1] * 1000
+        result = on[endpoint]
+        p99 = result.paced_p99 * 1000
         verdict = "meets" if p99 <= 20 else "misses"
-        print(f"{endpoint:<16} p99 {p99:6.2f} ms with recording on   ({verdict} the goal: at most 20 ms)")
+        print(
+            f"{endpoint:<16} p99 {p99:6.2f} ms at half its top rate, {result.p99 * 1000:6.2f} ms at the top, "
+            f"recording on   ({verdict} the goal: at most 20 ms)"
+        )
     print()
     for endpoint in ENDPOINTS:
-        ratio = on[endpoint][0] / off[endpoint][0]
+        ratio = on[endpoint].rate / off[endpoint].rate
         print(f"{endpoint:<16} throughput recording on / off = {ratio:.2f}   (goal: at least 0.9)")
 
 

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import hmac
 import itertools
+import os
 import queue
 import random
 import secrets
@@ -515,7 +516,7 @@ async def store_activity(url: str, records: Iterator[activity.ActivityRecord], t
 
 async def build_views(url: str, store: EventStore) -> None:
     """Every view, by the rebuild's code path (one pass over the log), swapped in."""
-    await rebuild(url, store, read_models(), progress=progress_bar("views", sys.stderr))
+    await rebuild(url, store, read_models(), progress=progress_bar("views", sys.stderr), processes=os.cpu_count() or 1)
     sys.stderr.write("\n")
 
 

@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bench import harness
 from bench.harness import percentile, report
-from bench.load import Connection, closed_loop
+from bench.load import Connection, closed_loop, paced_loop
 
 
 def threads(target, count: int, seconds: float) -> tuple[list[float], float]:
@@ -117,24 +117,12 @@ async def paced_creates(port: int, token: str, rate: float, seconds: float, conn
     """Open-loop background load: `rate` creates a second spread over `connections`; returns how many."""
     body = msgspec.json.encode({"name": "load"})
     org = "load-" + secrets.token_hex(3)
-    interval = connections / rate
-    done = 0
 
-    async def client(offset: float) -> None:
-        nonlocal done
-        async with Connection("127.0.0.1", port, token) as http:
-            request = http.encode("POST", f"/v1/orgs/{org}/workspaces", body)
-            next_at = time.monotonic() + offset
-            deadline = time.monotonic() + seconds
-            while next_at < deadline:
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-                if (await http.send(request)).status != 201:
-                    raise RuntimeError("a background create failed")
-                done += 1
-                next_at += interval
+    def create(connection: Connection, number: int) -> bytes:
+        return connection.encode("POST", f"/v1/orgs/{org}/workspaces", body)
 
-    await asyncio.gather(*(client(i * interval / connections) for i in range(connections)))
-    return done
+    latencies, _ = await paced_loop("127.0.0.1", port, token, connections, rate, seconds, create, expect=201)
+    return len(latencies)
 
 
 async def freshness_under_load(port: int, token: str, rate: float, seconds: float) -> tuple[list[float], int]:
