@@ -13,7 +13,7 @@ from typing import Any, ClassVar, NamedTuple
 import msgspec
 
 
-class Actor(msgspec.Struct, frozen=True):
+class Actor(msgspec.Struct, frozen=True, gc=False):
     """Who caused an event: the principal behind the token, the user it acts for, the token used."""
 
     principal_type: str
@@ -25,14 +25,14 @@ class Actor(msgspec.Struct, frozen=True):
 SYSTEM_ACTOR = Actor(principal_type="system", principal_id="mechamental")
 
 
-class EventMeta(msgspec.Struct, frozen=True):
+class EventMeta(msgspec.Struct, frozen=True, gc=False):
     org_id: str
     actor: Actor
     trace_id: str
     occurred_at: datetime
 
 
-class DomainEvent(msgspec.Struct, frozen=True):
+class DomainEvent(msgspec.Struct, frozen=True, gc=False):
     """Base of every event. Subclasses are named in the past tense and registered with `register`."""
 
     aggregate: ClassVar[str] = ""
@@ -47,13 +47,13 @@ class AggregateType(NamedTuple):
     creates: tuple[type, ...]
 
 
-class Envelope(msgspec.Struct, frozen=True):
+class Envelope(msgspec.Struct, frozen=True, gc=False):
     meta: EventMeta
     data: msgspec.Raw
     v: int = 0  # the event data's schema version; events from before versioning have none
 
 
-class Recorded(msgspec.Struct, frozen=True):
+class Recorded(msgspec.Struct, frozen=True, gc=False):
     """An event as read back from the log, with its place in it."""
 
     position: int

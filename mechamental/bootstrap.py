@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections import Counter
@@ -320,6 +321,9 @@ async def run_roles(
                 tasks[-1].result()  # raises why the server could not start (e.g. the port is taken)
         if on_ready is not None:
             on_ready()
+        # What exists now (modules, the app and its routes, the OpenAPI schema) lives as long as the process:
+        # out of the collector's sight, full collections stay as cheap as the working set.
+        gc.freeze()
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import secrets
@@ -73,7 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def collect_garbage_less_often() -> None:
+    """Every role makes and drops containers by the million: events decoded from the log, rows, requests.
+    CPython's default collects the young generation every 700 of them and escalates to passes over the whole
+    heap; measured on the log's decoding, that was three quarters of its time (20 us an event, 3.6 with
+    this). Cycles are still collected, every 50,000 allocations; memory stays bounded."""
+    gc.set_threshold(50_000, 20, 100)
+
+
 def main(argv: list[str] | None = None) -> int:
+    collect_garbage_less_often()
     args = build_parser().parse_args(argv)
     overrides = {k: getattr(args, k, None) for k in ("data_dir", "host", "port")}
     try:
@@ -119,7 +129,8 @@ def run(settings: Settings, roles: set[str], on_ready=None, sockets: list | None
 
 
 def _api_worker(settings: Settings, listener: socket.socket) -> None:
-    # Started by `spawn`: a fresh interpreter, so logging is set up again here.
+    # Started by `spawn`: a fresh interpreter, so logging and the collector are set up again here.
+    collect_garbage_less_often()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )

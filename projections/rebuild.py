@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import importlib
 import multiprocessing
 import re
@@ -101,9 +102,13 @@ async def _replay_views(database_url: str, handlers, reached, batch_size: int, p
         await _replay(reader, writers, handlers, reached, batch_size, progress, total)
 
 
-def _replay_process(database_url: str, handlers, reached: dict[str, int], batch_size: int, modules: list[str]) -> None:
+def _replay_process(
+    database_url: str, handlers, reached: dict[str, int], batch_size: int, modules: list[str], gc_thresholds
+) -> None:
     """A process's share of the views (its entry point). It reads every event, so it first imports every module
-    that registers event types in the parent, whether its views use them or not."""
+    that registers event types in the parent, whether its views use them or not; it collects garbage as the
+    parent does."""
+    gc.set_threshold(*gc_thresholds)
     for module in modules:
         importlib.import_module(module)
     try:
@@ -115,11 +120,12 @@ def _replay_process(database_url: str, handlers, reached: dict[str, int], batch_
 async def _replay_in_processes(conn, database_url: str, groups, reached, batch_size: int, progress, total) -> None:
     """Each group of views replayed by a process of its own; their progress is read from their positions."""
     context = multiprocessing.get_context("spawn")  # never fork a process with threads and open connections
-    event_modules = sorted({event_type.__module__ for event_type in EVENT_TYPES.values()})
+    thresholds = gc.get_threshold()
+    modules = sorted({event_type.__module__ for event_type in EVENT_TYPES.values()})
     workers = [
         context.Process(
             target=_replay_process,
-            args=(database_url, group, {h.name: reached[h.name] for h in group}, batch_size, event_modules),
+            args=(database_url, group, {h.name: reached[h.name] for h in group}, batch_size, modules, thresholds),
             name=f"rebuild {', '.join(h.name for h in group)}",
             daemon=True,
         )
