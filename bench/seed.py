@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import hmac
 import itertools
-import os
 import queue
 import random
 import secrets
@@ -516,7 +515,7 @@ async def store_activity(url: str, records: Iterator[activity.ActivityRecord], t
 
 async def build_views(url: str, store: EventStore) -> None:
     """Every view, by the rebuild's code path (one pass over the log), swapped in."""
-    await rebuild(url, store, read_models(), progress=progress_bar("views", sys.stderr), processes=os.cpu_count() or 1)
+    await rebuild(url, store, read_models(), progress=progress_bar("views", sys.stderr))
     sys.stderr.write("\n")
 
 

@@ -49,12 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild", help="replay the event store into fresh tables and swap them in while the live view keeps serving"
     )
     rebuild.add_argument("names", nargs="*", metavar="NAME", help="views to rebuild (default: all)")
-    rebuild.add_argument(
-        "--processes",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="replay the views in this many processes, spread by cost (default: one per core)",
-    )
 
     events = commands.add_parser("events", help="the raw event stream, for auditors")
     event_commands = events.add_subparsers(dest="events_command", required=True)
@@ -280,13 +274,7 @@ def rebuild(settings: Settings, args: argparse.Namespace) -> int:
         names = args.names or list(models)  # rebuilt together: one pass over the log for all of them
         label = names[0] if len(names) == 1 else f"{len(names)} views"
         position = asyncio.run(
-            replay(
-                settings.database_url,
-                store,
-                [models[n] for n in names],
-                progress=progress_bar(label, sys.stderr),
-                processes=args.processes,
-            )
+            replay(settings.database_url, store, [models[n] for n in names], progress=progress_bar(label, sys.stderr))
         )
         print(f"\n{', '.join(names)}: rebuilt to position {position} and swapped in", file=sys.stderr)
     except RebuildRunning as error:

@@ -111,7 +111,6 @@ class Counters(msgspec.Struct):
 
 class ActionListing:
     name = NAME
-    replay_cost = 7  # Python time replaying the log, relative to the lightest views (rebuild.spread)
     ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:

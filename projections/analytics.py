@@ -131,7 +131,6 @@ def contributions(state: Any) -> Counter[str]:
 
 class Analytics:
     name = NAME
-    replay_cost = 10  # Python time replaying the log, relative to the lightest views (rebuild.spread)
     ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:

@@ -42,7 +42,6 @@ _encoder = msgspec.json.Encoder()
 
 class CatalogListing:
     name = NAME
-    replay_cost = 2  # Python time replaying the log, relative to the lightest views (rebuild.spread)
     ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:

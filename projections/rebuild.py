@@ -4,9 +4,8 @@ Each view is replayed into fresh tables in a schema of its own (`rebuild_<name>`
 progress there, so an interrupted rebuild resumes. Views rebuilt together share one pass over the
 log: each batch is read once (the next one is read while this one is applied) and handed to every
 view, each applying on a connection of its own at its own pace (so one view's Python runs while
-another's SQL does). With more than one process, the views are spread over processes by their replay
-cost, each process reading the log for its own views, so the views' Python runs on every core. The fresh
-tables get their secondary indexes after the replay, built in one sort each instead of row by row.
+another's SQL does). The fresh tables get their secondary indexes after the replay, each built in one
+pass instead of entry by entry.
 Then, in one transaction that holds the live projector's positions (so it pauses), the rebuild
 catches up to the head of the log and the fresh tables replace the live ones. Readers see the old
 views or the new ones, never a half-built one.
@@ -17,18 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
-import importlib
-import multiprocessing
 import re
-import sys
 import time
 from collections.abc import Callable
 
 import psycopg
 
 from commands.store import EVENTS_TABLE, EventStore
-from domain.events import EVENT_TYPES, Recorded, decode
+from domain.events import Recorded, decode
 from pipeline import positions
 
 Progress = Callable[[int, int, float], None]  # done, total, events per second
@@ -58,10 +53,9 @@ async def rebuild(
     swap: bool = True,
     batch_size: int = 10_000,
     progress: Progress | None = None,
-    processes: int = 1,
 ) -> int:
     """Replays the whole log into fresh tables of one view or a list of them (and, with `swap`, puts them
-    live); returns the position they reached. `processes` above one replays the views in that many processes."""
+    live); returns the position they reached."""
     # In name order, the order the live projector locks their positions in, so the swap never deadlocks it.
     handlers = sorted(handlers if isinstance(handlers, list) else [handlers], key=lambda h: h.name)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
@@ -70,27 +64,11 @@ async def rebuild(
                 raise RebuildRunning(f"a rebuild of {handler.name} is already running")
         reached = await _prepare(conn, handlers)
         total = await asyncio.to_thread(store.head)
-        groups = spread(handlers, processes)
-        if len(groups) == 1:
-            await _replay_views(database_url, handlers, reached, batch_size, progress, total)
-        else:
-            await _replay_in_processes(conn, database_url, groups, reached, batch_size, progress, total)
+        await _replay_views(database_url, handlers, reached, batch_size, progress, total)
         await _build_indexes(conn, handlers)
         if swap:
             return await _swap(conn, handlers, reached, batch_size)
         return min(reached.values())
-
-
-def spread(handlers, processes: int) -> list[list]:
-    """The views in at most `processes` groups of about equal replay cost (`replay_cost`, 1 unless a view
-    says), costliest first, each to the group with the least so far."""
-    groups: list[list] = [[] for _ in range(max(1, min(processes, len(handlers))))]
-    costs = [0] * len(groups)
-    for handler in sorted(handlers, key=lambda h: -getattr(h, "replay_cost", 1)):
-        cheapest = costs.index(min(costs))
-        groups[cheapest].append(handler)
-        costs[cheapest] += getattr(handler, "replay_cost", 1)
-    return [sorted(group, key=lambda h: h.name) for group in groups]
 
 
 async def _replay_views(database_url: str, handlers, reached, batch_size: int, progress, total: int) -> None:
@@ -100,61 +78,6 @@ async def _replay_views(database_url: str, handlers, reached, batch_size: int, p
     ):
         writers = [await stack.enter_async_context(await _writer(database_url, h)) for h in handlers]
         await _replay(reader, writers, handlers, reached, batch_size, progress, total)
-
-
-def _replay_process(
-    database_url: str, handlers, reached: dict[str, int], batch_size: int, modules: list[str], gc_thresholds
-) -> None:
-    """A process's share of the views (its entry point). It reads every event, so it first imports every module
-    that registers event types in the parent, whether its views use them or not; it collects garbage as the
-    parent does."""
-    gc.set_threshold(*gc_thresholds)
-    for module in modules:
-        importlib.import_module(module)
-    try:
-        asyncio.run(_replay_views(database_url, handlers, reached, batch_size, None, 0))
-    except KeyboardInterrupt:
-        sys.exit(130)  # the parent says what to do about it
-
-
-async def _replay_in_processes(conn, database_url: str, groups, reached, batch_size: int, progress, total) -> None:
-    """Each group of views replayed by a process of its own; their progress is read from their positions."""
-    context = multiprocessing.get_context("spawn")  # never fork a process with threads and open connections
-    thresholds = gc.get_threshold()
-    modules = sorted({event_type.__module__ for event_type in EVENT_TYPES.values()})
-    workers = [
-        context.Process(
-            target=_replay_process,
-            args=(database_url, group, {h.name: reached[h.name] for h in group}, batch_size, modules, thresholds),
-            name=f"rebuild {', '.join(h.name for h in group)}",
-            daemon=True,
-        )
-        for group in groups
-    ]
-    tracks = {track_of(h): h.name for group in groups for h in group}
-    start, started, reported = min(reached.values()), time.monotonic(), min(reached.values())
-    for worker in workers:
-        worker.start()
-    try:
-        while True:
-            running = any(worker.is_alive() for worker in workers)
-            failed = [w for w in workers if w.exitcode not in (None, 0)]
-            if failed:
-                raise RuntimeError(f"{failed[0].name} stopped with exit code {failed[0].exitcode}")
-            for track, position in (await positions.read_positions(conn, list(tracks))).items():
-                reached[tracks[track]] = position
-            if progress and min(reached.values()) > reported:
-                reported = min(reached.values())
-                rate = (reported - start) / max(time.monotonic() - started, 1e-6)
-                progress(reported, max(total, reported), rate)
-            if not running:
-                return
-            await asyncio.sleep(0.5)
-    finally:
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-            await asyncio.to_thread(worker.join)
 
 
 async def _writer(database_url: str, handler) -> psycopg.AsyncConnection:

@@ -13,7 +13,7 @@ import pytest
 from commands.store import EventStore, datastore_from_url
 from mechamental.bootstrap import read_models
 from pipeline import positions
-from projections.rebuild import RebuildRunning, rebuild, spread, tables_of
+from projections.rebuild import RebuildRunning, rebuild, tables_of
 
 
 @pytest.fixture()
@@ -64,8 +64,8 @@ def test_every_view_rebuilt_from_the_log_equals_the_live_one_row_by_row(api, org
     api.post(f"{base}/sources", json={"name": "s", "status": "indexed", "chunks": 3})
     head = quiesce(settings, store)
 
-    models = read_models()  # all at once, spread over two processes
-    assert asyncio.run(rebuild(settings.database_url, store, models, swap=False, processes=2)) == head
+    models = read_models()  # all at once, in one pass over the log
+    assert asyncio.run(rebuild(settings.database_url, store, models, swap=False)) == head
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         for model in models:
             for table in tables_of(model.ddl):
@@ -81,14 +81,6 @@ def index_names(conn, schema: str, tables: list[str] | None = None) -> set[str]:
     if tables is not None:
         query += " AND tablename = ANY(%s)"
     return {row[0] for row in conn.execute(query, (schema, tables) if tables is not None else (schema,))}
-
-
-def test_views_are_spread_over_processes_by_their_replay_cost():
-    groups = spread(read_models(), 2)
-    costs = [sum(getattr(h, "replay_cost", 1) for h in group) for group in groups]
-    assert len(groups) == 2 and max(costs) - min(costs) <= 1
-    assert sorted(h.name for group in groups for h in group) == sorted(m.name for m in read_models())
-    assert len(spread(read_models()[:1], 4)) == 1
 
 
 def test_a_swap_under_live_readers_never_shows_a_half_built_view(api, org, settings, store):
