@@ -151,6 +151,16 @@ def datastore_from_url(url: str, *, pool_size: int = 4, max_overflow: int = 8) -
     return datastore
 
 
+async def stream_versions(conn: psycopg.AsyncConnection, stream_ids: list[str]) -> dict[str, int]:
+    """The version (last event's) of each of these streams that has events; one index lookup each."""
+    cursor = await conn.execute(
+        f"SELECT originator_id, max(originator_version) FROM {EVENTS_TABLE} WHERE originator_id = ANY(%s) "
+        "GROUP BY originator_id",
+        (stream_ids,),
+    )
+    return dict(await cursor.fetchall())
+
+
 def to_recorded(position: int, stored: StoredEvent) -> Recorded:
     meta, event = decode(stored.topic, stored.state)
     return Recorded(position, str(stored.originator_id), stored.originator_version, meta, event)

@@ -12,7 +12,10 @@ import secrets
 import threading
 import time
 
+import psycopg
+
 from commands.aggregates import Aggregates, Context, Outcome, Transaction, new_id
+from commands.store import stream_versions
 from domain.access import may_issue
 from domain.errors import Forbidden
 from domain.token import TOKEN, IssueToken, RevokeToken, TokenState
@@ -60,14 +63,17 @@ def revoke_token(aggregates: Aggregates, ctx: Context, token_id: str, revoker_ro
 class TokenVerifier:
     """Checks presented tokens against the event store (the truth, so a new token works at once).
 
-    Verified tokens are cached for `ttl` seconds; a revocation made through this process evicts at
-    once, one made through another process takes effect within `ttl`.
+    Verified tokens are cached and stay fresh for `ttl` seconds from the last time the store confirmed
+    their stream had not moved. `refresh` confirms every cached token in one query, off the request path,
+    so a busy API reads a token's stream only when it first sees it or when the stream changes. A
+    revocation made through this process evicts at once; one made through another process takes effect
+    within `ttl` (at the next refresh that sees it, or when the entry runs out unconfirmed).
     """
 
     def __init__(self, aggregates: Aggregates, ttl: float = 2.0) -> None:
         self._aggregates = aggregates
-        self._ttl = ttl
-        self._cache: dict[str, tuple[float, TokenState]] = {}
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, TokenState, int]] = {}  # token id -> (fresh until, state, version)
         self._lock = threading.Lock()
 
     def verify(self, presented: str) -> TokenState | None:
@@ -95,6 +101,26 @@ class TokenVerifier:
         with self._lock:
             self._cache.pop(token_id, None)
 
+    async def refresh(self, conn: psycopg.AsyncConnection) -> None:
+        """Confirms every cached token in one query: one whose stream has not moved stays fresh for another
+        `ttl` from when the query started; one whose stream moved is dropped, to be loaded again when next
+        presented."""
+        with self._lock:
+            known = {token_id: version for token_id, (_, _, version) in self._cache.items()}
+        if not known:
+            return
+        asked_at = time.monotonic()  # the query sees every write committed before this
+        current = await stream_versions(conn, list(known))
+        with self._lock:
+            for token_id, version in known.items():
+                hit = self._cache.get(token_id)
+                if hit is None or hit[2] != version:
+                    continue  # dropped or loaded again meanwhile
+                if current.get(token_id) == version:
+                    self._cache[token_id] = (max(hit[0], asked_at + self.ttl), hit[1], version)
+                else:
+                    del self._cache[token_id]
+
     def _cached(self, token_id: str) -> TokenState | None:
         with self._lock:
             hit = self._cache.get(token_id)
@@ -103,11 +129,12 @@ class TokenVerifier:
         return None
 
     def _load(self, token_id: str) -> TokenState | None:
-        state, _ = self._aggregates.load(TOKEN, token_id, org_id=None)
+        loaded_at = time.monotonic()
+        state, version = self._aggregates.load(TOKEN, token_id, org_id=None)
         if state is None:
             return None
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[token_id] = (time.monotonic() + self._ttl, state)
+            self._cache[token_id] = (loaded_at + self.ttl, state, version)
         return state

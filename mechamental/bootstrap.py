@@ -29,6 +29,7 @@ from pipeline import positions
 from pipeline.activity import ActivityConsumer, ActivityPublisher
 from pipeline.broker import ensure_stream
 from pipeline.relay import Relay
+from pipeline.roles import sleep_unless
 from pipeline.subscription import Subscription
 from projections import activity
 from projections.actions import ActionListing
@@ -127,6 +128,16 @@ class System:
             stream=self.settings.stream,
             prefix=self.settings.subject_prefix,
         )
+
+    async def refresh_tokens(self, stop: asyncio.Event) -> None:
+        """Keeps the cached tokens confirmed (TokenVerifier.refresh) twice per freshness period, so requests
+        seldom read a token's stream themselves."""
+        while not await sleep_unless(stop, self.tokens.ttl / 2):
+            try:
+                async with self.pool.connection() as conn:
+                    await self.tokens.refresh(conn)
+            except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: entries run out, requests load them
+                log.info("token refresh: %s: %s", type(error).__name__, error)
 
     async def wait_for(self, names: list[str], position: int | None) -> None:
         """Read-your-writes: waits until every named view has applied `position`, or answers 503."""
@@ -305,6 +316,7 @@ async def run_roles(
             )
             tasks.append(asyncio.create_task(consumer.run(stop), name="activity"))
         if "api" in roles:
+            tasks.append(asyncio.create_task(system.refresh_tokens(stop), name="token-refresh"))
             config = uvicorn.Config(
                 ActivityMiddleware(create_app(system), lambda: system.activity, system.requests),
                 host=settings.host,

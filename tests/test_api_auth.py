@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import psycopg
 
@@ -100,3 +102,37 @@ def test_an_admin_cannot_revoke_an_owner_token(api, system, org):
 def test_control_characters_never_reach_a_view(api, org):
     response = api.post(f"/v1/orgs/{org}/tokens", json={"name": "x\u0000y", "role": "viewer"})
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "name"]
+
+
+def test_cached_tokens_are_confirmed_in_one_query_and_a_revocation_elsewhere_evicts_them(settings):
+    import asyncio
+
+    from commands.aggregates import Aggregates, Context
+    from commands.store import EventStore, datastore_from_url
+    from commands.tokens import TokenVerifier, issue_token, revoke_token
+    from domain.events import Actor
+
+    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1))
+    try:
+        aggregates = Aggregates(store)
+        ctx = Context(org_id="org-refresh", actor=Actor("user", "u"), trace_id="t")
+        (_, kept), (_, revoked) = (issue_token(aggregates, ctx, name=n, role="viewer") for n in ("kept", "revoked"))
+        verifier = TokenVerifier(aggregates, ttl=0.5)
+        assert verifier.verify(kept) is not None and verifier.verify(revoked) is not None
+        revoke_token(aggregates, ctx, revoked.split(".")[0], None)  # as another API process would: no eviction here
+        assert verifier.verify_cached(revoked) is not None  # still cached, within its ttl
+
+        async def refresh():
+            async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
+                await verifier.refresh(conn)
+
+        asyncio.run(refresh())
+        assert verifier.verify_cached(revoked) is None and verifier.verify(revoked) is None
+        for _ in range(3):  # confirmed again and again, the unchanged token outlives its first ttl with no load
+            time.sleep(0.3)
+            asyncio.run(refresh())
+            assert verifier.verify_cached(kept) is not None
+        time.sleep(0.6)  # unconfirmed for longer than the ttl: no longer trusted from the cache
+        assert verifier.verify_cached(kept) is None
+    finally:
+        store.close()
