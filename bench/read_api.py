@@ -2,12 +2,19 @@
 handler answering a constant msgspec Struct (`GET /bench/constant`), on the same server, behind the same
 middleware. It exists only here, never in the product API.
 
+Activity recording follows a switch file (MECHAMENTAL_BENCH_RECORDING_SWITCH: "on" or "off"), read every
+50 ms, so the benchmark can alternate recording on and off on one running API and compare them over the
+same moments of a noisy machine.
+
     python -m bench.read_api      (configured by the same MECHAMENTAL_* variables as `mechamental api`)
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
+from pathlib import Path
 
 import msgspec
 from litestar import Litestar, get
@@ -35,7 +42,24 @@ _create_app = api.app.create_app
 def create_app_with_baseline(system) -> Litestar:
     app = _create_app(system)
     app.register(constant)
+    switch = os.environ.get("MECHAMENTAL_BENCH_RECORDING_SWITCH")
+    if switch and system.activity is not None:
+        # The app is made inside the running roles, so the task lives on their event loop.
+        app.state.recording_switch = asyncio.get_running_loop().create_task(follow(Path(switch), system))
     return app
+
+
+async def follow(switch: Path, system) -> None:
+    """Records activity while the switch says so: the publisher keeps running (flushing what it has) either
+    way; only the middleware's access to it comes and goes."""
+    publisher = system.activity
+    while True:
+        try:
+            on = switch.read_text().strip() != "off"
+        except OSError:
+            on = True
+        system.activity = publisher if on else None
+        await asyncio.sleep(0.05)
 
 
 # The roles build the app through this name when they start, also in API worker processes, which import

@@ -1,13 +1,16 @@
 """Read throughput and latency with a million events and a million activity records: GET workspace, the
 workspace list and the workspace activity search, against a bare Litestar handler returning a constant
-Struct on the same server (bench/read_api.py), with activity recording on (the default) and then off.
+Struct on the same server (bench/read_api.py), with activity recording on and off.
 
-    python -m bench.reads [--seconds 5] [--connections 16] [--api-workers 1] [--events 1000000] [--keep]
+    python -m bench.reads [--seconds 6] [--connections 16] [--api-workers 1] [--events 1000000] [--keep]
 
-Each measurement is a closed loop of `--connections` keep-alive connections sending pre-built requests
-(bench/load.py), as each org's viewer token, spread over the seeded workspaces. The projector role runs
-too, storing the activity the API records, as in production. Seeds a database first (bench/seed.py)
-unless a seeded one of these sizes exists; one seeded by this run is dropped unless --keep.
+Throughput is a closed loop of `--connections` keep-alive connections sending pre-built requests
+(bench/load.py), as each org's viewer token, spread over the seeded workspaces. Recording on and off
+alternate in blocks of a second on the same running API (its switch file, bench/read_api.py), so both
+see the same moments of a shared machine; each gets `--seconds` in all. Latency is then measured in an
+open loop paced at half the top rate, recording on. The projector role runs too, storing the activity
+the API records, as in production. Seeds a database first (bench/seed.py) unless a seeded one of these
+sizes exists; one seeded by this run is dropped unless --keep.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import itertools
 import random
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import psycopg
@@ -87,9 +93,23 @@ def request_streams(built: list[bytes], connections: int):
 
 async def saturated(port: int, built: list[bytes], connections: int, seconds: float) -> tuple[list[float], float]:
     """The most the API serves: a closed loop, every connection always waiting on an answer."""
-    next_request = request_streams(built, connections)
-    await closed_loop("127.0.0.1", port, None, connections, min(1.0, seconds), next_request)  # warm-up
-    return await closed_loop("127.0.0.1", port, None, connections, seconds, next_request)
+    return await closed_loop("127.0.0.1", port, None, connections, seconds, request_streams(built, connections))
+
+
+def alternating(
+    port: int, built: list[bytes], connections: int, seconds: float, switch: Path
+) -> dict[bool, tuple[list[float], float]]:
+    """Recording on and off in alternating blocks of a second, `seconds` each in all: on -> (latencies, time)."""
+    results: dict[bool, tuple[list[float], float]] = {True: ([], 0.0), False: ([], 0.0)}
+    blocks = max(1, round(seconds))
+    for recording in [True, False] * blocks:
+        switch.write_text("on" if recording else "off")
+        time.sleep(0.1)  # every worker has read the switch
+        latencies, elapsed = asyncio.run(saturated(port, built, connections, seconds / blocks))
+        so_far, took = results[recording]
+        results[recording] = (so_far + latencies, took + elapsed)
+    switch.write_text("on")
+    return results
 
 
 async def paced(port: int, built: list[bytes], connections: int, rate: float, seconds: float):
@@ -112,33 +132,36 @@ def api_with_baseline(env: dict[str, str]) -> Iterator[int]:
             api.wait(30)
 
 
-def run_all(
-    url: str, nats_url: str, args: argparse.Namespace, recording: bool, workspaces, tokens
-) -> dict[str, Result]:
-    """Endpoint -> its throughput and latencies, with activity recording on or off."""
+def run_all(url: str, nats_url: str, args: argparse.Namespace, workspaces, tokens) -> dict[bool, dict[str, Result]]:
+    """Recording on/off -> endpoint -> its throughput and latencies."""
+    switch = Path(tempfile.mkdtemp(prefix="mm-bench-")) / "recording"
+    switch.write_text("on")
     env = harness.role_environment(
-        url, nats_url, args.data_dir, activity_recording=str(recording).lower(), api_workers=str(args.api_workers)
+        url, nats_url, args.data_dir, api_workers=str(args.api_workers), bench_recording_switch=str(switch)
     )
-    results = {}
-    print(f"\nactivity recording {'on' if recording else 'off'}:", flush=True)
+    results: dict[bool, dict[str, Result]] = {True: {}, False: {}}
     with api_with_baseline(env) as port:
         for endpoint in ENDPOINTS:
             built = requests(endpoint, workspaces, tokens)
-            latencies, elapsed = asyncio.run(saturated(port, built, args.connections, args.seconds))
-            rate = harness.report(f"  {endpoint}, {args.connections} connections", latencies, elapsed)
-            result = Result(rate, harness.percentile(latencies, 0.99))
+            asyncio.run(saturated(port, built, args.connections, 1.0))  # warm-up
+            for recording, (latencies, elapsed) in alternating(
+                port, built, args.connections, args.seconds, switch
+            ).items():
+                label = f"  {endpoint}, recording {'on ' if recording else 'off'}, {args.connections} connections"
+                rate = harness.report(label, latencies, elapsed)
+                results[recording][endpoint] = Result(rate, harness.percentile(latencies, 0.99))
             if endpoint != "bare handler":
+                rate = results[True][endpoint].rate
                 latencies, elapsed = asyncio.run(paced(port, built, args.connections, rate / 2, args.seconds))
-                harness.report(f"  {endpoint}, paced at half that", latencies, elapsed)
-                result.paced_p99 = harness.percentile(latencies, 0.99)
-            results[endpoint] = result
+                harness.report(f"  {endpoint}, recording on,  paced at half that", latencies, elapsed)
+                results[True][endpoint].paced_p99 = harness.percentile(latencies, 0.99)
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     seed.add_arguments(parser)
-    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--api-workers", type=int, default=1, help="API processes (MECHAMENTAL_API_WORKERS)")
     parser.add_argument("--keep", action="store_true", help="keep a database this run seeds")
@@ -150,9 +173,8 @@ def main() -> None:
             rows = conn.execute("SELECT count(*) FROM activity").fetchone()[0]
         print(f"database {name}: {events:,} events, {rows:,} activity records")
         workspaces, tokens = sample_workspaces(url, 5000), reader_tokens(url)
-        on = run_all(url, nats_url, args, True, workspaces, tokens)
-        off = run_all(url, nats_url, args, False, workspaces, tokens)
-        summarise(on, off)
+        results = run_all(url, nats_url, args, workspaces, tokens)
+        summarise(results[True], results[False])
 
 
 def summarise(on: dict[str, Result], off: dict[str, Result]) -> None:

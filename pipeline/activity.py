@@ -58,7 +58,7 @@ class ActivityPublisher:
         prefix: str,
         max_buffer: int = 10_000,
         batch_size: int = 500,
-        interval: float = 0.05,
+        interval: float = 0.2,
     ) -> None:
         self.pool = pool
         self.nats = nats
@@ -150,12 +150,16 @@ class ActivityConsumer:
         stream: str,
         prefix: str,
         retention_days: int = 90,
+        linger: float = 0.2,
+        batch_records: int = 2000,
     ) -> None:
         self.pool = pool
         self.nats = nats
         self.stream = stream
         self.prefix = prefix
         self.retention_days = retention_days
+        self.linger = linger
+        self.batch_records = batch_records
         self._known_days: set[date] = set()  # activity partitions seen to exist
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -179,14 +183,10 @@ class ActivityConsumer:
                     messages = await subscription.fetch(50, timeout=1.0)
                 except TimeoutError:
                     continue
-                records = []
-                for message in messages:
-                    with contextlib.suppress(Exception):  # an unreadable batch is skipped, not retried forever
-                        records.extend(activity.decode_batch(message.data))
+                records, last = await self._gather(subscription, messages)
                 async with self.pool.connection() as conn, conn.transaction():
                     await activity.store(conn, records, self._known_days)
-                if messages:
-                    await messages[-1].ack()  # acks the whole batch (AckPolicy.ALL)
+                await last.ack()  # acks every message up to it (AckPolicy.ALL)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - NATS or PostgreSQL trouble: resubscribe
@@ -194,6 +194,25 @@ class ActivityConsumer:
                 log.info("activity consumer: %s: %s", type(error).__name__, error)
                 subscription = None
                 await sleep_unless(stop, 1.0)
+
+    async def _gather(self, subscription, messages) -> tuple[list[activity.ActivityRecord], object]:
+        """The records of these messages and of more that arrive within `linger` (up to `batch_records`), and
+        the last message. A transaction costs about as much for forty records as for four hundred (temporary
+        tables, the COPY set-up, the commit), so storing a few flushes at once is most of the saving."""
+        records: list[activity.ActivityRecord] = []
+        deadline = time.monotonic() + self.linger
+        while True:
+            for message in messages:
+                with contextlib.suppress(Exception):  # an unreadable batch is skipped, not retried forever
+                    records.extend(activity.decode_batch(message.data))
+            last = messages[-1]
+            left = deadline - time.monotonic()
+            if len(records) >= self.batch_records or left <= 0:
+                return records, last
+            try:
+                messages = await subscription.fetch(50, timeout=left)
+            except TimeoutError:
+                return records, last
 
     async def _subscribe(self):
         client = self.nats()
