@@ -146,13 +146,13 @@ class Roles:
         self.stop()
 
 
-def wait_healthy(port: int, timeout: float = 60.0) -> None:
+def wait_healthy(port: int, timeout: float = 60.0, path: str = "/healthz") -> None:
     import asyncio
 
     async def healthy() -> bool:
         try:
             async with Connection("127.0.0.1", port) as http:
-                return (await http.request("GET", "/healthz")).status == 200
+                return (await http.request("GET", path)).status == 200
         except OSError:
             return False
 
