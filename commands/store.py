@@ -145,7 +145,7 @@ def datastore_from_url(url: str, *, pool_size: int = 4, max_overflow: int = 8) -
         pool_size=pool_size,
         max_overflow=max_overflow,
         max_waiting=1000,
-        pre_ping=True,
+        pre_ping=False,  # see _briefly_retried
         originator_id_type="text",
     )
     return datastore
@@ -168,14 +168,17 @@ def to_recorded(position: int, stored: StoredEvent) -> Recorded:
 
 def _briefly_retried(method):
     """The library retries a lost connection ten times with pauses; while PostgreSQL is down that keeps a
-    request waiting for most of a minute. We retry once, so the caller hears 503 within seconds."""
+    request waiting for most of a minute. We retry once, so the caller hears 503 within seconds. The pool
+    does not ping a connection before lending it (a round trip on every read); after a failure, `check`
+    drops the pool's broken connections (all of them, after a PostgreSQL restart) before the retry."""
     unwrapped = method.__wrapped__
 
     def call(self, *args, **kwargs):
         try:
             return unwrapped(self, *args, **kwargs)
-        except (StoreOperationalError, StoreInterfaceError):
+        except (StoreOperationalError, StoreInterfaceError, psycopg.OperationalError, psycopg.InterfaceError):
             time.sleep(0.1)
+            self.datastore.pool.check()
             return unwrapped(self, *args, **kwargs)
 
     call.__name__, call.__doc__ = method.__name__, method.__doc__

@@ -165,6 +165,7 @@ def test_postgres_restart_answers_503_then_recovers(cluster):
     cluster, client = cluster
     org = "org-" + secrets.token_hex(4)
     before = burst(client, org, 1)
+    token = client.post(f"/v1/orgs/{org}/tokens", json={"name": "t", "role": "viewer"}).json()["token"]
     cluster.postgres.stop()
     started = time.monotonic()
     down = client.post(f"/v1/orgs/{org}/workspaces", json={"name": "x"})
@@ -177,6 +178,9 @@ def test_postgres_restart_answers_503_then_recovers(cluster):
         assert time.monotonic() < deadline, "the API did not recover by itself"
         time.sleep(0.2)
     after = burst(client, org, 1)
+    time.sleep(2.5)  # past the token cache's ttl: the next request reads the token's stream on a pooled connection
+    viewer = client.get(f"/v1/orgs/{org}/workspaces", headers={"Authorization": f"Bearer {token}"})
+    assert viewer.status_code == 200, viewer.text  # the pool's connections from before the restart were replaced
     acknowledged = before + after
     assert {w for w, _ in acknowledged} <= listed(client, org, max(p for _, p in acknowledged))
     views_equal_a_rebuild(cluster.postgres.url)
