@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from typing import NamedTuple
 
 import msgspec
 import psycopg
@@ -149,6 +150,28 @@ def datastore_from_url(url: str, *, pool_size: int = 4, max_overflow: int = 8) -
         originator_id_type="text",
     )
     return datastore
+
+
+class Notification(NamedTuple):
+    """A row of the notification log, undecoded: its position and the stored event."""
+
+    id: int
+    originator_id: str
+    originator_version: int
+    topic: str
+    state: bytes
+
+
+async def read_notifications(conn: psycopg.AsyncConnection, after: int, limit: int) -> list[Notification]:
+    """The log after a position, on the caller's connection and event loop (the library's reader wants a thread
+    and a pooled connection of its own). The appends' table lock commits positions in order, so nothing can
+    still appear below the last position read."""
+    cursor = await conn.execute(
+        f"SELECT notification_id, originator_id, originator_version, topic, state FROM {EVENTS_TABLE} "
+        "WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
+        (after, limit),
+    )
+    return [Notification(*row) for row in await cursor.fetchall()]
 
 
 async def stream_versions(conn: psycopg.AsyncConnection, stream_ids: list[str]) -> dict[str, int]:

@@ -122,7 +122,6 @@ class System:
 
     def relay(self) -> Relay:
         return Relay(
-            self.store,
             self.settings.database_url,
             lambda: self.nats,
             stream=self.settings.stream,

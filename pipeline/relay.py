@@ -16,7 +16,7 @@ from collections.abc import Callable
 import psycopg
 from nats.aio.client import Client as NATS
 
-from commands.store import EVENTS_TABLE, EventStore
+from commands.store import EVENTS_TABLE, read_notifications
 from domain.events import decode_meta
 from pipeline import positions
 from pipeline.broker import ensure_stream, to_message
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 class Relay:
     def __init__(
         self,
-        store: EventStore,
         database_url: str,
         nats: Callable[[], NATS | None],
         *,
@@ -37,7 +36,6 @@ class Relay:
         batch_size: int = 1000,
         poll_interval: float = 1.0,
     ) -> None:
-        self.store = store
         self.database_url = database_url
         self.nats = nats
         self.stream = stream
@@ -79,9 +77,7 @@ class Relay:
                     last = published
 
     async def _publish_batch(self, js, conn: psycopg.AsyncConnection, store_id: str, last: int) -> int:
-        notifications = await asyncio.to_thread(
-            self.store.recorder.select_notifications, last, self.batch_size, None, (), inclusive_of_start=False
-        )
+        notifications = await read_notifications(conn, last, self.batch_size)
         if not notifications:
             return last
         acks = []

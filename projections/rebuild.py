@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from commands.store import EVENTS_TABLE, EventStore
+from commands.store import EventStore, read_notifications
 from domain.events import Recorded, decode
 from pipeline import positions
 
@@ -157,16 +157,11 @@ async def _replay(conn, writers, handlers, reached, batch_size: int, progress, t
 
 
 async def read_log(conn: psycopg.AsyncConnection, after: int, limit: int) -> list[Recorded]:
-    """The notification log after a position, as EventStore.read gives it, but on the event loop: a reading
-    thread's Python (decoding above all) would contend for the GIL with the views' (7 us an event)."""
-    cursor = await conn.execute(
-        f"SELECT notification_id, originator_id, originator_version, topic, state FROM {EVENTS_TABLE} "
-        "WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
-        (after, limit),
-    )
+    """The notification log after a position, decoded, on the event loop: a reading thread's Python (decoding
+    above all) would contend for the GIL with the views'."""
     return [
-        Recorded(position, stream, version, *decode(topic, state))
-        for position, stream, version, topic, state in await cursor.fetchall()
+        Recorded(n.id, n.originator_id, n.originator_version, *decode(n.topic, n.state))
+        for n in await read_notifications(conn, after, limit)
     ]
 
 
