@@ -36,14 +36,9 @@ async def _feed(
     async with system_of(request).pool.connection() as conn:
         if workspace_id is not None and "workspace_id" in request.path_params:
             await require_workspace_view(conn, org_id, workspace_id)
-        total, rows = await activity.feed(conn, org_id, selection, after, limit)
+        total, rows = await activity.feed(conn, org_id, selection, after, limit, ActivityView)
     page = Page(rows, limit, key_of=activity.key_of)
-    return ActivityList(
-        total=total,
-        has_more=page.has_more,
-        next_cursor=page.next_cursor,
-        activities=[ActivityView.of(r) for r in page.items],
-    )
+    return ActivityList(total=total, has_more=page.has_more, next_cursor=page.next_cursor, activities=page.items)
 
 
 async def _summary(request: Request, org_id: str, scope: str, scope_id: str, hours: int) -> ActivitySummary:

@@ -409,6 +409,9 @@ class RunList(msgspec.Struct):
 
 # Activity
 class ActivityView(msgspec.Struct):
+    """An activity record as the API shows it, decoded straight from the stored record's JSON
+    (projections.activity.feed): each field is one of ActivityRecord's, all of which are always stored."""
+
     id: str
     timestamp: datetime
     trace_id: str
@@ -434,10 +437,6 @@ class ActivityView(msgspec.Struct):
     total_stages: int | None
     token_usage: dict[str, int] | None
     metadata: dict[str, Any]
-
-    @classmethod
-    def of(cls, record) -> ActivityView:
-        return cls(**{f: getattr(record, f) for f in cls.__struct_fields__})
 
 
 class ActivityList(msgspec.Struct):
