@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from typing import Any
 
 import nats.js.api as js_api
 from nats.aio.client import Client as NATS
@@ -184,6 +185,8 @@ class ActivityConsumer:
                 except TimeoutError:
                     continue
                 records, last = await self._gather(subscription, messages)
+                if last is None:
+                    continue  # nats-py's fetch may answer with no message at all
                 async with self.pool.connection() as conn, conn.transaction():
                     await activity.store(conn, records, self._known_days)
                 await last.ack()  # acks every message up to it (AckPolicy.ALL)
@@ -195,17 +198,19 @@ class ActivityConsumer:
                 subscription = None
                 await sleep_unless(stop, 1.0)
 
-    async def _gather(self, subscription, messages) -> tuple[list[activity.ActivityRecord], object]:
+    async def _gather(self, subscription, messages) -> tuple[list[activity.ActivityRecord], Any]:
         """The records of these messages and of more that arrive within `linger` (up to `batch_records`), and
-        the last message. A transaction costs about as much for forty records as for four hundred (temporary
-        tables, the COPY set-up, the commit), so storing a few flushes at once is most of the saving."""
+        the last message (None when there was none). A transaction costs about as much for forty records as
+        for four hundred (temporary tables, the COPY set-up, the commit), so storing a few flushes at once is
+        most of the saving."""
         records: list[activity.ActivityRecord] = []
+        last = None
         deadline = time.monotonic() + self.linger
         while True:
             for message in messages:
                 with contextlib.suppress(Exception):  # an unreadable batch is skipped, not retried forever
                     records.extend(activity.decode_batch(message.data))
-            last = messages[-1]
+                last = message
             left = deadline - time.monotonic()
             if len(records) >= self.batch_records or left <= 0:
                 return records, last

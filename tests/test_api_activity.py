@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from pipeline.activity import ActivityPublisher
+from pipeline.activity import ActivityConsumer, ActivityPublisher
 from projections import activity
 from tests.conftest import as_token, assert_422, assert_envelope, issue_token
 
@@ -319,3 +319,33 @@ def test_expired_partitions_are_dropped(settings):
             return await activity.drop_expired(conn, 90, datetime.now(UTC).date())
 
     assert "activity_20010101" in asyncio.run(scenario())
+
+
+def test_the_consumer_gathers_flushes_for_a_while_and_survives_empty_fetches():
+    """nats-py's fetch may answer with no message at all; the consumer then has nothing to store or ack."""
+
+    class Message:
+        def __init__(self, ids: list[str]) -> None:
+            records = [
+                activity.ActivityRecord(
+                    id=i, org_id="o", timestamp=datetime.now(UTC), trace_id="t", action="read", status_code=200,
+                    success=True, duration_ms=1.0,
+                )
+                for i in ids
+            ]  # fmt: skip
+            self.data = activity.encode_batch(records)
+
+    class Subscription:  # what JetStream hands over, one fetch after another, then nothing more
+        def __init__(self, answers: list[list[Message]]) -> None:
+            self.answers = answers
+
+        async def fetch(self, batch: int, timeout: float) -> list[Message]:
+            if not self.answers:
+                raise TimeoutError
+            return self.answers.pop(0)
+
+    consumer = ActivityConsumer(None, lambda: None, stream="s", prefix="p", linger=0.5)
+    assert asyncio.run(consumer._gather(Subscription([]), [])) == ([], None)
+    first, second = Message(["a", "b"]), Message(["c"])
+    records, last = asyncio.run(consumer._gather(Subscription([[], [second], []]), [first]))
+    assert [r.id for r in records] == ["a", "b", "c"] and last is second  # acking it acks all before it
