@@ -18,9 +18,9 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import msgspec
 import psycopg
@@ -34,6 +34,7 @@ from commands.chain import INDEX_DDL
 from domain.events import Recorded, decode
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EVENTS_TABLE = "stored_events"
 CLAIMS_DDL = """
@@ -189,20 +190,26 @@ def to_recorded(position: int, stored: StoredEvent) -> Recorded:
     return Recorded(position, str(stored.originator_id), stored.originator_version, meta, event)
 
 
+def retried_once(datastore: PostgresDatastore, read: Callable[[], T]) -> T:
+    """Runs a read on the store's pool, and once more if the connection failed. The pool does not ping a
+    connection before lending it (a round trip on every read); after a failure, `check` drops its broken
+    connections (all of them, after a PostgreSQL restart) so the retry gets a live one. One retry only:
+    while PostgreSQL is down the caller hears 503 within seconds."""
+    try:
+        return read()
+    except (StoreOperationalError, StoreInterfaceError, psycopg.OperationalError, psycopg.InterfaceError):
+        time.sleep(0.1)
+        datastore.pool.check()
+        return read()
+
+
 def _briefly_retried(method):
     """The library retries a lost connection ten times with pauses; while PostgreSQL is down that keeps a
-    request waiting for most of a minute. We retry once, so the caller hears 503 within seconds. The pool
-    does not ping a connection before lending it (a round trip on every read); after a failure, `check`
-    drops the pool's broken connections (all of them, after a PostgreSQL restart) before the retry."""
+    request waiting for most of a minute. We retry once (`retried_once`)."""
     unwrapped = method.__wrapped__
 
     def call(self, *args, **kwargs):
-        try:
-            return unwrapped(self, *args, **kwargs)
-        except (StoreOperationalError, StoreInterfaceError, psycopg.OperationalError, psycopg.InterfaceError):
-            time.sleep(0.1)
-            self.datastore.pool.check()
-            return unwrapped(self, *args, **kwargs)
+        return retried_once(self.datastore, lambda: unwrapped(self, *args, **kwargs))
 
     call.__name__, call.__doc__ = method.__name__, method.__doc__
     return call

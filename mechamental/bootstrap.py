@@ -333,7 +333,9 @@ async def run_roles(
         if on_ready is not None:
             on_ready()
         # What exists now (modules, the app and its routes, the OpenAPI schema) lives as long as the process:
-        # out of the collector's sight, full collections stay as cheap as the working set.
+        # out of the collector's sight, full collections stay as cheap as the working set. Startup's garbage
+        # is collected first, so none of it is frozen for good.
+        gc.collect()
         gc.freeze()
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -17,9 +17,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import nats.js.api as js_api
+import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
+from pipeline import positions
 from pipeline.broker import pull_subscribe
 from pipeline.roles import sleep_unless
 from projections import activity
@@ -164,7 +166,24 @@ class ActivityConsumer:
         self._known_days: set[date] = set()  # activity partitions seen to exist
 
     async def run(self, stop: asyncio.Event) -> None:
+        """One consumer stores at a time: acking a message acks every one before it (AckPolicy.ALL), so a
+        second consumer's ack could cover messages the first has not stored yet."""
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self.pool.conninfo, autocommit=True) as lock:
+                    while not await positions.try_leadership(lock, f"subscriber.{self.name}"):
+                        if await sleep_unless(stop, 1.0):
+                            return
+                    await self._consume(stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: start over
+                log.warning("activity consumer: %s: %s; retrying", type(error).__name__, error)
+                await sleep_unless(stop, 1.0)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
         subscription = None
+        gathered: tuple[list[activity.ActivityRecord], Any] | None = None  # fetched, not yet stored
         next_retention = 0.0
         while not stop.is_set():
             try:
@@ -175,27 +194,33 @@ class ActivityConsumer:
                         self._known_days.clear()
                         log.info("activity: dropped partitions past retention: %s", ", ".join(dropped))
                     next_retention = time.monotonic() + 3600
-                if subscription is None:
-                    subscription = await self._subscribe()
+                if gathered is None:
                     if subscription is None:
-                        await sleep_unless(stop, 1.0)
+                        subscription = await self._subscribe()
+                        if subscription is None:
+                            await sleep_unless(stop, 1.0)
+                            continue
+                    try:
+                        messages = await subscription.fetch(50, timeout=1.0)
+                    except TimeoutError:
                         continue
-                try:
-                    messages = await subscription.fetch(50, timeout=1.0)
-                except TimeoutError:
-                    continue
-                records, last = await self._gather(subscription, messages)
-                if last is None:
-                    continue  # nats-py's fetch may answer with no message at all
-                async with self.pool.connection() as conn, conn.transaction():
-                    await activity.store(conn, records, self._known_days)
-                await last.ack()  # acks every message up to it (AckPolicy.ALL)
+                    gathered = await self._gather(subscription, messages)
+                records, last = gathered
+                if last is not None:  # nats-py's fetch may answer with no message at all
+                    # Stored before anything else is fetched, however many tries it takes (storage is idempotent
+                    # by id): the next ack would cover these messages, so they would never come again.
+                    async with self.pool.connection() as conn, conn.transaction():
+                        await activity.store(conn, records, self._known_days)
+                gathered = None
+                if last is not None:
+                    await last.ack()  # acks every message up to it (AckPolicy.ALL)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # noqa: BLE001 - NATS or PostgreSQL trouble: resubscribe
+            except Exception as error:  # noqa: BLE001 - NATS or PostgreSQL trouble
                 self._known_days.clear()
                 log.info("activity consumer: %s: %s", type(error).__name__, error)
-                subscription = None
+                if gathered is None:
+                    subscription = None  # a NATS failure: subscribe again
                 await sleep_unless(stop, 1.0)
 
     async def _gather(self, subscription, messages) -> tuple[list[activity.ActivityRecord], Any]:
@@ -216,7 +241,7 @@ class ActivityConsumer:
                 return records, last
             try:
                 messages = await subscription.fetch(50, timeout=left)
-            except TimeoutError:
+            except Exception:  # noqa: BLE001 - a timeout, or NATS trouble the next fetch meets again
                 return records, last
 
     async def _subscribe(self):

@@ -42,7 +42,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from commands.actions import fire_schedule
 from commands.aggregates import Aggregates, fold
-from commands.store import EVENTS_TABLE, Append, ConcurrencyConflict, EventStore
+from commands.store import EVENTS_TABLE, Append, ConcurrencyConflict, EventStore, retried_once
 from domain.action import ACTION, scheduled_run_id
 from domain.run import RUN
 from pipeline import positions
@@ -373,14 +373,18 @@ class Rehearsal:
 
 def read_streams(store: EventStore, stream_ids: list[str]) -> dict[str, list[StoredEvent]]:
     """Many streams in one query; a stream with no events maps to []."""
-    streams: dict[str, list[StoredEvent]] = {stream_id: [] for stream_id in stream_ids}
     if not stream_ids:
+        return {}
+
+    def read() -> dict[str, list[StoredEvent]]:
+        streams: dict[str, list[StoredEvent]] = {stream_id: [] for stream_id in stream_ids}
+        with store.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+            cursor.execute(STREAMS_SQL, (stream_ids,))
+            for stream_id, version, topic, state in cursor.fetchall():
+                streams[stream_id].append(StoredEvent(stream_id, version, topic, bytes(state)))
         return streams
-    with store.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
-        cursor.execute(STREAMS_SQL, (stream_ids,))
-        for stream_id, version, topic, state in cursor.fetchall():
-            streams[stream_id].append(StoredEvent(stream_id, version, topic, bytes(state)))
-    return streams
+
+    return retried_once(store.datastore, read)
 
 
 def _by_slot(rows: Iterable[Due]) -> Iterator[tuple[datetime, list[Due]]]:

@@ -321,31 +321,86 @@ def test_expired_partitions_are_dropped(settings):
     assert "activity_20010101" in asyncio.run(scenario())
 
 
+class FakeMessage:
+    """A JetStream message carrying a flush of activity records."""
+
+    def __init__(self, records: list[activity.ActivityRecord], acks: list | None = None) -> None:
+        self.data = activity.encode_batch(records)
+        self.acks = acks if acks is not None else []
+
+    async def ack(self) -> None:
+        self.acks.append(self)
+
+
+class FakeSubscription:
+    """Hands over these answers, one fetch after another, then times out."""
+
+    def __init__(self, answers: list[list[FakeMessage]]) -> None:
+        self.answers = answers
+        self.fetches = 0
+
+    async def fetch(self, batch: int, timeout: float) -> list[FakeMessage]:
+        self.fetches += 1
+        if not self.answers:
+            await asyncio.sleep(0.01)
+            raise TimeoutError
+        return self.answers.pop(0)
+
+
+def records_of(org: str, ids: list[str]) -> list[activity.ActivityRecord]:
+    return [
+        activity.ActivityRecord(
+            id=i, org_id=org, timestamp=datetime.now(UTC), trace_id="t", action="read", status_code=200,
+            success=True, duration_ms=1.0,
+        )
+        for i in ids
+    ]  # fmt: skip
+
+
 def test_the_consumer_gathers_flushes_for_a_while_and_survives_empty_fetches():
     """nats-py's fetch may answer with no message at all; the consumer then has nothing to store or ack."""
-
-    class Message:
-        def __init__(self, ids: list[str]) -> None:
-            records = [
-                activity.ActivityRecord(
-                    id=i, org_id="o", timestamp=datetime.now(UTC), trace_id="t", action="read", status_code=200,
-                    success=True, duration_ms=1.0,
-                )
-                for i in ids
-            ]  # fmt: skip
-            self.data = activity.encode_batch(records)
-
-    class Subscription:  # what JetStream hands over, one fetch after another, then nothing more
-        def __init__(self, answers: list[list[Message]]) -> None:
-            self.answers = answers
-
-        async def fetch(self, batch: int, timeout: float) -> list[Message]:
-            if not self.answers:
-                raise TimeoutError
-            return self.answers.pop(0)
-
     consumer = ActivityConsumer(None, lambda: None, stream="s", prefix="p", linger=0.5)
-    assert asyncio.run(consumer._gather(Subscription([]), [])) == ([], None)
-    first, second = Message(["a", "b"]), Message(["c"])
-    records, last = asyncio.run(consumer._gather(Subscription([[], [second], []]), [first]))
+    assert asyncio.run(consumer._gather(FakeSubscription([]), [])) == ([], None)
+    first, second = FakeMessage(records_of("o", ["a", "b"])), FakeMessage(records_of("o", ["c"]))
+    records, last = asyncio.run(consumer._gather(FakeSubscription([[], [second], []]), [first]))
     assert [r.id for r in records] == ["a", "b", "c"] and last is second  # acking it acks all before it
+
+
+def test_a_batch_that_fails_to_store_is_stored_before_anything_more_is_fetched(settings, monkeypatch):
+    """An ack covers every message before it, so a batch given up on would never be delivered again."""
+    org = "org-" + secrets.token_hex(6)
+    acks: list = []
+    first = FakeMessage(records_of(org, [f"actv_{org}_1", f"actv_{org}_2"]), acks)
+    second = FakeMessage(records_of(org, [f"actv_{org}_3"]), acks)
+    subscription = FakeSubscription([[first], [second]])
+    attempts: list[list[str]] = []
+    real_store = activity.store
+
+    async def store_failing_once(conn, records, known_days=None):
+        if any(r.org_id == org for r in records):  # the session's own roles store through here too
+            attempts.append([r.id for r in records])
+            if len(attempts) == 1:
+                raise psycopg.OperationalError("the server closed the connection")
+        return await real_store(conn, records, known_days)
+
+    monkeypatch.setattr(activity, "store", store_failing_once)
+
+    async def scenario() -> None:
+        async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
+            consumer = ActivityConsumer(pool, lambda: None, stream="s", prefix="p", linger=0.0)
+
+            async def subscribe():
+                return subscription
+
+            consumer._subscribe = subscribe
+            stop = asyncio.Event()
+            task = asyncio.create_task(consumer._consume(stop))
+            deadline = time.monotonic() + 10
+            while len(acks) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            stop.set()
+            await task
+
+    asyncio.run(scenario())
+    assert attempts[0] == attempts[1] == [f"actv_{org}_1", f"actv_{org}_2"]  # the same batch again, nothing new
+    assert acks == [first, second] and stored(settings, org) == 3
