@@ -1,0 +1,138 @@
+"""Where the CPU goes: CPU time per operation of each process (API, projector, relay, PostgreSQL, NATS,
+the load generator), read from /proc around a measured stretch of load. On a shared two-core machine
+CPU per operation moves far less between runs than throughput does, so this is how the levers of
+BENCHMARKS.md were weighed. PostgreSQL and NATS are counted only when they run on this machine.
+
+    python -m bench.costs reads ["GET workspace"] [--rounds 4] [--seconds 1.5]
+    python -m bench.costs creates [--rate 150] [--seconds 8]
+
+`reads` uses the seeded database (bench.seed) and the read benchmark's API, alternating activity
+recording on and off (its switch file): the difference is what recording costs each process per request.
+`creates` paces HTTP creates through the whole system (api, relay, projector) and counts until the
+pipeline has caught up, so the projector's and relay's share of each create is in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench import harness, reads, seed, writes
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def role_of(command: str) -> str | None:
+    if "bench.read_api" in command:
+        return "api"
+    for role in ("api", "relay", "projector"):
+        if f"mechamental.cli {role}" in command:
+            return role
+    if command.startswith("postgres"):
+        return "postgres"
+    if "nats-server" in command:
+        return "nats"
+    if "bench.costs" in command:
+        return "load generator"
+    return None
+
+
+def cpu_by_process() -> dict[str, tuple[str, float]]:
+    """pid -> (role, CPU seconds so far), for the processes `role_of` knows."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        role = role_of(command)
+        if role is not None:
+            found[pid] = (role, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return found
+
+
+def spent(before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]]) -> Counter[str]:
+    """CPU seconds by role between two readings (processes alive at both)."""
+    by_role: Counter[str] = Counter()
+    for pid, (role, seconds) in after.items():
+        if pid in before:
+            by_role[role] += seconds - before[pid][1]
+    return by_role
+
+
+def report(label: str, operations: int, by_role: Counter[str]) -> None:
+    parts = "  ".join(f"{role} {seconds / operations * 1e6:,.0f}" for role, seconds in sorted(by_role.items()))
+    total = sum(by_role.values()) / operations * 1e6
+    print(f"{label}: {operations:,} operations; us of CPU each: {parts}  (all {total:,.0f})", flush=True)
+
+
+def read_costs(args: argparse.Namespace) -> None:
+    with seed.seeded_database(args) as (url, nats_url, _):
+        switch = Path(tempfile.mkdtemp(prefix="mm-bench-")) / "recording"
+        switch.write_text("on")
+        env = harness.role_environment(url, nats_url, args.data_dir, bench_recording_switch=str(switch))
+        workspaces, tokens = reads.sample_workspaces(url, 5000), reads.reader_tokens(url)
+        with reads.api_with_baseline(env) as port:
+            built = reads.requests(args.endpoint, workspaces, tokens)
+            asyncio.run(reads.saturated(port, built, 16, 1.0))  # warm-up
+            operations: Counter[bool] = Counter()
+            costs: dict[bool, Counter[str]] = {True: Counter(), False: Counter()}
+            for recording in [True, False] * args.rounds:
+                switch.write_text("on" if recording else "off")
+                time.sleep(0.1)
+                before = cpu_by_process()
+                latencies, _ = asyncio.run(reads.saturated(port, built, 16, args.seconds))
+                time.sleep(1.0)  # the round's records flushed and stored (200 ms each), and counted in its cost
+                costs[recording] += spent(before, cpu_by_process())
+                operations[recording] += len(latencies)
+            for recording in (True, False):
+                label = f"{args.endpoint}, recording {'on' if recording else 'off'}"
+                report(label, operations[recording], costs[recording])
+
+
+def create_costs(args: argparse.Namespace) -> None:
+    with harness.servers(args.data_dir) as (server_url, nats_url), harness.scratch_database(server_url) as url:
+        env = harness.role_environment(url, nats_url, Path(tempfile.mkdtemp(prefix="mm-bench-")), api_workers="1")
+        port, token = int(env["MECHAMENTAL_PORT"]), env["MECHAMENTAL_ROOT_TOKEN"]
+        harness.migrate(env)
+        with harness.Roles(env) as roles:
+            roles.start("api", "relay", "projector")
+            harness.wait_healthy(port)
+            asyncio.run(writes.paced_creates(port, token, args.rate, 2))  # warm-up
+            harness.wait_caught_up(url)
+            before = cpu_by_process()
+            creates = asyncio.run(writes.paced_creates(port, token, args.rate, args.seconds))
+            harness.wait_caught_up(url)
+            report(f"creates at {args.rate:g}/s, whole system", creates, spent(before, cpu_by_process()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    read = commands.add_parser("reads", help="CPU per read request, activity recording on and off")
+    seed.add_arguments(read)
+    read.add_argument("endpoint", nargs="?", default="GET workspace", choices=reads.ENDPOINTS)
+    read.add_argument("--rounds", type=int, default=4, help="rounds of recording on, then off")
+    read.add_argument("--seconds", type=float, default=1.5, help="per round")
+    create = commands.add_parser("creates", help="CPU per HTTP create, whole system")
+    create.add_argument("--rate", type=float, default=150.0, help="creates a second")
+    create.add_argument("--seconds", type=float, default=8.0)
+    create.add_argument("--data-dir", type=Path, default=None, help="embedded servers' data (temporary)")
+    args = parser.parse_args()
+    if sys.platform != "linux":
+        parser.error("reads CPU times from /proc: Linux only")
+    if args.command == "reads":
+        read_costs(args)
+    else:
+        create_costs(args)
+
+
+if __name__ == "__main__":
+    main()
