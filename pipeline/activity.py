@@ -17,13 +17,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import nats.js.api as js_api
-import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
-from pipeline import positions
 from pipeline.broker import pull_subscribe
-from pipeline.roles import sleep_unless
+from pipeline.roles import lead, sleep_unless
 from projections import activity
 
 log = logging.getLogger(__name__)
@@ -166,20 +164,9 @@ class ActivityConsumer:
         self._known_days: set[date] = set()  # activity partitions seen to exist
 
     async def run(self, stop: asyncio.Event) -> None:
-        """One consumer stores at a time: acking a message acks every one before it (AckPolicy.ALL), so a
-        second consumer's ack could cover messages the first has not stored yet."""
-        while not stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(self.pool.conninfo, autocommit=True) as lock:
-                    while not await positions.try_leadership(lock, f"subscriber.{self.name}"):
-                        if await sleep_unless(stop, 1.0):
-                            return
-                    await self._consume(stop)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: start over
-                log.warning("activity consumer: %s: %s; retrying", type(error).__name__, error)
-                await sleep_unless(stop, 1.0)
+        # One consumer stores at a time: acking a message acks every one before it (AckPolicy.ALL), so a
+        # second consumer's ack could cover messages the first has not stored yet.
+        await lead(self.pool.conninfo, f"subscriber.{self.name}", stop, self._consume)
 
     async def _consume(self, stop: asyncio.Event) -> None:
         subscription = None

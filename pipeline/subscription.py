@@ -27,7 +27,7 @@ from commands.store import EventStore
 from domain.events import Recorded
 from pipeline import positions
 from pipeline.broker import all_events, from_message, pull_subscribe
-from pipeline.roles import sleep_unless
+from pipeline.roles import lead, sleep_unless
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +70,7 @@ class Subscription:
         self.durable = f"{prefix}_{self.name}"
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as lock:
-                    while not await positions.try_leadership(lock, f"subscriber.{self.name}"):
-                        if await sleep_unless(stop, 1.0):
-                            return
-                    await self._consume(stop)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: start over
-                log.warning("%s: %s: %s; retrying", self.name, type(error).__name__, error)
-                await sleep_unless(stop, 1.0)
+        await lead(self.database_url, f"subscriber.{self.name}", stop, self._consume)
 
     async def _consume(self, stop: asyncio.Event) -> None:
         subscription = None
