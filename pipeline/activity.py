@@ -194,13 +194,12 @@ class ActivityConsumer:
                     gathered = await self._gather(subscription, messages)
                 records, last = gathered
                 if last is not None:  # nats-py's fetch may answer with no message at all
-                    # Stored before anything else is fetched, however many tries it takes (storage is idempotent
-                    # by id): the next ack would cover these messages, so they would never come again.
+                    # Stored and acked before anything else is fetched, however many tries it takes (storing is
+                    # idempotent by id): the next ack would cover these messages, so they would never come again.
                     async with self.pool.connection() as conn, conn.transaction():
                         await activity.store(conn, records, self._known_days)
-                gathered = None
-                if last is not None:
                     await last.ack()  # acks every message up to it (AckPolicy.ALL)
+                gathered = None
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - NATS or PostgreSQL trouble

@@ -324,33 +324,28 @@ def test_expired_partitions_are_dropped(settings):
 class FakeMessage:
     """A JetStream message carrying a flush of activity records."""
 
-    def __init__(self, records: list[activity.ActivityRecord], acks: list | None = None) -> None:
+    def __init__(self, records: list[activity.ActivityRecord]) -> None:
         self.data = activity.encode_batch(records)
-        self.acks = acks if acks is not None else []
-
-    async def ack(self) -> None:
-        self.acks.append(self)
 
 
 class FakeSubscription:
-    """Hands over these answers, one fetch after another, then times out."""
+    """Hands over these answers, one fetch after another, then times out: what real JetStream will not do on
+    demand, a fetch that answers with no message at all."""
 
     def __init__(self, answers: list[list[FakeMessage]]) -> None:
         self.answers = answers
-        self.fetches = 0
 
     async def fetch(self, batch: int, timeout: float) -> list[FakeMessage]:
-        self.fetches += 1
         if not self.answers:
             await asyncio.sleep(0.01)
             raise TimeoutError
         return self.answers.pop(0)
 
 
-def records_of(org: str, ids: list[str]) -> list[activity.ActivityRecord]:
+def records_of(org: str, ids: list[str], at: datetime | None = None) -> list[activity.ActivityRecord]:
     return [
         activity.ActivityRecord(
-            id=i, org_id=org, timestamp=datetime.now(UTC), trace_id="t", action="read", status_code=200,
+            id=i, org_id=org, timestamp=at or datetime.now(UTC), trace_id="t", action="read", status_code=200,
             success=True, duration_ms=1.0,
         )
         for i in ids
@@ -366,41 +361,49 @@ def test_the_consumer_gathers_flushes_for_a_while_and_survives_empty_fetches():
     assert [r.id for r in records] == ["a", "b", "c"] and last is second  # acking it acks all before it
 
 
-def test_a_batch_that_fails_to_store_is_stored_before_anything_more_is_fetched(settings, monkeypatch):
-    """An ack covers every message before it, so a batch given up on would never be delivered again."""
-    org = "org-" + secrets.token_hex(6)
-    acks: list = []
-    first = FakeMessage(records_of(org, [f"actv_{org}_1", f"actv_{org}_2"]), acks)
-    second = FakeMessage(records_of(org, [f"actv_{org}_3"]), acks)
-    subscription = FakeSubscription([[first], [second]])
-    attempts: list[list[str]] = []
-    real_store = activity.store
+def test_a_batch_that_fails_to_store_is_stored_before_anything_more_is_fetched(settings, caplog):
+    """An ack covers every message before it, so a batch given up on would never be delivered again: the
+    consumer stores the same batch again until it is in. Here, through real JetStream and PostgreSQL, the
+    first try fails for real: the consumer is told a day's partition exists when it does not."""
+    import logging
 
-    async def store_failing_once(conn, records, known_days=None):
-        if any(r.org_id == org for r in records):  # the session's own roles store through here too
-            attempts.append([r.id for r in records])
-            if len(attempts) == 1:
-                raise psycopg.OperationalError("the server closed the connection")
-        return await real_store(conn, records, known_days)
+    import nats
 
-    monkeypatch.setattr(activity, "store", store_failing_once)
+    from pipeline.activity import activity_subject, ensure_activity_stream
+
+    caplog.set_level(logging.INFO, logger="pipeline.activity")
+    org, tag = "org-" + secrets.token_hex(6), secrets.token_hex(4)
+    stream, prefix = f"ACTIVITY_TEST_{tag}", f"t{tag}"
+    day = datetime(2090, 1, 1, tzinfo=UTC) + timedelta(days=secrets.randbelow(3000))
+    partition = f"activity_{day:%Y%m%d}"
+    first = records_of(org, [f"actv_{org}_1", f"actv_{org}_2"], at=day)
+    second = records_of(org, [f"actv_{org}_3"])
 
     async def scenario() -> None:
-        async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
-            consumer = ActivityConsumer(pool, lambda: None, stream="s", prefix="p", linger=0.0)
+        client = await nats.connect(settings.nats_url)
+        js = client.jetstream()
+        await ensure_activity_stream(js, stream, prefix)
+        try:
+            for batch in (first, second):
+                await js.publish(activity_subject(prefix), activity.encode_batch(batch))
+            async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
+                consumer = ActivityConsumer(pool, lambda: client, stream=stream, prefix=prefix, linger=0.0)
+                consumer._known_days.add(day.date())  # believed to exist, so the first insert fails
+                stop = asyncio.Event()
+                task = asyncio.create_task(consumer._consume(stop))  # leadership is the session projector's
+                deadline = time.monotonic() + 10  # well inside the 30 s after which JetStream would redeliver
+                while stored(settings, org) < 3 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                stop.set()
+                await task
+        finally:
+            await js.delete_stream(stream)
+            await client.close()
 
-            async def subscribe():
-                return subscription
-
-            consumer._subscribe = subscribe
-            stop = asyncio.Event()
-            task = asyncio.create_task(consumer._consume(stop))
-            deadline = time.monotonic() + 10
-            while len(acks) < 2 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            stop.set()
-            await task
-
-    asyncio.run(scenario())
-    assert attempts[0] == attempts[1] == [f"actv_{org}_1", f"actv_{org}_2"]  # the same batch again, nothing new
-    assert acks == [first, second] and stored(settings, org) == 3
+    try:
+        asyncio.run(scenario())
+        assert 'no partition of relation "activity" found' in caplog.text  # the first try did fail
+        assert stored(settings, org) == 3
+    finally:
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {partition}")
