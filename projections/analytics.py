@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS rm_analytics_items (
     stream_id text PRIMARY KEY,
     kind text NOT NULL,               -- catalog | action | run
     state bytea NOT NULL              -- catalog/action: its last state (to compute what an event changes);
-                                      -- run: its workspace id
+                                      -- run: its workspace id, kept only while the run is open
 );
 CREATE TABLE IF NOT EXISTS rm_analytics_workspaces (
     workspace_id text PRIMARY KEY,
@@ -129,6 +129,15 @@ def contributions(state: Any) -> Counter[str]:
     return out
 
 
+def outcome_of(event: Any) -> str | None:
+    """A run event's final outcome, if it is the run's last event."""
+    if type(event) is RunSucceeded:
+        return "success"
+    if type(event) is AttemptFailed and event.retry_at is None:
+        return "failed"
+    return None
+
+
 class Analytics:
     name = NAME
     ddl = DDL
@@ -163,15 +172,9 @@ class Analytics:
                 workspace_id = run_workspaces.get(record.stream_id)
                 if workspace_id is None:
                     continue
-                kind_of_event = type(event)
-                if kind_of_event is RunSucceeded:
-                    outcome = "success"
-                elif kind_of_event is AttemptFailed and event.retry_at is None:
-                    outcome = "failed"
-                else:
-                    outcome = None
-                    if kind_of_event is RunRequested and event.resolved_thread_id:
-                        threads.append((workspace_id, event.resolved_thread_id))
+                outcome = outcome_of(event)
+                if type(event) is RunRequested and event.resolved_thread_id:
+                    threads.append((workspace_id, event.resolved_thread_id))
                 if outcome:
                     change = deltas[workspace_id]
                     change["executions.total"] += 1
@@ -242,20 +245,27 @@ class Analytics:
             )
 
     async def _run_workspaces(self, conn, events: list[Recorded]) -> dict[str, str]:
-        """Run id -> its workspace, for the batch's run events: recorded for runs requested in it, read back for
-        runs requested earlier (later run events do not carry the workspace)."""
-        workspaces = {r.stream_id: r.event.workspace_id for r in events if isinstance(r.event, RunRequested)}
-        await _ITEMS.merge(
-            conn,
-            [(run_id, "run", workspace_id.encode()) for run_id, workspace_id in workspaces.items()],
-            "INSERT INTO rm_analytics_items ({columns}) SELECT {columns} FROM moved ON CONFLICT DO NOTHING",
-        )
-        earlier = list({r.stream_id for r in events} - workspaces.keys())
+        """Run id -> its workspace, for the batch's run events. Only a run's first event names its workspace, so
+        a run still open at the end of a batch keeps a row (kind 'run') until its final event removes it: a row
+        per open run rather than per run ever, and none for a run that starts and ends in one batch, as nearly
+        all do in a replay."""
+        requested = {r.stream_id: r.event.workspace_id for r in events if type(r.event) is RunRequested}
+        finished = {r.stream_id for r in events if outcome_of(r.event)}
+        workspaces = dict(requested)
+        earlier = list({r.stream_id for r in events} - requested.keys())
         if earlier:
             cursor = await conn.execute(
-                "SELECT stream_id, state FROM rm_analytics_items WHERE stream_id = ANY(%s)", (earlier,)
+                # The snapshot the SELECT reads is the one before the DELETE: it still sees the closed runs.
+                "WITH closed AS (DELETE FROM rm_analytics_items WHERE kind = 'run' AND stream_id = ANY(%s)) "
+                "SELECT stream_id, state FROM rm_analytics_items WHERE kind = 'run' AND stream_id = ANY(%s)",
+                ([run_id for run_id in earlier if run_id in finished], earlier),
             )
             workspaces.update({stream_id: bytes(state).decode() for stream_id, state in await cursor.fetchall()})
+        await _ITEMS.merge(
+            conn,
+            [(run_id, "run", ws.encode()) for run_id, ws in requested.items() if run_id not in finished],
+            "INSERT INTO rm_analytics_items ({columns}) SELECT {columns} FROM moved ON CONFLICT DO NOTHING",
+        )
         return workspaces
 
     @staticmethod
