@@ -44,18 +44,21 @@ def role_of(command: str) -> str | None:
 
 
 def cpu_by_process() -> dict[str, tuple[str, float]]:
-    """pid -> (role, CPU seconds so far), for the processes `role_of` knows."""
-    found = {}
+    """pid -> (role, CPU seconds so far), for the processes `role_of` knows and their children (the API's
+    workers are spawned interpreters whose command lines do not name the role)."""
+    found, parents = {}, {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue  # gone meanwhile
-        role = role_of(command)
-        if role is not None:
-            found[pid] = (role, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
-    return found
+        parents[pid] = fields[1]
+        found[pid] = (role_of(command), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    for pid, (role, seconds) in found.items():
+        if role is None and found.get(parents[pid], (None,))[0] in ("api", "projector", "relay"):
+            found[pid] = (found[parents[pid]][0], seconds)
+    return {pid: (role, seconds) for pid, (role, seconds) in found.items() if role is not None}
 
 
 def spent(before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]]) -> Counter[str]:
