@@ -8,8 +8,11 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import psycopg
 import pytest
 
+from commands.store import EVENTS_TABLE
+from domain.events import decode
 from tests.conftest import assert_422, assert_envelope, position_of
 
 ACTION_KEYS = {
@@ -124,6 +127,16 @@ def app(api, org):
 def endpoint(api, app, url: str) -> str:
     response = api.post(f"{app['base']}/endpoints", json={"app_id": app["app_id"], "name": "remote", "url": url})
     return response.json()["endpoint_id"]
+
+
+def last_event(settings, stream_id: str):
+    """The stream's latest event, from the event store."""
+    with psycopg.connect(settings.database_url) as conn:
+        topic, state = conn.execute(
+            f"SELECT topic, state FROM {EVENTS_TABLE} WHERE originator_id = %s ORDER BY originator_version DESC",
+            (stream_id,),
+        ).fetchone()
+    return decode(topic, bytes(state))[1]
 
 
 def create(api, app, **fields) -> dict:
@@ -278,13 +291,16 @@ def test_a_disabled_action_answers_409_on_trigger(api, app):
     assert_envelope(api.post(f"{app['actions']}/{action['action_id']}/trigger", json={}), 409, "CONFLICT")
 
 
-def test_remote_endpoint_success_failure_retry_and_timeout(api, app, target):
+def test_remote_endpoint_success_failure_retry_and_timeout(api, app, target, settings):
     ok = endpoint(api, app, target.url("/ok"))
     flaky = endpoint(api, app, target.url("/flaky"))
     slow = endpoint(api, app, target.url("/slow"))
     target.script["/ok"] = [(200, {"stages_completed": 3, "total_stages": 3, "token_usage": {"input": 5}}, 0)]
     target.script["/flaky"] = [(502, {}, 0), (200, {}, 0)]
     target.script["/slow"] = [(200, {}, 5)]
+    # An answer too long to be a report still counts by its status; what it says is not read.
+    target.script["/long"] = [(200, {"stages_completed": 2, "padding": "x" * (1 << 20)}, 0)]
+    target.script["/short"] = [(200, {"stages_completed": 2, "padding": "x" * 1000}, 0)]
 
     def trigger(endpoint_id: str, **fields) -> tuple[str, str]:
         action = create(api, app, endpoint_id=endpoint_id, **fields)
@@ -298,6 +314,10 @@ def test_remote_endpoint_success_failure_retry_and_timeout(api, app, target):
 
     retried = wait_for_run(api, app, *trigger(flaky, max_retries=2, retry_delay_seconds=0))
     assert (retried["status"], retried["attempt"]) == ("success", 2)
+
+    for path, stages in (("/long", None), ("/short", 2)):
+        run = wait_for_run(api, app, *trigger(endpoint(api, app, target.url(path))))
+        assert (run["status"], last_event(settings, run["run_id"]).stages_completed) == ("success", stages), path
 
     timed_out = wait_for_run(api, app, *trigger(slow, max_retries=0))
     assert (timed_out["status"], timed_out["error_code"], timed_out["attempt"]) == ("failed", "TIMEOUT", 1), timed_out
