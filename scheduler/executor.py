@@ -93,7 +93,7 @@ class Executor:
 
     async def run(self, stop: asyncio.Event) -> None:
         # aiohttp, not httpx: httpx's pool checks every idle connection with system calls on every request, which
-        # at 64 connections cost 1.3-1.7 ms of CPU a call against aiohttp's 0.12 (BENCHMARKS.md).
+        # at 64 calls in flight cost 1.6 ms of CPU a call against aiohttp's 0.1 (python -m bench.clients).
         connector = aiohttp.TCPConnector(limit=self.concurrency)
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
