@@ -171,7 +171,7 @@ async def store(
     if not records:
         return 0
     await ensure_partitions(conn, {r.timestamp.astimezone(UTC).date() for r in records}, known_days)
-    unique = list({r.id: r for r in records}.values())  # a batch may repeat a record: count it once
+    unique = [storable(r) for r in {r.id: r for r in records}.values()]  # a batch may repeat a record: count it once
     inserted = await _RECORDS.merge(
         conn,
         [_row(r) for r in unique],
@@ -189,6 +189,24 @@ async def store(
         "duration_ms = h.duration_ms + EXCLUDED.duration_ms, tokens = h.tokens + EXCLUDED.tokens",
     )
     return len(new_ids)
+
+
+_TEXT_FIELDS = tuple(
+    name
+    for name, kind in zip(ActivityRecord.__struct_fields__, msgspec.structs.fields(ActivityRecord), strict=True)
+    if kind.type in (str, str | None)
+)
+
+
+def storable(record: ActivityRecord) -> ActivityRecord:
+    """The record with any NUL character in its text fields replaced by U+FFFD. A record describes what was
+    asked, and a request may carry a NUL in its path (`/workspaces/a%00b`, answered 422), but PostgreSQL's
+    text refuses it: stored as it was, one such record would fail its whole batch, again at every retry, and
+    no activity would be stored for anyone after it."""
+    dirty = {name: getattr(record, name) for name in _TEXT_FIELDS if "\x00" in (getattr(record, name) or "")}
+    if not dirty:
+        return record
+    return msgspec.structs.replace(record, **{name: value.replace("\x00", "\ufffd") for name, value in dirty.items()})
 
 
 def _row(r: ActivityRecord) -> tuple:

@@ -263,6 +263,20 @@ def test_bad_query_input_is_422(api, mix):
     assert_422(api.get(f"/v1/orgs/{org}/activity", params={"cursor": "nope"}), ["query", "cursor"])
 
 
+def test_a_request_with_a_nul_in_its_path_is_recorded_and_stops_nothing(api, settings):
+    """PostgreSQL's text refuses NUL. A record storing one as it came failed its batch at every retry, and no
+    activity was stored after it, for any org."""
+    org = "org-" + secrets.token_hex(4)
+    assert_422(api.get(f"/v1/orgs/{org}/workspaces/a%00b"), ["path", "workspace_id"])
+    assert api.get(f"/v1/orgs/{org}/workspaces").status_code == 200
+    wait_stored(settings, org, 2)
+    with psycopg.connect(settings.database_url) as conn:
+        (resource_id,) = conn.execute(
+            "SELECT resource_id FROM activity WHERE org_id = %s AND resource_id IS NOT NULL", (org,)
+        ).fetchone()
+    assert resource_id == "a\ufffdb"
+
+
 def test_without_nats_records_go_straight_to_postgres_and_are_stored_once(settings):
     org = "org-" + secrets.token_hex(5)
     now = datetime.now(UTC)

@@ -56,6 +56,8 @@ def test_min_position_beyond_the_log_is_422(api, org):
 def test_min_position_not_reached_in_time_answers_503(api, org, settings):
     import psycopg
 
+    first = api.post(f"/v1/orgs/{org}/workspaces", json={"name": "first"})
+    api.get(f"/v1/orgs/{org}/workspaces", headers={"X-Min-Position": position_of(first)})  # the row exists now
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
         # Hold the view's position row, as a stuck projector would, so the new event cannot be applied.
         conn.execute("SELECT position FROM mm_positions WHERE name = 'workspaces' FOR UPDATE")
