@@ -9,7 +9,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import HeaderParameter, JSONBody, QueryParameter
 
-from api.auth import context_of, guard
+from api.auth import authorize, context_of
 from api.common import Cursor, Limit, MinPosition, PathId, command_answer, require_workspace_view, system_of
 from api.schemas import (
     ActionCreate,
@@ -63,7 +63,7 @@ async def _set_enabled(
 class ActionController(Controller):
     path = "/v1/orgs/{org_id:str}/workspaces/{workspace_id:str}/apps/{app_id:str}/actions"
     tags = ["Actions"]
-    guards = [guard]
+    before_request = authorize
 
     @get("/", opt={"permission": "action:read"}, summary="List Actions")
     async def list_actions(

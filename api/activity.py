@@ -9,7 +9,7 @@ import msgspec
 from litestar import Controller, Request, get
 from litestar.params import QueryParameter
 
-from api.auth import guard
+from api.auth import authorize
 from api.common import Cursor, Limit, PathId, Time, require_workspace_view, system_of, time_window
 from api.schemas import ActivityList, ActivitySummary, ActivityView
 from domain.errors import FieldError, ValidationFailed
@@ -57,7 +57,7 @@ def _me(request: Request) -> str:
 class OrgActivityController(Controller):
     path = "/v1/orgs/{org_id:str}"
     tags = ["Activity"]
-    guards = [guard]
+    before_request = authorize
 
     @get("/activity", opt={"permission": "activity:read"}, summary="Get Org Activity")
     async def org_activity(
@@ -120,7 +120,7 @@ class OrgActivityController(Controller):
 class WorkspaceActivityController(Controller):
     path = "/v1/orgs/{org_id:str}/workspaces/{workspace_id:str}"
     tags = ["Activity"]
-    guards = [guard]
+    before_request = authorize
     opt = {"permission": "workspace:read"}
 
     @get("/activity", summary="Get Workspace Activity")

@@ -9,7 +9,7 @@ from typing import Annotated
 from litestar import Controller, Request, get
 from litestar.params import QueryParameter
 
-from api.auth import guard
+from api.auth import authorize
 from api.common import MinPosition, PathId, require_workspace_view, system_of
 from api.schemas import (
     ActionAnalytics,
@@ -41,7 +41,7 @@ async def _values(request: Request, org_id: str, workspace_id: str, min_position
 class OrgAnalyticsController(Controller):
     path = "/v1/orgs/{org_id:str}/analytics"
     tags = ["Analytics"]
-    guards = [guard]
+    before_request = authorize
 
     @get("/", opt={"permission": "workspace:read"}, summary="Get org analytics rollup")
     async def org_rollup(
@@ -84,7 +84,7 @@ class OrgAnalyticsController(Controller):
 class WorkspaceAnalyticsController(Controller):
     path = "/v1/orgs/{org_id:str}/workspaces/{workspace_id:str}"
     tags = ["Analytics"]
-    guards = [guard]
+    before_request = authorize
     opt = {"permission": "workspace:read"}
 
     @get("/analytics", summary="Get workspace analytics summary")

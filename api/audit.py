@@ -11,7 +11,7 @@ from litestar import Controller, Request, get
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from api.auth import guard
+from api.auth import authorize
 from api.common import Cursor, Limit, PathId, Time, system_of, time_window
 from projections import audit
 from projections.pagination import decode_cursor, encode_cursor
@@ -31,7 +31,7 @@ _encoder = msgspec.json.Encoder()
 class AuditController(Controller):
     path = "/v1/orgs/{org_id:str}/events"
     tags = ["Audit"]
-    guards = [guard]
+    before_request = authorize
     opt = {"permission": "audit:read"}
 
     @get("/", summary="Read the org's raw events in log order")

@@ -1,4 +1,6 @@
-"""Who is calling, and may they do this? Runs as a guard, before any input is parsed."""
+"""Who is calling, and may they do this? Runs before any input is parsed, as the controllers' before-request
+hook rather than a Litestar guard: Litestar hands each guard a copy of the route handler, made for every
+request, which was a tenth of the CPU of a GET workspace."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import secrets
 import anyio
 import msgspec
 from litestar.connection import ASGIConnection
-from litestar.handlers import BaseRouteHandler
 
 from api.errors import Unauthorized
 from commands.aggregates import Context
@@ -63,13 +64,14 @@ async def authenticate(connection: ASGIConnection) -> Principal:
     return Principal(actor=actor, role=token.role, org_id=token.org_id)
 
 
-async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Authenticates (401), checks the org in the path (422), then the permission (403)."""
+async def authorize(connection: ASGIConnection) -> None:
+    """Authenticates (401), checks the org in the path (422), then the permission (403) the route handler's
+    `opt` names."""
     principal = await authenticate(connection)
     connection.state.principal = principal  # known from here on, also to the activity record of a refusal
     connection.state.trace_id = trace_id_of(connection)
     connection.app.state.system.limiter.take(principal.actor.token_id or principal.actor.principal_id)
-    permission = handler.opt.get("permission", "")
+    permission = connection.route_handler.opt.get("permission", "")
     _check_path(connection.path_params)
     org_id = connection.path_params.get("org_id")
     if org_id is not None:

@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import JSONBody
 
-from api.auth import context_of, guard
+from api.auth import authorize, context_of
 from api.common import Cursor, Limit, MinPosition, PathId, command_answer, require_workspace_view, system_of
 from api.schemas import MessageBody
 from commands import catalog as use_cases
@@ -80,7 +80,7 @@ def catalog_controller(kind: Kind) -> type[Controller]:
     class CatalogController(Controller):
         path = f"/v1/orgs/{{org_id:str}}/workspaces/{{workspace_id:str}}/{name}"
         tags = ["Catalog"]
-        guards = [guard]
+        before_request = authorize
 
         @get("/", opt={"permission": f"{resource}:read"}, summary=f"List {name.title()}")
         async def list_items(

@@ -6,7 +6,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import JSONBody
 
-from api.auth import context_of, guard
+from api.auth import authorize, context_of
 from api.common import Cursor, Limit, MinPosition, PathId, command_answer, require_workspace_view, system_of
 from api.schemas import (
     Deployed,
@@ -37,7 +37,7 @@ def _fields(data: msgspec.Struct) -> dict:
 class EnvironmentController(Controller):
     path = "/v1/orgs/{org_id:str}/workspaces/{workspace_id:str}/environments"
     tags = ["Environments"]
-    guards = [guard]
+    before_request = authorize
 
     @get("/", opt={"permission": "environment:read"}, summary="List Environments")
     async def list_environments(

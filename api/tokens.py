@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import JSONBody
 
-from api.auth import context_of, guard
+from api.auth import authorize, context_of
 from api.common import Cursor, Limit, MinPosition, PathId, command_answer, system_of
 from api.schemas import MessageBody, Token, TokenCreate, TokenIssued, TokenList
 from commands import tokens as use_cases
@@ -19,7 +19,7 @@ from projections.pagination import Page, decode_cursor
 class TokenController(Controller):
     path = "/v1/orgs/{org_id:str}/tokens"
     tags = ["Tokens"]
-    guards = [guard]
+    before_request = authorize
 
     @post("/", opt={"permission": "token:create"}, summary="Issue Token", status_code=201, sync_to_thread=True)
     def issue_token(self, request: Request, org_id: PathId, data: JSONBody[TokenCreate]) -> Response[TokenIssued]:

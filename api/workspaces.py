@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import JSONBody, QueryParameter
 
-from api.auth import context_of, guard
+from api.auth import authorize, context_of
 from api.common import Cursor, Limit, MinPosition, PathId, command_answer, system_of
 from api.schemas import MessageBody, Workspace, WorkspaceCreate, WorkspaceList, WorkspaceUpdate
 from commands import workspaces as use_cases
@@ -21,7 +21,7 @@ from projections.pagination import Page, decode_cursor
 class WorkspaceController(Controller):
     path = "/v1/orgs/{org_id:str}/workspaces"
     tags = ["Workspaces"]
-    guards = [guard]
+    before_request = authorize
 
     @get("/", opt={"permission": "workspace:read"}, summary="List Workspaces")
     async def list_workspaces(
