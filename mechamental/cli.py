@@ -131,7 +131,10 @@ def _api_worker(settings: Settings, listener: socket.socket | None) -> None:
     logging.getLogger("nats").setLevel(logging.CRITICAL)
     if sys.platform.startswith("linux"):  # a kill -9 of the supervisor takes its workers with it
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    run(settings, {"api"}, sockets=[listener or _api_socket(settings, reuse_port=True, listen=True)])
+    # Its own socket is bound now but listens only when the server starts serving (asyncio's Server calls
+    # listen): the kernel gives a listening socket its share of new connections, which would wait unaccepted
+    # through this worker's start, and be reset if it failed.
+    run(settings, {"api"}, sockets=[listener or _api_socket(settings, reuse_port=True, listen=False)])
 
 
 # On Linux each worker listens on a socket of its own (SO_REUSEPORT) and the kernel hashes new connections

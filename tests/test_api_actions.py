@@ -323,6 +323,21 @@ def test_remote_endpoint_success_failure_retry_and_timeout(api, app, target, set
     assert (timed_out["status"], timed_out["error_code"], timed_out["attempt"]) == ("failed", "TIMEOUT", 1), timed_out
 
 
+def test_an_answer_nested_too_deep_is_no_report_and_proxies_come_from_the_environment(monkeypatch):
+    from scheduler.executor import Executor, _report
+
+    assert _report(b"[" * 100_000 + b"]" * 100_000) == {}  # a RecursionError left the attempt to its lease
+    assert _report(b'{"stages_completed": 2}') == {"stages_completed": 2}
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "skip.example")
+    executor = Executor(None, None)  # type: ignore[arg-type] - only its proxy choice is asked
+    assert executor._proxy_for("http://api.example/run") == "http://proxy.internal:3128"
+    assert executor._proxy_for("http://skip.example/run") is None
+    assert executor._proxy_for("https://api.example/run") is None  # no HTTPS_PROXY given
+
+
 def test_failures_are_coded_and_runs_filter_by_status(api, app, target):
     target.script["/down"] = [(503, {}, 0)]
     down = endpoint(api, app, target.url("/down"))
