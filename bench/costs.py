@@ -25,8 +25,6 @@ from pathlib import Path
 
 from bench import harness, reads, seed, writes
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
 
 def role_of(command: str) -> str | None:
     if "bench.read_api" in command:
@@ -50,11 +48,12 @@ def cpu_by_process() -> dict[str, tuple[str, float]]:
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            parent = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]
+            seconds = harness.process_cpu(pid)
         except OSError:
             continue  # gone meanwhile
-        parents[pid] = fields[1]
-        found[pid] = (role_of(command), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+        parents[pid] = parent
+        found[pid] = (role_of(command), seconds)
     for pid, (role, seconds) in found.items():
         if role is None and found.get(parents[pid], (None,))[0] in ("api", "projector", "relay"):
             found[pid] = (found[parents[pid]][0], seconds)

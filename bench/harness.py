@@ -23,6 +23,13 @@ from bench.load import Connection
 from mechamental.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 
 CLI = [sys.executable, "-m", "mechamental.cli"]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu(pid: int | str) -> float:
+    """CPU seconds (user + system) a process has used so far, from Linux's /proc; OSError once it is gone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15 of stat
 
 
 def percentile(values: list[float], share: float) -> float:

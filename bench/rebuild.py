@@ -43,8 +43,7 @@ class PostgresCpu(threading.Thread):
             try:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
                 if command.startswith(b"postgres:") and self.database in command:
-                    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-                    self.seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                    self.seconds[pid] = harness.process_cpu(pid)
             except OSError:
                 continue  # gone meanwhile
 

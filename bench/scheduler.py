@@ -28,7 +28,6 @@ import asyncio
 import bisect
 import contextlib
 import multiprocessing
-import os
 import statistics
 import subprocess
 import tempfile
@@ -244,15 +243,12 @@ def sleep_until(moment: datetime, database_url: str, lags: list[int]) -> None:
 
 def cpu_seconds(processes: dict[str, list[subprocess.Popen]]) -> dict[str, float]:
     """CPU time (user + system) each role's processes have used so far (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
     used = {}
     for role, running in processes.items():
-        total = 0
+        used[role] = 0.0
         for process in running:
             with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{process.pid}/stat").read_text().rpartition(")")[2].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-        used[role] = total / tick
+                used[role] += harness.process_cpu(process.pid)
     return used
 
 

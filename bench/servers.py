@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -56,14 +55,10 @@ def commands() -> dict[str, list[str]]:
 
 def cpu_seconds(pid: int) -> float:
     """CPU of a process and its children (granian serves from a child process)."""
-    total = 0.0
     children = [
         int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()
     ]
-    for task in [pid, *children]:
-        fields = Path(f"/proc/{task}/stat").read_text().rpartition(")")[2].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(harness.process_cpu(task) for task in [pid, *children])
 
 
 def main() -> None:
