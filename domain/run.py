@@ -49,6 +49,34 @@ class RunState(msgspec.Struct):
         return self.status in ("success", "failed")
 
 
+# What an endpoint may report about an execution. Its numbers end in sums that every org's rows share a
+# type with (activity's hourly token totals are bigint), so one report past these bounds could overflow
+# a sum and leave a view unable to store anything; a value out of bounds is not reported at all.
+MAX_REPORTED = 2**31 - 1
+MAX_TOKEN_KINDS = 32
+MAX_TOKEN_KIND_LENGTH = 100
+
+
+def reported_count(value: Any) -> int | None:
+    """`value` if it is a count a report may hold (an int, not a bool, within 0..MAX_REPORTED), else None."""
+    if type(value) is int and 0 <= value <= MAX_REPORTED:
+        return value
+    return None
+
+
+def reported_usage(usage: Any) -> dict[str, int] | None:
+    """The token counts of `usage` that a report may hold: at most MAX_TOKEN_KINDS, with short names."""
+    if not isinstance(usage, dict):
+        return None
+    kept: dict[str, int] = {}
+    for kind, count in usage.items():
+        if isinstance(kind, str) and len(kind) <= MAX_TOKEN_KIND_LENGTH and reported_count(count) is not None:
+            kept[kind] = count
+            if len(kept) == MAX_TOKEN_KINDS:
+                break
+    return kept
+
+
 class RequestRun(msgspec.Struct, frozen=True):
     run_id: str
     execution_id: str
@@ -155,15 +183,7 @@ def decide(state: RunState | None, command: RunCommand) -> list[DomainEvent]:
                 raise Conflict("This attempt is no longer the run's current attempt", attempt=command.attempt)
             duration = _elapsed(state, command.now)
             if command.error_code is None:
-                return [
-                    RunSucceeded(
-                        attempt=command.attempt,
-                        duration_seconds=duration,
-                        stages_completed=command.stages_completed,
-                        total_stages=command.total_stages,
-                        token_usage=command.token_usage,
-                    )
-                ]
+                return [RunSucceeded(attempt=command.attempt, duration_seconds=duration, **_report(command))]
             retries_left = state.attempt <= state.max_retries
             retry_at = command.now + timedelta(seconds=state.retry_delay_seconds) if retries_left else None
             return [
@@ -173,12 +193,18 @@ def decide(state: RunState | None, command: RunCommand) -> list[DomainEvent]:
                     error_message=command.error_message or command.error_code,
                     duration_seconds=duration,
                     retry_at=retry_at,
-                    stages_completed=command.stages_completed,
-                    total_stages=command.total_stages,
-                    token_usage=command.token_usage,
+                    **_report(command),
                 )
             ]
     raise TypeError(f"not a run command: {command!r}")
+
+
+def _report(command: FinishAttempt) -> dict[str, Any]:
+    return {
+        "stages_completed": reported_count(command.stages_completed),
+        "total_stages": reported_count(command.total_stages),
+        "token_usage": reported_usage(command.token_usage),
+    }
 
 
 def _elapsed(state: RunState, now: datetime) -> float:

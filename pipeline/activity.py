@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import nats.js.api as js_api
+import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
@@ -47,6 +48,43 @@ async def ensure_activity_stream(js, name: str, prefix: str) -> None:
         await js.add_stream(config)
         return
     await js.update_stream(config)
+
+
+# The database is away or the transaction lost a race: the same records may be stored on a later try.
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+async def store_batch(
+    conn: psycopg.AsyncConnection, records: list[activity.ActivityRecord], known_days: set[date]
+) -> list[activity.ActivityRecord]:
+    """Stores `records` in one transaction on `conn`; returns the records left out. A batch the database
+    refuses for what a record holds (a value its types cannot take) would be refused at every retry, and
+    whoever retries it would store nothing after it: so a refused batch is stored again one record at a
+    time, and only the records refused alone are left out. A transient failure is raised for a retry."""
+    try:
+        async with conn.transaction():
+            await activity.store(conn, records, known_days)
+        return []
+    except TRANSIENT:
+        raise
+    except Exception as error:  # noqa: BLE001 - refused for its content: find the records that are
+        known_days.clear()
+        log.info("activity: a batch of %d was refused (%s: %s); storing one at a time", len(records),
+                 type(error).__name__, error)  # fmt: skip
+    refused = []
+    for record in records:
+        try:
+            async with conn.transaction():
+                await activity.store(conn, [record], known_days)
+        except TRANSIENT:
+            raise
+        except Exception as error:  # noqa: BLE001 - this record cannot be stored as it is
+            known_days.clear()
+            log.error(
+                "activity: record %s left out, storage refused it: %s: %s", record.id, type(error).__name__, error
+            )
+            refused.append(record)
+    return refused
 
 
 class ActivityPublisher:
@@ -127,9 +165,9 @@ class ActivityPublisher:
     async def _store(self, records: list[activity.ActivityRecord]) -> None:
         for attempt in range(5):
             try:
-                async with self.pool.connection() as conn, conn.transaction():
-                    await activity.store(conn, records, self._known_days)
-                self.stored_directly += len(records)
+                async with self.pool.connection() as conn:
+                    refused = await store_batch(conn, records, self._known_days)
+                self.stored_directly += len(records) - len(refused)
                 return
             except Exception as error:  # noqa: BLE001 - PostgreSQL busy or restarting: retry a few times
                 self._known_days.clear()
@@ -196,8 +234,8 @@ class ActivityConsumer:
                 if last is not None:  # nats-py's fetch may answer with no message at all
                     # Stored and acked before anything else is fetched, however many tries it takes (storing is
                     # idempotent by id): the next ack would cover these messages, so they would never come again.
-                    async with self.pool.connection() as conn, conn.transaction():
-                        await activity.store(conn, records, self._known_days)
+                    async with self.pool.connection() as conn:
+                        await store_batch(conn, records, self._known_days)
                     await last.ack()  # acks every message up to it (AckPolicy.ALL)
                 gathered = None
             except asyncio.CancelledError:

@@ -40,12 +40,20 @@ CREATE TABLE IF NOT EXISTS rm_analytics_workspaces (
     updated_at timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rm_analytics_workspaces_org ON rm_analytics_workspaces (org_id) WHERE NOT deleted;
+-- numeric, not bigint: a counter may sum what tenants enter (a source's tokens and bytes go up to 2^53
+-- each), and a sum past bigint would fail every batch after it, for every org.
 CREATE TABLE IF NOT EXISTS rm_analytics_counters (
     workspace_id text NOT NULL,
     key text NOT NULL,
-    value bigint NOT NULL,
+    value numeric NOT NULL,
     PRIMARY KEY (workspace_id, key)
 );
+DO $$ BEGIN  -- views made before the counters were numeric
+    IF (SELECT atttypid FROM pg_attribute WHERE attrelid = to_regclass('rm_analytics_counters') AND attname = 'value')
+        = 'bigint'::regtype THEN
+        ALTER TABLE rm_analytics_counters ALTER COLUMN value TYPE numeric;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS rm_analytics_threads (
     workspace_id text NOT NULL,
     thread_id text NOT NULL,
@@ -72,7 +80,7 @@ RESOURCE_KINDS = (
     "models",
 )
 _ITEMS = Staging("rm_analytics_items", {"stream_id": "text", "kind": "text", "state": "bytea"})
-_COUNTERS = Staging("rm_analytics_counters", {"workspace_id": "text", "key": "text", "value": "int8"})
+_COUNTERS = Staging("rm_analytics_counters", {"workspace_id": "text", "key": "text", "value": "numeric"})
 _THREADS = Staging("rm_analytics_threads", {"workspace_id": "text", "thread_id": "text"})
 _SERIES = Staging(
     "rm_analytics_series", {"workspace_id": "text", "period": "text", "bucket": "timestamptz", "value": "int8"}
@@ -290,7 +298,7 @@ async def counters(conn: psycopg.AsyncConnection, workspace_ids: list[str]) -> d
     )
     found: dict[str, dict[str, int]] = {ws: {} for ws in workspace_ids}
     for workspace_id, key, value in await cursor.fetchall():
-        found[workspace_id][key] = value
+        found[workspace_id][key] = int(value)  # numeric arrives as a Decimal
     return found
 
 

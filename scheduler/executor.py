@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 from commands.actions import finish_attempt, start_attempt
 from commands.aggregates import Aggregates
 from domain.catalog import CATALOG
-from domain.run import RunState
+from domain.run import RunState, reported_count, reported_usage
 from pipeline.activity import ActivityPublisher
 from pipeline.roles import sleep_unless
 from projections.actions import runnable_runs
@@ -254,13 +254,11 @@ def _report(answer: bytes | None) -> dict[str, Any]:
         return {}
     report: dict[str, Any] = {}
     for field in ("stages_completed", "total_stages"):
-        if isinstance(data.get(field), int) and not isinstance(data.get(field), bool):
-            report[field] = data[field]
+        if (count := reported_count(data.get(field))) is not None:
+            report[field] = count
     usage = data.get("token_usage")
     if isinstance(usage, int) and not isinstance(usage, bool):
-        report["token_usage"] = {"total_tokens": usage}
-    elif isinstance(usage, dict):
-        report["token_usage"] = {
-            k: v for k, v in usage.items() if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-        }
+        usage = {"total_tokens": usage}
+    if (kept := reported_usage(usage)) is not None:
+        report["token_usage"] = kept
     return report

@@ -301,6 +301,8 @@ def test_remote_endpoint_success_failure_retry_and_timeout(api, app, target, set
     # An answer too long to be a report still counts by its status; what it says is not read.
     target.script["/long"] = [(200, {"stages_completed": 2, "padding": "x" * (1 << 20)}, 0)]
     target.script["/short"] = [(200, {"stages_completed": 2, "padding": "x" * 1000}, 0)]
+    # Counts past what a report may hold are left out, not stored to overflow a rollup later.
+    target.script["/huge"] = [(200, {"stages_completed": 10**30, "token_usage": {"input": 2**63, "output": 7}}, 0)]
 
     def trigger(endpoint_id: str, **fields) -> tuple[str, str]:
         action = create(api, app, endpoint_id=endpoint_id, **fields)
@@ -315,9 +317,10 @@ def test_remote_endpoint_success_failure_retry_and_timeout(api, app, target, set
     retried = wait_for_run(api, app, *trigger(flaky, max_retries=2, retry_delay_seconds=0))
     assert (retried["status"], retried["attempt"]) == ("success", 2)
 
-    for path, stages in (("/long", None), ("/short", 2)):
+    for path, stages, usage in (("/long", None, None), ("/short", 2, None), ("/huge", None, {"output": 7})):
         run = wait_for_run(api, app, *trigger(endpoint(api, app, target.url(path))))
-        assert (run["status"], last_event(settings, run["run_id"]).stages_completed) == ("success", stages), path
+        event = last_event(settings, run["run_id"])
+        assert (run["status"], event.stages_completed, event.token_usage) == ("success", stages, usage), path
 
     timed_out = wait_for_run(api, app, *trigger(slow, max_retries=0))
     assert (timed_out["status"], timed_out["error_code"], timed_out["attempt"]) == ("failed", "TIMEOUT", 1), timed_out

@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import msgspec
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
@@ -421,3 +422,52 @@ def test_a_batch_that_fails_to_store_is_stored_before_anything_more_is_fetched(s
     finally:
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {partition}")
+
+
+def test_a_record_storage_refuses_is_left_out_and_its_batch_is_stored(settings, caplog):
+    """A record the database cannot take (here a token count past bigint, from a writer that did not bound it)
+    failed its whole batch at every retry, and the consumer stored nothing after it, for any org. Through real
+    JetStream and PostgreSQL: the batch is stored one record at a time, and only that record is left out."""
+    import logging
+
+    import nats
+
+    from pipeline.activity import activity_subject, ensure_activity_stream
+
+    caplog.set_level(logging.INFO, logger="pipeline.activity")
+    org, tag = "org-" + secrets.token_hex(6), secrets.token_hex(4)
+    stream, prefix = f"ACTIVITY_TEST_{tag}", f"t{tag}"
+    good_1, poison, good_2 = records_of(org, [f"actv_{org}_1", f"actv_{org}_poison", f"actv_{org}_2"])
+    poison = msgspec.structs.replace(poison, token_usage={"input": 2**63})
+    later = records_of(org, [f"actv_{org}_3"])
+
+    async def scenario() -> None:
+        client = await nats.connect(settings.nats_url)
+        js = client.jetstream()
+        await ensure_activity_stream(js, stream, prefix)
+        try:
+            for batch in ([good_1, poison, good_2], later):
+                await js.publish(activity_subject(prefix), activity.encode_batch(batch))
+            async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
+                consumer = ActivityConsumer(pool, lambda: client, stream=stream, prefix=prefix, linger=0.0)
+                stop = asyncio.Event()
+                task = asyncio.create_task(consumer._consume(stop))  # leadership is the session projector's
+                deadline = time.monotonic() + 10
+                while stored(settings, org) < 3 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                stop.set()
+                await task
+                info = await js.consumer_info(stream, f"{prefix}_activity")
+                assert info.num_ack_pending == 0 and info.num_pending == 0  # all acked: nothing is retried
+        finally:
+            await js.delete_stream(stream)
+            await client.close()
+
+    asyncio.run(scenario())
+    with psycopg.connect(settings.database_url) as conn:
+        ids = {row[0] for row in conn.execute("SELECT id FROM activity WHERE org_id = %s", (org,))}
+        (requests,) = conn.execute(
+            "SELECT sum(requests) FROM activity_hourly WHERE org_id = %s AND scope = 'org'", (org,)
+        ).fetchone()
+    assert ids == {f"actv_{org}_1", f"actv_{org}_2", f"actv_{org}_3"} and requests == 3
+    assert f"record actv_{org}_poison left out" in caplog.text

@@ -21,7 +21,17 @@ from domain.action import (
 )
 from domain.errors import Conflict, ValidationFailed
 from domain.events import SYSTEM_ACTOR, EventMeta
-from domain.run import RUN, AttemptFailed, AttemptStarted, FinishAttempt, RequestRun, RunSucceeded, StartAttempt
+from domain.run import (
+    MAX_REPORTED,
+    MAX_TOKEN_KINDS,
+    RUN,
+    AttemptFailed,
+    AttemptStarted,
+    FinishAttempt,
+    RequestRun,
+    RunSucceeded,
+    StartAttempt,
+)
 from domain.schedule import next_slot
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -209,6 +219,18 @@ def test_a_failed_attempt_is_retried_after_the_delay_then_succeeds():
         later + timedelta(seconds=1),
     )
     assert isinstance(ok, RunSucceeded) and state.status == "success" and state.duration_seconds == 1.0
+
+
+def test_a_report_keeps_only_counts_within_bounds():
+    """An endpoint's numbers are summed into shared bigint rollups: one past the bounds could overflow a sum."""
+    state, _ = step(None, request(max_retries=0), T0)
+    state, _ = step(state, StartAttempt(T0, 60), T0)
+    many = {f"kind{i}": 1 for i in range(MAX_TOKEN_KINDS + 5)}
+    usage = {"input": MAX_REPORTED, "huge": 2**63, "negative": -1, "flag": True, "x" * 101: 1, **many}
+    finish = FinishAttempt(attempt=1, now=T0, stages_completed=10**30, total_stages=3, token_usage=usage)
+    [ok] = RUN.decide(state, finish)
+    assert (ok.stages_completed, ok.total_stages) == (None, 3)
+    assert ok.token_usage == {"input": MAX_REPORTED, **dict(list(many.items())[: MAX_TOKEN_KINDS - 1])}
 
 
 def test_retries_used_up_fail_the_run():
