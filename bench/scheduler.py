@@ -9,7 +9,9 @@ time) and reads the event store afterwards:
 
 - fire delay per slot: commit of ScheduledRunFired minus the slot (p50, p99, max);
 - slots fired against expected (one per action and minute), slots skipped, slots fired twice;
-- how long after the slot the executor had finished the slot's runs, and the views' largest lag.
+- how long after the slot the executor had finished the slot's runs, and the views' largest lag;
+- what a slot costs other writers: a workspace create every 100 ms through the API, its answer time
+  within 3 s after a slot against other times.
 
 Baseline, in the same run on the same PostgreSQL (a database of its own): the bare `eventsourcing`
 library saving N single-event aggregates from 8 threads, one transaction each.
@@ -157,6 +159,43 @@ class CommitWatch:
     def committed_at(self, position: int) -> float:
         index = bisect.bisect_left(self.heads, position)
         return self.times[index] if index < len(self.heads) else float("nan")
+
+
+# What a slot costs other writers
+class WriteProbe:
+    """Creates a workspace through the API every `interval` seconds, in a thread of its own, noting when each
+    was sent and how long its answer took: what a user's write waits while a slot's fires hold the event
+    store's table lock."""
+
+    def __init__(self, port: int, token: str, interval: float = 0.1) -> None:
+        self.port, self.token, self.interval = port, token, interval
+        self.samples: list[tuple[float, float]] = []  # (sent, seconds to answer)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._probe()), name="write-probe", daemon=True)
+
+    def __enter__(self) -> WriteProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    async def _probe(self) -> None:
+        async with Connection("127.0.0.1", self.port, self.token) as http:
+            request = http.encode("POST", "/v1/orgs/probe/workspaces", msgspec.json.encode({"name": "probe"}))
+            while not self._stop.is_set():
+                sent = time.time()
+                response = await http.send(request)
+                if response.status == 201:
+                    self.samples.append((sent, time.time() - sent))
+                await asyncio.sleep(max(0.0, sent + self.interval - time.time()))
+
+    def around(self, slots: list[datetime], seconds: float) -> tuple[list[float], list[float]]:
+        """Answer times of the creates sent within `seconds` after a slot, and of the others."""
+        starts = [slot.timestamp() for slot in slots]
+        near = [took for sent, took in self.samples if any(0 <= sent - start < seconds for start in starts)]
+        return near, [took for sent, took in self.samples if not any(0 <= sent - s < seconds for s in starts)]
 
 
 # Making the actions
@@ -323,6 +362,7 @@ class Measured(NamedTuple):
     measured: list[datetime]  # the judged slots
     lags: list[int]
     cpu: dict[str, float]  # CPU seconds per role over the judged minutes
+    probe: WriteProbe
 
 
 def main() -> None:
@@ -371,13 +411,15 @@ def measure(args, url: str, nats_url: str, sink_url: str | None) -> Measured:
             print(f"measuring the slots {', '.join(f'{m:%H:%M}' for m in measured)} (UTC)", flush=True)
             processes = {role: [process] for role, process in roles.processes.items()}
             processes["executor"] += executors
-            sleep_until(measured[0], url, lags)
-            cpu_before = cpu_seconds(processes)
-            sleep_until(measured[-1], url, lags)
-            cpu = {role: used - cpu_before[role] for role, used in cpu_seconds(processes).items()}
-            sleep_until(measured[-1] + timedelta(seconds=GOAL_SECONDS + 8), url, lags)
+            sleep_until(measured[0] - timedelta(seconds=5), url, lags)
+            with WriteProbe(port, token) as probe:
+                sleep_until(measured[0], url, lags)
+                cpu_before = cpu_seconds(processes)
+                sleep_until(measured[-1], url, lags)
+                cpu = {role: used - cpu_before[role] for role, used in cpu_seconds(processes).items()}
+                sleep_until(measured[-1] + timedelta(seconds=GOAL_SECONDS + 8), url, lags)
             roles.stop("scheduler")  # nothing fires while we count
-            return Measured(read_slots(url, watch), measured, lags, cpu)
+            return Measured(read_slots(url, watch), measured, lags, cpu, probe)
     finally:
         for process in executors:
             process.terminate()
@@ -405,6 +447,15 @@ def report(args, result: Measured, baseline: float) -> None:
             + ", ".join(f"{role} {used / minutes:.1f}" for role, used in result.cpu.items())
         )
     print(f"largest consumer lag seen (relay, views, provisioner): {max(result.lags, default=0):,} events")
+    near, rest = result.probe.around(measured, 3.0)
+    every = f"a create every {result.probe.interval:g} s through the API"
+    print(
+        f"{every}: answered in p50 {statistics.median(near) * 1000:.0f} ms, max {max(near) * 1000:.0f} ms within "
+        f"3 s after a slot ({len(near)}); p50 {statistics.median(rest) * 1000:.0f} ms, max {max(rest) * 1000:.0f} ms "
+        f"at other times ({len(rest)})"
+        if near and rest
+        else f"{every}: too few answers to compare"
+    )
     print(
         f"ratio worst fire delay / baseline ({args.actions:,} single-event saves, bare library) = "
         f"{worst / baseline:.2f}"

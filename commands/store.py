@@ -245,6 +245,13 @@ class EventStore:
         """Commits one command's append atomically; returns the positions of its events."""
         return self._committer.submit(append)
 
+    def append_together(self, appends: list[Append]) -> list[Future[list[int]]]:
+        """Commits these appends in one transaction when none stands in another's way, else each on its own (as
+        group commit does); each future holds an append's positions or the error that refused it. One
+        transaction takes the table lock once and commits once, instead of once per append, and nothing
+        downstream wakes until all are in."""
+        return self._committer.submit_together(appends)
+
     def read(self, after: int, limit: int, *, upto: int | None = None) -> list[Recorded]:
         notifications = self.recorder.select_notifications(
             start=after, limit=limit, stop=upto, inclusive_of_start=False
@@ -273,19 +280,24 @@ class GroupCommit:
         self._connection: psycopg.Connection | None = None
         self._last_used = 0.0
         self._max_batch_events = max_batch_events
-        self._queue: queue.SimpleQueue[tuple[Append, Future[list[int]]] | None] = queue.SimpleQueue()
+        # Entries of appends to commit together (None: stop).
+        self._queue: queue.SimpleQueue[list[tuple[Append, Future[list[int]]]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
     def submit(self, append: Append) -> list[int]:
-        future: Future[list[int]] = Future()
+        return self.submit_together([append])[0].result()
+
+    def submit_together(self, appends: list[Append]) -> list[Future[list[int]]]:
+        """Queues the appends as one entry, so the committer takes them into one batch whatever its size."""
+        entry = [(append, Future()) for append in appends]
         with self._lock:  # after close() nothing enters the queue, so nothing waits forever
             if self._closed or not self._thread.is_alive():
                 raise CommitterStopped("the event store is closed")
-            self._queue.put((append, future))
-        return future.result()
+            self._queue.put(entry)
+        return [future for _, future in entry]
 
     def close(self) -> None:
         with self._lock:
@@ -303,26 +315,26 @@ class GroupCommit:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is not None:
-                    item[1].set_exception(CommitterStopped("the event store is closed"))
+                for _, future in item or ():
+                    future.set_exception(CommitterStopped("the event store is closed"))
 
     def _loop(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            entry = self._queue.get()
+            if entry is None:
                 return
-            batch = [item]
-            size = len(item[0].events)
+            batch = list(entry)
+            size = sum(len(append.events) for append, _ in entry)
             while size < self._max_batch_events:
                 try:
-                    item = self._queue.get_nowait()
+                    entry = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is None:
+                if entry is None:
                     self._commit(batch)
                     return
-                batch.append(item)
-                size += len(item[0].events)
+                batch += entry
+                size += sum(len(append.events) for append, _ in entry)
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[Append, Future[list[int]]]]) -> None:

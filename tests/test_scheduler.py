@@ -8,12 +8,13 @@ import secrets
 import time
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from commands.actions import create_action, finish_attempt, set_enabled, start_attempt
 from commands.aggregates import Aggregates, Context
-from commands.store import EventStore, datastore_from_url
+from commands.store import EVENTS_TABLE, EventStore, datastore_from_url
 from domain.action import ACTION
 from domain.events import SYSTEM_ACTOR, decode
 from domain.run import RUN
@@ -263,6 +264,46 @@ def test_many_actions_of_one_slot_fire_once_each_with_two_schedulers(world):
     for action_id in [world["action_id"], *actions]:
         [(fired, run)] = fired_runs(world, action_id)
         assert fired.slot == datetime(2030, 1, 1, 12, 1, tzinfo=UTC) and run.status == "pending"
+
+
+def fire_transactions(world, action_ids: list[str]) -> list[int]:
+    """How many events each transaction that wrote these actions' fires wrote, by the rows' xmin."""
+    with psycopg.connect(world["settings"].database_url) as conn:
+        rows = conn.execute(
+            f"SELECT count(*) FROM {EVENTS_TABLE} WHERE xmin IN (SELECT xmin FROM {EVENTS_TABLE} "
+            "WHERE originator_id = ANY(%s) AND topic = 'ScheduledRunFired') GROUP BY xmin::text",
+            (action_ids,),
+        ).fetchall()
+    return sorted(count for (count,) in rows)
+
+
+@pytest.mark.parametrize("events_per_commit", [25_000, 20])
+def test_the_fires_of_a_slot_commit_together_up_to_a_size(world, events_per_commit):
+    """Held in pages and merged appends, a slot's fires commit in one transaction (or in transactions of at
+    most `events_per_commit` events): twenty transactions queued for the table lock behind each other while
+    the first ones' readers took the CPU, and the last landed seconds after the slot."""
+    settings, clock = world["settings"], world["clock"]
+    actions, last = more_actions(world, 30)
+    actions.append(world["action_id"])
+
+    async def scenario(pool):
+        scheduler = Scheduler(
+            world["aggregates"], pool, settings.database_url, batch=7, actions_per_append=5,
+            events_per_commit=events_per_commit,
+        )  # fmt: skip
+        await views_reach(pool, int(last))
+        await scheduler.tick()  # holds the 12:01 fires: 5 pages, each in merged appends of 5 actions
+        clock.now = datetime(2030, 1, 1, 12, 1, 0, 200_000, tzinfo=UTC)
+        await scheduler.tick()
+
+    run_async(settings, scenario)
+    assert all(len(fired_runs(world, action_id)) == 1 for action_id in actions)
+    sizes = fire_transactions(world, actions)  # (ticks in 2030 fire earlier tests' actions too)
+    assert sum(sizes) >= 2 * len(actions)  # a fire and its run's request each
+    if events_per_commit > sum(sizes):
+        assert len(sizes) == 1, sizes
+    else:
+        assert len(sizes) > 1 and max(sizes) <= events_per_commit, sizes
 
 
 def test_a_run_that_finishes_before_the_next_slot_lets_it_fire_on_time(world):

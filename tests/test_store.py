@@ -54,6 +54,25 @@ def test_a_failed_batch_commits_the_innocent_and_fails_only_the_culprit(store):
     assert store.append(Append([event("s_" + secrets.token_hex(4), 1)]))
 
 
+def test_appends_given_together_commit_in_one_transaction_or_each_alone(store):
+    stream = "t_" + secrets.token_hex(4)
+    together = store.append_together([Append([event(stream + str(i), 1)]) for i in range(3)])
+    positions = [future.result() for future in together]
+    with store.datastore.get_connection() as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(DISTINCT xmin::text) FROM stored_events WHERE notification_id = ANY(%s)",
+            ([p for ps in positions for p in ps],),
+        )
+        assert list(cursor.fetchone().values()) == [1]  # the library's rows are dicts
+    # One that loses a race fails alone; the others still commit.
+    first, clash, other = store.append_together(
+        [Append([event(stream, 1)]), Append([event(stream, 1)]), Append([event(stream + "x", 1)])]
+    )
+    assert first.result() and other.result()
+    with pytest.raises(ConcurrencyConflict):
+        clash.result()
+
+
 def test_a_read_stream_that_moved_fails_the_append_and_writes_nothing(store):
     read, written = "r_" + secrets.token_hex(4), "w_" + secrets.token_hex(4)
     store.append(Append([event(read, 1)]))
