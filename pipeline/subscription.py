@@ -159,10 +159,9 @@ class Subscription:
                 applied += len(batch)
 
     async def _lock(self, conn) -> dict[str, int]:
-        """Each handler's position, locked until commit. Starts the transaction's work, so it also sets
-        the asynchronous commit (see the module's docstring)."""
-        await conn.execute("SET LOCAL synchronous_commit TO off")
-        return await positions.lock_positions(conn, [h.name for h in self.handlers])
+        """Each handler's position, locked until commit. Starts the transaction's work, so it also makes
+        the commit asynchronous (see the module's docstring)."""
+        return await positions.lock_positions(conn, [h.name for h in self.handlers], wait_for_disk=False)
 
     async def _hand_over(self, conn, reached: dict[str, int], batch: list[Recorded]) -> None:
         """Gives each handler the events past its own position, and moves every position to the batch's end."""

@@ -11,7 +11,7 @@ import psycopg
 from domain.action import ACTION, ActionState
 from domain.events import Recorded
 from domain.run import RUN, AttemptFailed, AttemptStarted, RunRequested, RunState, RunSucceeded
-from projections.batches import Staging, earlier_streams
+from projections.batches import Staging, earlier_streams, rows_for
 
 NAME = "actions"
 
@@ -126,10 +126,10 @@ class ActionListing:
             await self._apply_runs(conn, run_events)
 
     async def _apply_actions(self, conn, events: list[Recorded]) -> None:
-        cursor = await conn.execute(
-            "SELECT action_id, seq, state FROM rm_actions WHERE action_id = ANY(%s)", (earlier_streams(events),)
+        found = await rows_for(
+            conn, "SELECT action_id, seq, state FROM rm_actions WHERE action_id = ANY(%s)", earlier_streams(events)
         )
-        rows = {aid: (seq, _action_decoder.decode(state)) for aid, seq, state in await cursor.fetchall()}
+        rows = {aid: (seq, _action_decoder.decode(state)) for aid, seq, state in found}
         for record in events:
             seq, state = rows.get(record.stream_id, (record.position, None))
             rows[record.stream_id] = (seq, ACTION.evolve(state, record.event, record.meta))
@@ -155,10 +155,10 @@ class ActionListing:
         )
 
     async def _apply_runs(self, conn, events: list[Recorded]) -> None:
-        cursor = await conn.execute(
-            "SELECT run_id, seq, state FROM rm_runs WHERE run_id = ANY(%s)", (earlier_streams(events),)
+        found = await rows_for(
+            conn, "SELECT run_id, seq, state FROM rm_runs WHERE run_id = ANY(%s)", earlier_streams(events)
         )
-        rows = {rid: (seq, _run_decoder.decode(state)) for rid, seq, state in await cursor.fetchall()}
+        rows = {rid: (seq, _run_decoder.decode(state)) for rid, seq, state in found}
         changes: dict[str, RunChanges] = {}
         for record in events:
             seq, before = rows.get(record.stream_id, (record.position, None))

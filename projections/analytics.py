@@ -21,7 +21,7 @@ from domain.catalog import CATALOG, KINDS, CatalogItem
 from domain.events import Recorded
 from domain.run import AttemptFailed, RunRequested, RunSucceeded
 from domain.workspace import WorkspaceCreated, WorkspaceDeleted, WorkspaceUpdated
-from projections.batches import Staging, earlier_streams
+from projections.batches import Staging, earlier_streams, rows_for
 
 NAME = "analytics"
 
@@ -163,11 +163,12 @@ class Analytics:
             relevant.append(record)
         if not relevant:
             return
-        cursor = await conn.execute(
+        found = await rows_for(
+            conn,
             "SELECT stream_id, kind, state FROM rm_analytics_items WHERE stream_id = ANY(%s)",
-            (earlier_streams(entities),),
+            earlier_streams(entities),
         )
-        items = {stream_id: _decoders[kind].decode(state) for stream_id, kind, state in await cursor.fetchall()}
+        items = {stream_id: _decoders[kind].decode(state) for stream_id, kind, state in found}
         run_workspaces = await self._run_workspaces(conn, runs)
         deltas: defaultdict[str, Counter[str]] = defaultdict(Counter)
         touched: dict[str, datetime] = {}
@@ -227,9 +228,10 @@ class Analytics:
                 "ON CONFLICT (workspace_id, key) DO UPDATE SET value = c.value + EXCLUDED.value",
             )
             # A counter back at zero is removed, so the table is the same however the events were batched.
-            await cur.execute(
-                "DELETE FROM rm_analytics_counters WHERE workspace_id = ANY(%s) AND value = 0", (list(deltas),)
-            )
+            if deltas:
+                await cur.execute(
+                    "DELETE FROM rm_analytics_counters WHERE workspace_id = ANY(%s) AND value = 0", (list(deltas),)
+                )
             await _SERIES.merge(
                 conn,
                 [(*key, value) for key, value in series.items()],

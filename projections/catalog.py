@@ -7,7 +7,7 @@ import psycopg
 
 from domain.catalog import CATALOG, CatalogItem
 from domain.events import Recorded
-from projections.batches import Staging, earlier_streams
+from projections.batches import Staging, earlier_streams, rows_for
 
 NAME = "catalog"
 
@@ -48,10 +48,10 @@ class CatalogListing:
         events = [r for r in batch if r.event.aggregate == "catalog"]
         if not events:
             return
-        cursor = await conn.execute(
-            "SELECT item_id, seq, state FROM rm_catalog WHERE item_id = ANY(%s)", (earlier_streams(events),)
+        found = await rows_for(
+            conn, "SELECT item_id, seq, state FROM rm_catalog WHERE item_id = ANY(%s)", earlier_streams(events)
         )
-        rows = {item_id: (seq, _decoder.decode(state)) for item_id, seq, state in await cursor.fetchall()}
+        rows = {item_id: (seq, _decoder.decode(state)) for item_id, seq, state in found}
         for record in events:
             seq, state = rows.get(record.stream_id, (record.position, None))
             rows[record.stream_id] = (seq, CATALOG.evolve(state, record.event, record.meta))

@@ -20,7 +20,7 @@ from domain.environments import (
     ReleaseDeployed,
 )
 from domain.events import Recorded
-from projections.batches import Staging, earlier_streams
+from projections.batches import Staging, earlier_streams, rows_for
 
 NAME = "environments"
 
@@ -104,10 +104,10 @@ class EnvironmentListing:
         events = [r for r in batch if r.event.aggregate == "environment"]
         if not events:
             return
-        cursor = await conn.execute(
-            "SELECT stream_id, state FROM rm_environment_sets WHERE stream_id = ANY(%s)", (earlier_streams(events),)
+        found = await rows_for(
+            conn, "SELECT stream_id, state FROM rm_environment_sets WHERE stream_id = ANY(%s)", earlier_streams(events)
         )
-        sets = {stream_id: _set_decoder.decode(state) for stream_id, state in await cursor.fetchall()}
+        sets = {stream_id: _set_decoder.decode(state) for stream_id, state in found}
         created_at: dict[str, int] = {}  # environment id -> position of its creation (its keyset order)
         deployments = []
         for record in events:

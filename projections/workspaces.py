@@ -7,7 +7,7 @@ import psycopg
 
 from domain.events import Recorded
 from domain.workspace import WORKSPACE, WorkspaceState
-from projections.batches import Staging, earlier_streams
+from projections.batches import Staging, earlier_streams, rows_for
 
 NAME = "workspaces"
 
@@ -37,11 +37,12 @@ class WorkspaceListing:
         events = [r for r in batch if r.event.aggregate == "workspace"]
         if not events:
             return
-        cursor = await conn.execute(
+        found = await rows_for(
+            conn,
             "SELECT workspace_id, seq, state FROM rm_workspaces WHERE workspace_id = ANY(%s)",
-            (earlier_streams(events),),
+            earlier_streams(events),
         )
-        rows = {wid: (seq, _decoder.decode(state)) for wid, seq, state in await cursor.fetchall()}
+        rows = {wid: (seq, _decoder.decode(state)) for wid, seq, state in found}
         for record in events:
             seq, state = rows.get(record.stream_id, (record.position, None))
             rows[record.stream_id] = (seq, WORKSPACE.evolve(state, record.event, record.meta))
