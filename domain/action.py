@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from domain.errors import Conflict, NotFound, Rules
+from domain.errors import Conflict, FieldError, NotFound, Rules, ValidationFailed
 from domain.events import AggregateType, DomainEvent, EventMeta, register
 from domain.schedule import next_slot, previous_slot, slots_between, valid_cron, valid_timezone
 
@@ -19,6 +19,11 @@ SCHEDULE_TYPES = ("cron", "once")
 TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_PAYLOAD_DEPTH = 10
+# A run's thread id keys an index of the analytics view, and PostgreSQL refuses an index entry past about
+# 2.7 kB: one longer id would fail every batch of the views after it, for every org.
+MAX_THREAD_ID_LENGTH = 200
+# Ids as long as any this system makes (`act_` + 32 hex digits), to size a template's thread id ahead.
+_SAMPLE_ACTION_ID, _SAMPLE_RUN_ID = "act_" + "0" * 32, "run_" + "0" * 32
 
 
 class ActionConfig(msgspec.Struct, frozen=True):
@@ -157,11 +162,23 @@ def _depth(value: Any) -> int:
     return 0
 
 
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def check_payload(rules: Rules, field: str, payload: Any) -> None:
     if _depth(payload) > MAX_PAYLOAD_DEPTH:
         rules.fail(field, f"Payload nests deeper than {MAX_PAYLOAD_DEPTH} levels", "value_error", None)
     elif len(msgspec.json.encode(payload)) > MAX_PAYLOAD_BYTES:
         rules.fail(field, f"Payload is larger than {MAX_PAYLOAD_BYTES} bytes", "value_error", None)
+    elif _holds_nul(payload):  # the store's JSON (jsonb) cannot hold \u0000
+        rules.fail(field, "Payload must not contain NUL characters (\\u0000)", "value_error", None)
 
 
 def check_config(config: ActionConfig, now: datetime, *, new_schedule: bool) -> None:
@@ -173,6 +190,8 @@ def check_config(config: ActionConfig, now: datetime, *, new_schedule: bool) -> 
         r.fail("thread_mode", f"Input should be one of: {', '.join(THREAD_MODES)}", "enum", config.thread_mode)
     elif config.thread_mode == "fixed" and not config.thread_id:
         r.fail("thread_id", "thread_id is required when thread_mode is 'fixed'", "missing", config.thread_id)
+    elif config.thread_mode == "fixed":
+        r.text("thread_id", config.thread_id, min_length=1, max_length=MAX_THREAD_ID_LENGTH)
     elif config.thread_mode == "template":
         template = config.thread_id_template
         if not template:
@@ -195,6 +214,15 @@ def check_config(config: ActionConfig, now: datetime, *, new_schedule: bool) -> 
                         "value_error",
                         template,
                     )
+            sample = _filled(template, _SAMPLE_ACTION_ID, _SAMPLE_RUN_ID, now, config.payload)
+            if len(sample) > MAX_THREAD_ID_LENGTH:
+                r.fail(
+                    "thread_id_template",
+                    f"With the action's payload, the template makes a thread id longer than {MAX_THREAD_ID_LENGTH} "
+                    "characters",
+                    "value_error",
+                    template,
+                )
     check_payload(r, "payload", config.payload)
     if config.action_type not in ACTION_TYPES:
         r.fail("action_type", f"Input should be one of: {', '.join(ACTION_TYPES)}", "enum", config.action_type)
@@ -400,12 +428,19 @@ def resolve_thread(
     if config.thread_mode == "fixed" and config.thread_id:
         return config.thread_id
     if config.thread_mode == "template" and config.thread_id_template:
-
-        def fill(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name.startswith("payload."):
-                return str(payload.get(name.removeprefix("payload."), ""))
-            return {"action_id": action_id, "run_id": run_id, "date": now.date().isoformat()}[name]
-
-        return TEMPLATE_FIELD.sub(fill, config.thread_id_template)
+        thread_id = _filled(config.thread_id_template, action_id, run_id, now, payload)
+        if len(thread_id) > MAX_THREAD_ID_LENGTH:
+            message = f"The payload makes the thread id longer than {MAX_THREAD_ID_LENGTH} characters"
+            raise ValidationFailed([FieldError(("payload",), message, "value_error", None)])
+        return thread_id
     return "thread_" + run_id.removeprefix("run_")  # new_each_run: a thread of its own
+
+
+def _filled(template: str, action_id: str, run_id: str, now: datetime, payload: dict[str, Any]) -> str:
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name.startswith("payload."):
+            return str(payload.get(name.removeprefix("payload."), ""))
+        return {"action_id": action_id, "run_id": run_id, "date": now.date().isoformat()}.get(name, "")
+
+    return TEMPLATE_FIELD.sub(fill, template)

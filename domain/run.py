@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from domain.errors import Conflict
+from domain.errors import CONTROL_CHARACTERS, Conflict
 from domain.events import AggregateType, DomainEvent, EventMeta, register
 
 
@@ -65,12 +65,18 @@ def reported_count(value: Any) -> int | None:
 
 
 def reported_usage(usage: Any) -> dict[str, int] | None:
-    """The token counts of `usage` that a report may hold: at most MAX_TOKEN_KINDS, with short names."""
+    """The token counts of `usage` that a report may hold: at most MAX_TOKEN_KINDS, with short, printable
+    names."""
     if not isinstance(usage, dict):
         return None
     kept: dict[str, int] = {}
     for kind, count in usage.items():
-        if isinstance(kind, str) and len(kind) <= MAX_TOKEN_KIND_LENGTH and reported_count(count) is not None:
+        if (
+            isinstance(kind, str)
+            and len(kind) <= MAX_TOKEN_KIND_LENGTH
+            and not CONTROL_CHARACTERS.search(kind)  # the store's JSON (jsonb) refuses a NUL
+            and reported_count(count) is not None
+        ):
             kept[kind] = count
             if len(kept) == MAX_TOKEN_KINDS:
                 break

@@ -50,8 +50,16 @@ async def ensure_activity_stream(js, name: str, prefix: str) -> None:
     await js.update_stream(config)
 
 
-# The database is away or the transaction lost a race: the same records may be stored on a later try.
-TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
+def transient(error: Exception) -> bool:
+    """Whether the same records may well be stored on a later try: the connection failed, the database is
+    shutting down, out of resources, or the transaction lost a race. Not an error about what the records hold,
+    even one psycopg files under OperationalError (an index entry too large is `program_limit_exceeded`)."""
+    if isinstance(error, psycopg.InterfaceError):
+        return True
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    state = error.sqlstate or ""
+    return not state or state[:2] in ("08", "40", "53") or state.startswith("57P")
 
 
 async def store_batch(
@@ -65,9 +73,9 @@ async def store_batch(
         async with conn.transaction():
             await activity.store(conn, records, known_days)
         return []
-    except TRANSIENT:
-        raise
     except Exception as error:  # noqa: BLE001 - refused for its content: find the records that are
+        if transient(error):
+            raise
         known_days.clear()
         log.info("activity: a batch of %d was refused (%s: %s); storing one at a time", len(records),
                  type(error).__name__, error)  # fmt: skip
@@ -76,9 +84,9 @@ async def store_batch(
         try:
             async with conn.transaction():
                 await activity.store(conn, [record], known_days)
-        except TRANSIENT:
-            raise
         except Exception as error:  # noqa: BLE001 - this record cannot be stored as it is
+            if transient(error):
+                raise
             known_days.clear()
             log.error(
                 "activity: record %s left out, storage refused it: %s: %s", record.id, type(error).__name__, error

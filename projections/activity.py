@@ -196,17 +196,27 @@ _TEXT_FIELDS = tuple(
     for name, kind in zip(ActivityRecord.__struct_fields__, msgspec.structs.fields(ActivityRecord), strict=True)
     if kind.type in (str, str | None)
 )
+# The record's fields that are also columns in an index. PostgreSQL refuses an index entry past about 2.7 kB,
+# and a request may name anything in its path (`/workspaces/<2,000 characters>`, answered 401 or 404): kept
+# whole, such a field would fail its batch.
+_INDEXED_FIELDS = ("id", "org_id", "workspace_id", "app_id", "user_id", "action", "resource_type", "resource_id",
+                   "augmentation_id")  # fmt: skip
+MAX_INDEXED_LENGTH = 200
 
 
 def storable(record: ActivityRecord) -> ActivityRecord:
-    """The record with any NUL character in its text fields replaced by U+FFFD. A record describes what was
-    asked, and a request may carry a NUL in its path (`/workspaces/a%00b`, answered 422), but PostgreSQL's
-    text refuses it: stored as it was, one such record would fail its whole batch, again at every retry, and
-    no activity would be stored for anyone after it."""
-    dirty = {name: getattr(record, name) for name in _TEXT_FIELDS if "\x00" in (getattr(record, name) or "")}
-    if not dirty:
-        return record
-    return msgspec.structs.replace(record, **{name: value.replace("\x00", "\ufffd") for name, value in dirty.items()})
+    """The record as PostgreSQL can store it: any NUL in its text fields replaced by U+FFFD, and the fields that
+    are index columns cut to MAX_INDEXED_LENGTH characters. A record describes what was asked, and a request may
+    carry a NUL in its path (`/workspaces/a%00b`, answered 422) or a long made-up id; stored as it came, one such
+    record would fail its whole batch, and no activity would be stored after it."""
+    changes = {}
+    for name in _TEXT_FIELDS:
+        value = getattr(record, name)
+        if value and "\x00" in value:
+            changes[name] = value = value.replace("\x00", "\ufffd")
+        if value and name in _INDEXED_FIELDS and len(value) > MAX_INDEXED_LENGTH:
+            changes[name] = value[:MAX_INDEXED_LENGTH]
+    return msgspec.structs.replace(record, **changes) if changes else record
 
 
 def _row(r: ActivityRecord) -> tuple:

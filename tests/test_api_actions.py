@@ -229,10 +229,24 @@ def test_invalid_settings_answer_422_naming_the_field(api, app):
         ({"max_retries": 11}, "max_retries"),
         ({"retry_delay_seconds": 86401}, "retry_delay_seconds"),
         ({"payload": [1, 2]}, "payload"),
-    ]
+        # What ends in an index or in the store's JSON is bounded here: a thread id past an index entry's size,
+        # or a NUL in the JSON, failed later, in a view every org shares or as a 500.
+        ({"thread_mode": "fixed", "thread_id": "t" * 201}, "thread_id"),
+        ({"thread_mode": "template", "thread_id_template": "{payload.k}", "payload": {"k": "x" * 201}},
+         "thread_id_template"),
+        ({"payload": {"k": ["fine", "not\u0000fine"]}}, "payload"),
+        ({"payload": {"k\u0000": 1}}, "payload"),
+    ]  # fmt: skip
     for extra, field in cases:
         assert_422(api.post(app["actions"], json={**base, **extra}), ["body", field])
     assert_422(api.post(app["actions"], json={"name": "a"}), ["body", "endpoint_id"])
+    template = api.post(
+        app["actions"], json={**base, "thread_mode": "template", "thread_id_template": "t-{payload.k}"}
+    ).json()
+    trigger = f"{app['actions']}/{template['action_id']}/trigger"
+    assert_422(api.post(trigger, json={"payload": {"k": "x" * 200}}), ["body", "payload"])
+    assert_422(api.post(trigger, json={"payload": {"k": "\u0000"}}), ["body", "payload"])
+    assert api.post(trigger, json={"payload": {"k": "x" * 198}}).status_code == 202
 
 
 def test_targets_must_exist_in_this_app(api, app):

@@ -278,6 +278,27 @@ def test_a_request_with_a_nul_in_its_path_is_recorded_and_stops_nothing(api, set
     assert resource_id == "a\ufffdb"
 
 
+def test_a_request_naming_a_long_id_is_recorded_and_stops_nothing(api, system, settings):
+    """An index entry past about 2.7 kB is refused, and a path may name any id, even without a token (answered
+    401, still recorded). Stored whole, such a record failed its batch at every retry."""
+    import httpx
+
+    org = "org-" + secrets.token_hex(4)
+    long_id = "w" * 2100
+    with httpx.Client(base_url=system.url, timeout=30) as anonymous:
+        assert anonymous.get(f"/v1/orgs/{org}/workspaces/{long_id}").status_code == 401
+    assert api.get(f"/v1/orgs/{org}/workspaces/{long_id}").status_code in (404, 422)
+    assert api.get(f"/v1/orgs/{org}/workspaces").status_code == 200
+    wait_stored(settings, org, 3)
+    with psycopg.connect(settings.database_url) as conn:
+        lengths = conn.execute(
+            "SELECT length(workspace_id), length(resource_id) FROM activity "
+            "WHERE org_id = %s AND workspace_id IS NOT NULL",
+            (org,),
+        ).fetchall()
+    assert lengths == [(activity.MAX_INDEXED_LENGTH, activity.MAX_INDEXED_LENGTH)] * 2
+
+
 def test_without_nats_records_go_straight_to_postgres_and_are_stored_once(settings):
     org = "org-" + secrets.token_hex(5)
     now = datetime.now(UTC)

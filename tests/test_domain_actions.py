@@ -226,7 +226,7 @@ def test_a_report_keeps_only_counts_within_bounds():
     state, _ = step(None, request(max_retries=0), T0)
     state, _ = step(state, StartAttempt(T0, 60), T0)
     many = {f"kind{i}": 1 for i in range(MAX_TOKEN_KINDS + 5)}
-    usage = {"input": MAX_REPORTED, "huge": 2**63, "negative": -1, "flag": True, "x" * 101: 1, **many}
+    usage = {"input": MAX_REPORTED, "huge": 2**63, "negative": -1, "flag": True, "x" * 101: 1, "nul\x00": 1, **many}
     finish = FinishAttempt(attempt=1, now=T0, stages_completed=10**30, total_stages=3, token_usage=usage)
     [ok] = RUN.decide(state, finish)
     assert (ok.stages_completed, ok.total_stages) == (None, 3)
