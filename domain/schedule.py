@@ -8,13 +8,20 @@ Daylight-saving rules (croniter's, plus one of ours):
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterBadDateError, croniter
 
+# IANA zone names, but not `localtime` (whatever zone the host is set to): an action's slots must not depend
+# on which machine the scheduler runs on. Nor `posixrules` or `right/...`, which only some hosts have.
+_ZONES = frozenset(available_timezones() - {"localtime"})
+
 
 def valid_timezone(name: str) -> bool:
+    if name not in _ZONES:
+        return False
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -23,8 +30,12 @@ def valid_timezone(name: str) -> bool:
 
 
 def valid_cron(expression: str) -> bool:
-    """Five fields, and a slot that ever comes (`0 0 31 2 *` parses but never fires)."""
-    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+    """Five fields, none random (croniter's `R` draws a new value at every reading, so the scheduler and the
+    view would disagree on the slot), and a slot that ever comes (`0 0 31 2 *` parses but never fires)."""
+    fields = expression.split()
+    if len(fields) != 5 or any(part.upper() == "R" for field in fields for part in re.split(r"[,/-]", field)):
+        return False
+    if not croniter.is_valid(expression):
         return False
     try:
         next_slot(expression, "UTC", datetime(2000, 1, 1, tzinfo=UTC))

@@ -221,6 +221,17 @@ def test_invalid_settings_answer_422_naming_the_field(api, app):
             },
             "timezone",
         ),
+        # A random field (`R`) or the host's own zone would make slots depend on when or where they are read.
+        ({"action_type": "scheduled", "schedule_type": "cron", "cron_expression": "R * * * *"}, "cron_expression"),
+        (
+            {
+                "action_type": "scheduled",
+                "schedule_type": "cron",
+                "cron_expression": "* * * * *",
+                "timezone": "localtime",
+            },
+            "timezone",
+        ),
         ({"action_type": "scheduled", "schedule_type": "once", "scheduled_at": "2001-01-01T00:00:00Z"}, "scheduled_at"),
         ({"action_type": "scheduled"}, "schedule_type"),
         ({"cron_expression": "* * * * *"}, "cron_expression"),
