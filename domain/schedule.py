@@ -46,17 +46,7 @@ def valid_cron(expression: str) -> bool:
 
 def next_slot(expression: str, tz_name: str, after: datetime) -> datetime:
     """The first slot strictly after `after`, in UTC."""
-    tz = ZoneInfo(tz_name)
-    hourly = expression.split()[1] == "*"
-    slots = croniter(expression, after.astimezone(tz))
-    while True:
-        slot = slots.get_next(datetime)
-        utc = slot.astimezone(UTC)
-        wall = slot.replace(tzinfo=None)
-        first_occurrence = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
-        if utc != first_occurrence and not hourly:
-            continue  # the repeat of a wall time the clock already showed this night
-        return utc
+    return _slot(expression, tz_name, after, forward=True)
 
 
 def slots_between(expression: str, tz_name: str, after: datetime, upto: datetime) -> list[datetime]:
@@ -71,5 +61,19 @@ def slots_between(expression: str, tz_name: str, after: datetime, upto: datetime
 
 def previous_slot(expression: str, tz_name: str, before: datetime) -> datetime:
     """The last slot strictly before `before`, in UTC."""
-    slots = croniter(expression, before.astimezone(ZoneInfo(tz_name)))
-    return slots.get_prev(datetime).astimezone(UTC)
+    return _slot(expression, tz_name, before, forward=False)
+
+
+def _slot(expression: str, tz_name: str, start: datetime, *, forward: bool) -> datetime:
+    """The nearest slot after (or before) `start`, skipping the repeat of a wall time at a fall back for
+    expressions with a fixed hour: next and previous slots must agree on which occurrence is the slot, or a
+    fire is labelled with the repeat, an hour after it happened."""
+    tz = ZoneInfo(tz_name)
+    hourly = expression.split()[1] == "*"
+    slots = croniter(expression, start.astimezone(tz))
+    while True:
+        slot = slots.get_next(datetime) if forward else slots.get_prev(datetime)
+        utc = slot.astimezone(UTC)
+        first_occurrence = slot.replace(tzinfo=None).replace(tzinfo=tz, fold=0).astimezone(UTC)
+        if utc == first_occurrence or hourly:
+            return utc

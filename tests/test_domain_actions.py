@@ -32,7 +32,7 @@ from domain.run import (
     RunSucceeded,
     StartAttempt,
 )
-from domain.schedule import next_slot
+from domain.schedule import next_slot, previous_slot
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -85,6 +85,20 @@ def test_new_york_fall_back_fires_a_fixed_hour_once_and_hourly_every_real_hour()
     for _ in range(3):
         hourly.append(next_slot("0 * * * *", "America/New_York", hourly[-1]))
     assert hourly[1:] == [utc(2026, 11, 1, 5), utc(2026, 11, 1, 6), utc(2026, 11, 1, 7)]  # 01:00 EDT, 01:00 EST, 02:00
+
+
+def test_a_fall_back_fire_is_labelled_with_the_first_occurrence():
+    """The fire of 01:30 on the night 01:30 happens twice: firing at its first occurrence, the slot it records
+    is that occurrence, not the repeat an hour later."""
+    london = config(
+        action_type="scheduled", schedule_type="cron", cron_expression="30 1 * * *", timezone="Europe/London"
+    )
+    first = utc(2026, 10, 25, 0, 30)  # 01:30 BST; 01:30 GMT is 01:30 UTC
+    assert previous_slot("30 1 * * *", "Europe/London", utc(2026, 10, 26, 1, 30)) == first
+    state, _ = created(london, utc(2026, 10, 24, 12))
+    assert state.next_run_at == first
+    [fired] = ACTION.decide(state, FireSchedule(now=first, previous_run_busy=False))
+    assert (fired.slot, fired.next_run_at) == (first, utc(2026, 10, 26, 1, 30))
 
 
 def test_london_summer_time():
