@@ -492,3 +492,22 @@ def test_a_record_storage_refuses_is_left_out_and_its_batch_is_stored(settings, 
         ).fetchone()
     assert ids == {f"actv_{org}_1", f"actv_{org}_2", f"actv_{org}_3"} and requests == 3
     assert f"record actv_{org}_poison left out" in caplog.text
+
+
+def test_batches_travel_deflated_and_an_inflating_bomb_is_refused():
+    import zlib
+
+    from pipeline.activity import ENCODING, MAX_BATCH_BYTES, decoded, encoded
+
+    class Message:
+        def __init__(self, data: bytes, headers: dict | None) -> None:
+            self.data, self.headers = data, headers
+
+    records = records_of("o", [f"actv_{i}" for i in range(200)])
+    deflated = encoded(records)
+    assert len(deflated) * 5 < len(activity.encode_batch(records))
+    assert decoded(Message(deflated, {ENCODING: "zlib"})) == records
+    assert decoded(Message(activity.encode_batch(records), None)) == records  # from an older publisher
+    bomb = zlib.compress(b"[" + b" " * MAX_BATCH_BYTES + b"]", 9)
+    with pytest.raises(ValueError, match="inflates past"):
+        decoded(Message(bomb, {ENCODING: "zlib"}))
