@@ -338,6 +338,11 @@ class GroupCommit:
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[Append, Future[list[int]]]]) -> None:
+        # An append whose caller cancelled its future before we got to it is not written; past this point its
+        # future can no longer be cancelled, so setting its outcome below cannot fail.
+        batch = [(append, future) for append, future in batch if future.set_running_or_notify_cancel()]
+        if not batch:
+            return
         if len(batch) > 1:
             try:
                 positions = self._insert([append for append, _ in batch])

@@ -33,7 +33,8 @@ def valid_cron(expression: str) -> bool:
     """Five fields, none random (croniter's `R` draws a new value at every reading, so the scheduler and the
     view would disagree on the slot), and a slot that ever comes (`0 0 31 2 *` parses but never fires)."""
     fields = expression.split()
-    if len(fields) != 5 or any(part.upper() == "R" for field in fields for part in re.split(r"[,/-]", field)):
+    # R alone or with a range (R(0-29)); no month or weekday name starts with R.
+    if len(fields) != 5 or any(part[:1] in "Rr" for field in fields for part in re.split(r"[,/-]", field) if part):
         return False
     if not croniter.is_valid(expression):
         return False

@@ -72,16 +72,15 @@ async def ensure_activity_stream(js, name: str, prefix: str) -> None:
     await js.update_stream(config)
 
 
-def transient(error: Exception) -> bool:
-    """Whether the same records may well be stored on a later try: the connection failed, the database is
-    shutting down, out of resources, or the transaction lost a race. Not an error about what the records hold,
-    even one psycopg files under OperationalError (an index entry too large is `program_limit_exceeded`)."""
-    if isinstance(error, psycopg.InterfaceError):
-        return True
-    if not isinstance(error, psycopg.OperationalError):
-        return False
-    state = error.sqlstate or ""
-    return not state or state[:2] in ("08", "40", "53") or state.startswith("57P")
+def refused_for_content(error: Exception) -> bool:
+    """Whether the database (or the driver, encoding a value) refused what the records hold: a data exception
+    (SQLSTATE class 22), a broken constraint (23), a program limit such as an index entry too large (54), or a
+    value Python could not encode. Anything else (the connection, a failover to a read-only standby, a timeout,
+    a lock, a missing table) may pass, and the same records are tried again later, none left out."""
+    if isinstance(error, psycopg.Error):
+        state = error.sqlstate or ""
+        return state[:2] in ("22", "23", "54") or (not state and isinstance(error, psycopg.DataError))
+    return isinstance(error, ValueError | TypeError | OverflowError)
 
 
 async def store_batch(
@@ -90,13 +89,13 @@ async def store_batch(
     """Stores `records` in one transaction on `conn`; returns the records left out. A batch the database
     refuses for what a record holds (a value its types cannot take) would be refused at every retry, and
     whoever retries it would store nothing after it: so a refused batch is stored again one record at a
-    time, and only the records refused alone are left out. A transient failure is raised for a retry."""
+    time, and only the records refused alone are left out. Any other failure is raised, for a retry."""
     try:
         async with conn.transaction():
             await activity.store(conn, records, known_days)
         return []
     except Exception as error:  # noqa: BLE001 - refused for its content: find the records that are
-        if transient(error):
+        if not refused_for_content(error):
             raise
         known_days.clear()
         log.info("activity: a batch of %d was refused (%s: %s); storing one at a time", len(records),
@@ -107,7 +106,7 @@ async def store_batch(
             async with conn.transaction():
                 await activity.store(conn, [record], known_days)
         except Exception as error:  # noqa: BLE001 - this record cannot be stored as it is
-            if transient(error):
+            if not refused_for_content(error):
                 raise
             known_days.clear()
             log.error(

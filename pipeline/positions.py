@@ -45,8 +45,8 @@ async def lock_position(conn: AsyncConnection, name: str) -> int:
 
 
 async def lock_positions(conn: AsyncConnection, names: list[str], *, wait_for_disk: bool = True) -> dict[str, int]:
-    """`lock_position` for several consumers, locking in name order (so two lockers of overlapping sets never
-    deadlock): one round trip once their rows exist. `wait_for_disk=False` also makes the transaction's
+    """`lock_position` for several consumers, locking in name order (so two lockers of overlapping sets do not
+    deadlock once the rows exist): one round trip then. `wait_for_disk=False` also makes the transaction's
     commit asynchronous (`synchronous_commit` off, for this transaction only), in the same round trip."""
     names = sorted(names)
     query = (

@@ -167,7 +167,7 @@ async def store(
     conn: psycopg.AsyncConnection, records: list[ActivityRecord], known_days: set[date] | None = None
 ) -> int:
     """Stores new records and rolls them up, in the caller's transaction; returns how many were new.
-    Both writes are one COPY and one statement each, whatever the batch's size."""
+    Both writes are one merge each (`Staging`), whatever the batch's size."""
     if not records:
         return 0
     await ensure_partitions(conn, {r.timestamp.astimezone(UTC).date() for r in records}, known_days)

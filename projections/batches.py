@@ -38,8 +38,9 @@ class Staging:
         self._unnested = f"WITH moved AS (SELECT * FROM unnest({arrays}) AS moved({self._names})) "
 
     async def merge(self, conn: psycopg.AsyncConnection, rows: Sequence[tuple], statement: str) -> list[tuple]:
-        """Copies `rows` in, then runs `statement` with `moved` (the rows) in scope and `{columns}` standing for
-        their column names; returns what it returns. A statement starting with a comma continues the WITH
+        """Runs `statement` with `moved` (the rows: copied into the staging table, or a few sent as arrays) in
+        scope and `{columns}` standing for their column names; returns what it returns. Each column's values
+        must be of one Python type, as the arrays require. A statement starting with a comma continues the WITH
         clause that defines `moved`."""
         if not rows:
             return []

@@ -222,7 +222,10 @@ def test_invalid_settings_answer_422_naming_the_field(api, app):
             "timezone",
         ),
         # A random field (`R`) or the host's own zone would make slots depend on when or where they are read.
-        ({"action_type": "scheduled", "schedule_type": "cron", "cron_expression": "R * * * *"}, "cron_expression"),
+        *(
+            ({"action_type": "scheduled", "schedule_type": "cron", "cron_expression": random}, "cron_expression")
+            for random in ("R * * * *", "0 R(0-23) * * *")
+        ),
         (
             {
                 "action_type": "scheduled",

@@ -494,6 +494,27 @@ def test_a_record_storage_refuses_is_left_out_and_its_batch_is_stored(settings, 
     assert f"record actv_{org}_poison left out" in caplog.text
 
 
+def test_only_refusals_of_content_leave_records_out():
+    """Storing one record at a time, and leaving out those refused, is only for what the records hold; an
+    outage (a failover to a read-only standby, a timeout) must be retried with nothing left out."""
+    from pipeline.activity import refused_for_content
+
+    errors = psycopg.errors
+    content = [
+        errors.ProgramLimitExceeded("x"),
+        errors.NumericValueOutOfRange("x"),
+        errors.CheckViolation("x"),
+        errors.CharacterNotInRepertoire("x"),
+        OverflowError("int too big"),
+        UnicodeEncodeError("utf-8", "", 0, 1, "x"),
+    ]
+    passing = [errors.ReadOnlySqlTransaction("x"), errors.QueryCanceled("x"), errors.LockNotAvailable("x"),
+               errors.AdminShutdown("x"), errors.SerializationFailure("x"), errors.UndefinedTable("x"),
+               psycopg.OperationalError("connection lost"), psycopg.InterfaceError("closed")]  # fmt: skip
+    assert [refused_for_content(e) for e in content] == [True] * len(content)
+    assert [refused_for_content(e) for e in passing] == [False] * len(passing)
+
+
 def test_batches_travel_deflated_and_an_inflating_bomb_is_refused():
     import zlib
 

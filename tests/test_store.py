@@ -73,6 +73,15 @@ def test_appends_given_together_commit_in_one_transaction_or_each_alone(store):
         clash.result()
 
 
+def test_a_cancelled_append_is_not_written_and_stops_nothing(store):
+    stream = "c_" + secrets.token_hex(4)
+    entry = [(Append([event(stream, 1)]), Future()), (Append([event(stream + "x", 1)]), Future())]
+    entry[0][1].cancel()  # its caller gave up before the committer got to it
+    store._committer._commit(entry)
+    assert store.load(stream) == [] and len(entry[1][1].result()) == 1
+    assert store.append(Append([event(stream, 1)]))  # the committer goes on
+
+
 def test_a_read_stream_that_moved_fails_the_append_and_writes_nothing(store):
     read, written = "r_" + secrets.token_hex(4), "w_" + secrets.token_hex(4)
     store.append(Append([event(read, 1)]))
