@@ -3,11 +3,12 @@ the load generator), read from /proc around a measured stretch of load. On a sha
 CPU per operation moves far less between runs than throughput does, so this is how the levers of
 BENCHMARKS.md were weighed. PostgreSQL and NATS are counted only when they run on this machine.
 
-    python -m bench.costs reads ["GET workspace"] [--rounds 4] [--seconds 1.5]
+    python -m bench.costs reads ["GET workspace"] [--rounds 4] [--seconds 1.5] [--discard]
     python -m bench.costs creates [--rate 150] [--seconds 8]
 
 `reads` uses the seeded database (bench.seed) and the read benchmark's API, alternating activity
-recording on and off (its switch file): the difference is what recording costs each process per request.
+recording on and off (its switch file): the difference is what recording costs each process per request;
+`--discard` adds a mode that makes every record and throws it away, which parts making from sending and storing.
 `creates` paces HTTP creates through the whole system (api, relay, projector) and counts until the
 pipeline has caught up, so the projector's and relay's share of each create is in.
 """
@@ -76,6 +77,7 @@ def report(label: str, operations: int, by_role: Counter[str]) -> None:
 
 
 def read_costs(args: argparse.Namespace) -> None:
+    modes = ["on", "discard", "off"] if args.discard else ["on", "off"]
     with seed.seeded_database(args) as (url, nats_url, _):
         switch = Path(tempfile.mkdtemp(prefix="mm-bench-")) / "recording"
         switch.write_text("on")
@@ -84,19 +86,21 @@ def read_costs(args: argparse.Namespace) -> None:
         with reads.api_with_baseline(env) as port:
             built = reads.requests(args.endpoint, workspaces, tokens)
             asyncio.run(reads.saturated(port, built, 16, 1.0))  # warm-up
-            operations: Counter[bool] = Counter()
-            costs: dict[bool, Counter[str]] = {True: Counter(), False: Counter()}
-            for recording in [True, False] * args.rounds:
-                switch.write_text("on" if recording else "off")
+            operations: Counter[str] = Counter()
+            costs: dict[str, Counter[str]] = {mode: Counter() for mode in modes}
+            for mode in modes * args.rounds:
+                switch.write_text(mode)
                 time.sleep(0.1)
                 before = cpu_by_process()
                 latencies, _ = asyncio.run(reads.saturated(port, built, 16, args.seconds))
                 time.sleep(1.0)  # the round's records flushed and stored (200 ms each), and counted in its cost
-                costs[recording] += spent(before, cpu_by_process())
-                operations[recording] += len(latencies)
-            for recording in (True, False):
-                label = f"{args.endpoint}, recording {'on' if recording else 'off'}"
-                report(label, operations[recording], costs[recording])
+                costs[mode] += spent(before, cpu_by_process())
+                operations[mode] += len(latencies)
+            for mode in modes:
+                label = (
+                    f"{args.endpoint}, recording {mode}" if mode != "discard" else f"{args.endpoint}, records discarded"
+                )
+                report(label, operations[mode], costs[mode])
 
 
 def create_costs(args: argparse.Namespace) -> None:
@@ -123,6 +127,7 @@ def main() -> None:
     read.add_argument("endpoint", nargs="?", default="GET workspace", choices=reads.ENDPOINTS)
     read.add_argument("--rounds", type=int, default=4, help="rounds of recording on, then off")
     read.add_argument("--seconds", type=float, default=1.5, help="per round")
+    read.add_argument("--discard", action="store_true", help="also a mode that makes each record and throws it away")
     create = commands.add_parser("creates", help="CPU per HTTP create, whole system")
     create.add_argument("--rate", type=float, default=150.0, help="creates a second")
     create.add_argument("--seconds", type=float, default=8.0)

@@ -2,9 +2,9 @@
 handler answering a constant msgspec Struct (`GET /bench/constant`), on the same server, behind the same
 middleware. It exists only here, never in the product API.
 
-Activity recording follows a switch file (MECHAMENTAL_BENCH_RECORDING_SWITCH: "on" or "off"), read every
-50 ms, so the benchmark can alternate recording on and off on one running API and compare them over the
-same moments of a noisy machine.
+Activity recording follows a switch file (MECHAMENTAL_BENCH_RECORDING_SWITCH: "on", "off", or "discard":
+make each record and throw it away), read every 50 ms, so the benchmark can alternate recording on and off
+on one running API and compare them over the same moments of a noisy machine.
 
     python -m bench.read_api      (configured by the same MECHAMENTAL_* variables as `mechamental api`)
 """
@@ -49,16 +49,23 @@ def create_app_with_baseline(system) -> Litestar:
     return app
 
 
+class Discard:
+    """A publisher that drops what it is given: what making a record costs, without sending or storing it."""
+
+    def record(self, record) -> None:
+        pass
+
+
 async def follow(switch: Path, system) -> None:
     """Records activity while the switch says so: the publisher keeps running (flushing what it has) either
     way; only the middleware's access to it comes and goes."""
-    publisher = system.activity
+    modes = {"on": system.activity, "off": None, "discard": Discard()}
     while True:
         try:
-            on = switch.read_text().strip() != "off"
+            mode = switch.read_text().strip()
         except OSError:
-            on = True
-        system.activity = publisher if on else None
+            mode = "on"
+        system.activity = modes.get(mode, modes["on"])
         await asyncio.sleep(0.05)
 
 
