@@ -125,7 +125,7 @@ def main() -> None:
     read = commands.add_parser("reads", help="CPU per read request, activity recording on and off")
     seed.add_arguments(read)
     read.add_argument("endpoint", nargs="?", default="GET workspace", choices=reads.ENDPOINTS)
-    read.add_argument("--rounds", type=int, default=4, help="rounds of recording on, then off")
+    read.add_argument("--rounds", type=int, default=4, help="rounds of the modes, in turn")
     read.add_argument("--seconds", type=float, default=1.5, help="per round")
     read.add_argument("--discard", action="store_true", help="also a mode that makes each record and throws it away")
     create = commands.add_parser("creates", help="CPU per HTTP create, whole system")

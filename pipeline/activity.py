@@ -1,8 +1,9 @@
 """Activity records on their way to storage, off the request path.
 
 The publisher buffers records in memory and sends them to JetStream in batches, deflated
-(`Mm-Encoding: zlib`: records of one API differ in little, and a batch shrinks ten to twenty times, so
-JetStream stores and delivers that much less; `Nats-Msg-Id` is the batch's first record id plus its
+(`Mm-Encoding: zlib`: records of one API differ in little, and a batch shrinks about ten times, so
+JetStream stores and delivers that much less; a consumer older than this cannot read them, so the
+projector role is upgraded before the roles that publish; `Nats-Msg-Id` is the batch's first record id plus its
 size, so a resend is de-duplicated); when NATS is down or slow,
 or the buffer fills, it writes the batch straight to PostgreSQL instead. Either way, storage is
 idempotent by record id. The consumer stores what JetStream delivers, acking after the commit.
@@ -11,7 +12,6 @@ idempotent by record id. The consumer stores what JetStream delivers, acking aft
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import zlib
@@ -47,6 +47,8 @@ def decoded(message) -> list[activity.ActivityRecord]:
         data = inflater.decompress(data, MAX_BATCH_BYTES)
         if inflater.unconsumed_tail:
             raise ValueError(f"an activity batch inflates past {MAX_BATCH_BYTES} bytes")
+        if not inflater.eof:  # cut short: its end, and its checksum, never came
+            raise ValueError("an activity batch is truncated")
     return activity.decode_batch(data)
 
 
@@ -286,8 +288,11 @@ class ActivityConsumer:
         deadline = time.monotonic() + self.linger
         while True:
             for message in messages:
-                with contextlib.suppress(Exception):  # an unreadable batch is skipped, not retried forever
+                try:
                     records.extend(decoded(message))
+                except Exception as error:  # noqa: BLE001 - an unreadable batch is skipped, not retried forever
+                    log.error("activity: skipping an unreadable batch on %s: %s: %s", getattr(message, "subject", "?"),
+                              type(error).__name__, error)  # fmt: skip
                 last = message
             left = deadline - time.monotonic()
             if len(records) >= self.batch_records or left <= 0:

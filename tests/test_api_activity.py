@@ -532,3 +532,5 @@ def test_batches_travel_deflated_and_an_inflating_bomb_is_refused():
     bomb = zlib.compress(b"[" + b" " * MAX_BATCH_BYTES + b"]", 9)
     with pytest.raises(ValueError, match="inflates past"):
         decoded(Message(bomb, {ENCODING: "zlib"}))
+    with pytest.raises(ValueError, match="truncated"):  # its end and its checksum cut off
+        decoded(Message(deflated[:-4], {ENCODING: "zlib"}))
