@@ -316,7 +316,8 @@ class GroupCommit:
                 except queue.Empty:
                     break
                 for _, future in item or ():
-                    future.set_exception(CommitterStopped("the event store is closed"))
+                    if future.set_running_or_notify_cancel():  # a cancelled one has nobody waiting
+                        future.set_exception(CommitterStopped("the event store is closed"))
 
     def _loop(self) -> None:
         while True:
