@@ -12,6 +12,7 @@ from domain.action import ACTION, ActionState
 from domain.events import Recorded
 from domain.run import RUN, AttemptFailed, AttemptStarted, RunRequested, RunState, RunSucceeded
 from projections.batches import Staging, earlier_streams, rows_for
+from projections.pages import counted_page
 
 NAME = "actions"
 
@@ -272,12 +273,14 @@ async def list_actions(
         escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         where += " AND search_text LIKE %s"
         params.append(f"%{escaped}%")
-    total = await (await conn.execute(f"SELECT count(*) FROM rm_actions WHERE {where}", params)).fetchone()
-    cursor = await conn.execute(
+    total, rows = await counted_page(
+        conn,
+        f"SELECT count(*) FROM rm_actions WHERE {where}",
+        params,
         f"SELECT seq, state, {_COUNTERS} FROM rm_actions WHERE {where} AND seq > %s ORDER BY seq LIMIT %s",
         [*params, after or 0, limit + 1],
     )
-    return total[0], [(row[0], _action_decoder.decode(row[1]), Counters(*row[2:])) for row in await cursor.fetchall()]
+    return total, [(row[0], _action_decoder.decode(row[1]), Counters(*row[2:])) for row in rows]
 
 
 async def get_run(conn: psycopg.AsyncConnection, org_id: str, action_id: str, run_id: str) -> RunState | None:
@@ -296,12 +299,14 @@ async def list_runs(
     """Newest first; the cursor is the key of the last run shown."""
     where = "org_id = %s AND action_id = %s" + (" AND status = %s" if status else "")
     params = [org_id, action_id, *([status] if status else [])]
-    total = await (await conn.execute(f"SELECT count(*) FROM rm_runs WHERE {where}", params)).fetchone()
-    cursor = await conn.execute(
+    total, rows = await counted_page(
+        conn,
+        f"SELECT count(*) FROM rm_runs WHERE {where}",
+        params,
         f"SELECT seq, state FROM rm_runs WHERE {where} AND seq < %s ORDER BY seq DESC LIMIT %s",
         [*params, before or 2**62, limit + 1],
     )
-    return total[0], [(seq, _run_decoder.decode(state)) for seq, state in await cursor.fetchall()]
+    return total, [(seq, _run_decoder.decode(state)) for seq, state in rows]
 
 
 async def due_actions(conn: psycopg.AsyncConnection, now: datetime, limit: int) -> list[tuple[str, str]]:

@@ -15,6 +15,7 @@ import msgspec
 import psycopg
 
 from projections.batches import Staging
+from projections.pages import counted_page
 
 DDL = """
 CREATE TABLE IF NOT EXISTS activity (
@@ -314,16 +315,19 @@ async def feed(
             where.append(clause)
             params.append(value)
     condition = " AND ".join(where)
-    total = await (await conn.execute(f"SELECT count(*) FROM activity WHERE {condition}", params)).fetchone()
-    page_params = list(params)
+    page_condition, page_params = condition, list(params)
     if after is not None:
-        condition += " AND (ts, id) < (%s, %s)"
+        page_condition += " AND (ts, id) < (%s, %s)"
         page_params += [datetime.fromtimestamp(after[0] / 1_000_000, UTC), after[1]]
-    cursor = await conn.execute(
-        f"SELECT record FROM activity WHERE {condition} ORDER BY ts DESC, id DESC LIMIT %s", [*page_params, limit + 1]
+    total, rows = await counted_page(
+        conn,
+        f"SELECT count(*) FROM activity WHERE {condition}",
+        params,
+        f"SELECT record FROM activity WHERE {page_condition} ORDER BY ts DESC, id DESC LIMIT %s",
+        [*page_params, limit + 1],
     )
     decoder = _decoders.get(shape) or _decoders.setdefault(shape, msgspec.json.Decoder(shape))
-    return total[0], [decoder.decode(row[0]) for row in await cursor.fetchall()]
+    return total, [decoder.decode(row[0]) for row in rows]
 
 
 def key_of(record) -> tuple[int, str]:

@@ -8,6 +8,7 @@ import psycopg
 from domain.catalog import CATALOG, CatalogItem
 from domain.events import Recorded
 from projections.batches import Staging, earlier_streams, rows_for
+from projections.pages import counted_page
 
 NAME = "catalog"
 
@@ -83,11 +84,11 @@ async def list_items(
     conn: psycopg.AsyncConnection, org_id: str, workspace_id: str, kind: str, after: int | None, limit: int
 ) -> tuple[int, list[tuple[int, CatalogItem]]]:
     where = "org_id = %s AND workspace_id = %s AND kind = %s AND NOT deleted"
-    total = await (
-        await conn.execute(f"SELECT count(*) FROM rm_catalog WHERE {where}", (org_id, workspace_id, kind))
-    ).fetchone()
-    cursor = await conn.execute(
+    total, rows = await counted_page(
+        conn,
+        f"SELECT count(*) FROM rm_catalog WHERE {where}",
+        (org_id, workspace_id, kind),
         f"SELECT seq, state FROM rm_catalog WHERE {where} AND seq > %s ORDER BY seq LIMIT %s",
         (org_id, workspace_id, kind, after or 0, limit + 1),
     )
-    return total[0], [(seq, _decoder.decode(state)) for seq, state in await cursor.fetchall()]
+    return total, [(seq, _decoder.decode(state)) for seq, state in rows]

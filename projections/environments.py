@@ -21,6 +21,7 @@ from domain.environments import (
 )
 from domain.events import Recorded
 from projections.batches import Staging, earlier_streams, rows_for
+from projections.pages import counted_page
 
 NAME = "environments"
 
@@ -178,27 +179,25 @@ async def list_environments(
     conn: psycopg.AsyncConnection, org_id: str, workspace_id: str, after: int | None, limit: int
 ) -> tuple[int, list[tuple[int, Environment]]]:
     where = "org_id = %s AND workspace_id = %s AND NOT deleted"
-    total = await (
-        await conn.execute(f"SELECT count(*) FROM rm_environments WHERE {where}", (org_id, workspace_id))
-    ).fetchone()
-    cursor = await conn.execute(
+    total, rows = await counted_page(
+        conn,
+        f"SELECT count(*) FROM rm_environments WHERE {where}",
+        (org_id, workspace_id),
         f"SELECT seq, state FROM rm_environments WHERE {where} AND seq > %s ORDER BY seq LIMIT %s",
         (org_id, workspace_id, after or 0, limit + 1),
     )
-    return total[0], [(seq, _decoder.decode(state)) for seq, state in await cursor.fetchall()]
+    return total, [(seq, _decoder.decode(state)) for seq, state in rows]
 
 
 async def list_deployments(
     conn: psycopg.AsyncConnection, org_id: str, environment_id: str, limit: int
 ) -> tuple[int, list[Deployment]]:
-    total = await (
-        await conn.execute(
-            "SELECT count(*) FROM rm_deployments WHERE org_id = %s AND environment_id = %s", (org_id, environment_id)
-        )
-    ).fetchone()
-    cursor = await conn.execute(
+    total, rows = await counted_page(
+        conn,
+        "SELECT count(*) FROM rm_deployments WHERE org_id = %s AND environment_id = %s",
+        (org_id, environment_id),
         "SELECT deployment_id, environment_id, app_id, release_id, previous_release_id, action, deployed_by, "
         "deployed_at FROM rm_deployments WHERE org_id = %s AND environment_id = %s ORDER BY seq DESC LIMIT %s",
         (org_id, environment_id, limit),
     )
-    return total[0], [Deployment(*row) for row in await cursor.fetchall()]
+    return total, [Deployment(*row) for row in rows]

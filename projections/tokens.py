@@ -9,6 +9,7 @@ import psycopg
 
 from domain.events import Recorded
 from domain.token import TokenIssued, TokenRevoked
+from projections.pages import counted_page
 
 NAME = "tokens"
 
@@ -79,10 +80,12 @@ class TokenListing:
 async def list_tokens(
     conn: psycopg.AsyncConnection, org_id: str, after: int | None, limit: int
 ) -> tuple[int, list[tuple[int, TokenRow]]]:
-    total_row = await (await conn.execute("SELECT count(*) FROM rm_tokens WHERE org_id = %s", (org_id,))).fetchone()
-    cursor = await conn.execute(
+    total, rows = await counted_page(
+        conn,
+        "SELECT count(*) FROM rm_tokens WHERE org_id = %s",
+        (org_id,),
         "SELECT seq, token_id, name, role, user_id, principal_type, created_at, created_by, revoked_at "
         "FROM rm_tokens WHERE org_id = %s AND seq > %s ORDER BY seq LIMIT %s",
         (org_id, after or 0, limit + 1),
     )
-    return total_row[0], [(row[0], TokenRow(*row[1:])) for row in await cursor.fetchall()]
+    return total, [(row[0], TokenRow(*row[1:])) for row in rows]

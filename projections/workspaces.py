@@ -8,6 +8,7 @@ import psycopg
 from domain.events import Recorded
 from domain.workspace import WORKSPACE, WorkspaceState
 from projections.batches import Staging, earlier_streams, rows_for
+from projections.pages import counted_page
 
 NAME = "workspaces"
 
@@ -71,11 +72,11 @@ async def list_workspaces(
     conn: psycopg.AsyncConnection, org_id: str, after: int | None, limit: int
 ) -> tuple[int, list[tuple[int, WorkspaceState]]]:
     """The org's total and one page of (key, workspace) in creation order, after the cursor's key."""
-    total_row = await (
-        await conn.execute("SELECT count(*) FROM rm_workspaces WHERE org_id = %s AND NOT deleted", (org_id,))
-    ).fetchone()
-    cursor = await conn.execute(
+    total, rows = await counted_page(
+        conn,
+        "SELECT count(*) FROM rm_workspaces WHERE org_id = %s AND NOT deleted",
+        (org_id,),
         "SELECT seq, state FROM rm_workspaces WHERE org_id = %s AND NOT deleted AND seq > %s ORDER BY seq LIMIT %s",
         (org_id, after or 0, limit + 1),
     )
-    return total_row[0], [(seq, _decoder.decode(state)) for seq, state in await cursor.fetchall()]
+    return total, [(seq, _decoder.decode(state)) for seq, state in rows]
