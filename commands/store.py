@@ -78,9 +78,14 @@ BEGIN
     IF cardinality(read_ids) > 0 THEN
         PERFORM mm_check_versions(read_ids, read_versions);
     END IF;
-    DELETE FROM mm_claims c USING unnest(release_scopes, release_keys, release_owners) AS r(scope, key, owner)
-        WHERE c.scope = r.scope AND c.key = r.key AND c.owner = r.owner;
-    INSERT INTO mm_claims (scope, key, owner) SELECT * FROM unnest(claim_scopes, claim_keys, claim_owners);
+    -- Most appends claim and release nothing: skipping the empty statements is a fifth of an append's cost.
+    IF cardinality(release_scopes) > 0 THEN
+        DELETE FROM mm_claims c USING unnest(release_scopes, release_keys, release_owners) AS r(scope, key, owner)
+            WHERE c.scope = r.scope AND c.key = r.key AND c.owner = r.owner;
+    END IF;
+    IF cardinality(claim_scopes) > 0 THEN
+        INSERT INTO mm_claims (scope, key, owner) SELECT * FROM unnest(claim_scopes, claim_keys, claim_owners);
+    END IF;
     WITH inserted AS (
         INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state)
         SELECT e.id, e.version, e.topic, e.state
