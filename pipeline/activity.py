@@ -1,12 +1,13 @@
 """Activity records on their way to storage, off the request path.
 
-The publisher buffers records in memory and sends them to JetStream in batches, deflated
-(`Mm-Encoding: zlib`: records of one API differ in little, and a batch shrinks about ten times, so
-JetStream stores and delivers that much less; a consumer older than this cannot read them, so the
-projector role is upgraded before the roles that publish; `Nats-Msg-Id` is the batch's first record id plus its
-size, so a resend is de-duplicated); when NATS is down or slow,
+The publisher buffers records in memory and sends them to JetStream in batches (`Nats-Msg-Id` is
+the batch's first record id plus its size, so a resend is de-duplicated); when NATS is down or slow,
 or the buffer fills, it writes the batch straight to PostgreSQL instead. Either way, storage is
 idempotent by record id. The consumer stores what JetStream delivers, acking after the commit.
+
+Batches travel deflated (`Mm-Encoding: zlib`): records of one API differ in little, and a batch shrinks
+about ten times, so JetStream stores and delivers that much less. A consumer older than this cannot
+read them, so the projector role is upgraded before the roles that publish.
 """
 
 from __future__ import annotations

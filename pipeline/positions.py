@@ -38,10 +38,7 @@ async def store_id(conn: AsyncConnection) -> str:
 
 async def lock_position(conn: AsyncConnection, name: str) -> int:
     """Reads a consumer's position inside the caller's transaction, holding it until commit."""
-    await conn.execute("INSERT INTO mm_positions (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (name,))
-    row = await (await conn.execute("SELECT position FROM mm_positions WHERE name = %s FOR UPDATE", (name,))).fetchone()
-    assert row is not None
-    return row[0]
+    return (await lock_positions(conn, [name]))[name]
 
 
 async def lock_positions(conn: AsyncConnection, names: list[str], *, wait_for_disk: bool = True) -> dict[str, int]:

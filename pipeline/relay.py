@@ -2,13 +2,14 @@
 
 Commit first, publish after (outbox): a command is acknowledged once its events are in
 PostgreSQL; the relay then publishes them with `Nats-Msg-Id` set for de-duplication, waits for
-JetStream's acks, and only then records how far it got. That record commits asynchronously (without
-waiting for the disk): a crash may forget the last few, and what they covered is published again, which
-JetStream's de-duplication and the consumers' positions make harmless; waiting for the disk made every
-round of the relay, and so every event on its way to the views, a disk flush slower. Exactly one relay
-publishes at a time
-(an advisory lock held on the same connection that records the position, so a relay that lost its
-lock cannot record anything); the others wait and take over when it dies.
+JetStream's acks, and only then records how far it got. Exactly one relay publishes at a time (an
+advisory lock held on the same connection that records the position, so a relay that lost its lock
+cannot record anything); the others wait and take over when it dies.
+
+The position commits asynchronously (without waiting for the disk): a crash may forget the last few,
+and what they covered is published again, which the consumers' positions (and JetStream's
+de-duplication, within its window) make harmless. Waiting for the disk made every round of the relay,
+and so every event on its way to the views, a disk flush slower.
 """
 
 from __future__ import annotations

@@ -397,47 +397,62 @@ def test_the_consumer_gathers_flushes_for_a_while_and_survives_empty_fetches():
     assert [r.id for r in records] == ["a", "b", "c"] and last is second  # acking it acks all before it
 
 
-def test_a_batch_that_fails_to_store_is_stored_before_anything_more_is_fetched(settings, caplog):
-    """An ack covers every message before it, so a batch given up on would never be delivered again: the
-    consumer stores the same batch again until it is in. Here, through real JetStream and PostgreSQL, the
-    first try fails for real: the consumer is told a day's partition exists when it does not."""
-    import logging
-
+def consume_published(settings, org: str, batches: list[list[activity.ActivityRecord]], stored_count: int,
+                      prepare=lambda consumer: None) -> None:  # fmt: skip
+    """Publishes the batches (plain JSON, as an older API would) to a JetStream stream of their own, then runs
+    the real consumer until `stored_count` records of `org` are stored (or 10 s pass, well inside the 30 s
+    after which JetStream would redeliver), and checks that every message was acked."""
     import nats
 
     from pipeline.activity import activity_subject, ensure_activity_stream
 
-    caplog.set_level(logging.INFO, logger="pipeline.activity")
-    org, tag = "org-" + secrets.token_hex(6), secrets.token_hex(4)
+    tag = secrets.token_hex(4)
     stream, prefix = f"ACTIVITY_TEST_{tag}", f"t{tag}"
-    day = datetime(2090, 1, 1, tzinfo=UTC) + timedelta(days=secrets.randbelow(3000))
-    partition = f"activity_{day:%Y%m%d}"
-    first = records_of(org, [f"actv_{org}_1", f"actv_{org}_2"], at=day)
-    second = records_of(org, [f"actv_{org}_3"])
 
     async def scenario() -> None:
         client = await nats.connect(settings.nats_url)
         js = client.jetstream()
         await ensure_activity_stream(js, stream, prefix)
         try:
-            for batch in (first, second):
+            for batch in batches:
                 await js.publish(activity_subject(prefix), activity.encode_batch(batch))
             async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
                 consumer = ActivityConsumer(pool, lambda: client, stream=stream, prefix=prefix, linger=0.0)
-                consumer._known_days.add(day.date())  # believed to exist, so the first insert fails
+                prepare(consumer)
                 stop = asyncio.Event()
                 task = asyncio.create_task(consumer._consume(stop))  # leadership is the session projector's
-                deadline = time.monotonic() + 10  # well inside the 30 s after which JetStream would redeliver
-                while stored(settings, org) < 3 and time.monotonic() < deadline:
+                deadline = time.monotonic() + 10
+                while stored(settings, org) < stored_count and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
                 stop.set()
                 await task
+                info = await js.consumer_info(stream, f"{prefix}_activity")
+                assert info.num_ack_pending == 0 and info.num_pending == 0  # all acked: nothing is retried
         finally:
             await js.delete_stream(stream)
             await client.close()
 
+    asyncio.run(scenario())
+
+
+def test_a_batch_that_fails_to_store_is_stored_before_anything_more_is_fetched(settings, caplog):
+    """An ack covers every message before it, so a batch given up on would never be delivered again: the
+    consumer stores the same batch again until it is in. Here, through real JetStream and PostgreSQL, the
+    first try fails for real: the consumer is told a day's partition exists when it does not."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="pipeline.activity")
+    org = "org-" + secrets.token_hex(6)
+    day = datetime(2090, 1, 1, tzinfo=UTC) + timedelta(days=secrets.randbelow(3000))
+    partition = f"activity_{day:%Y%m%d}"
+    first = records_of(org, [f"actv_{org}_1", f"actv_{org}_2"], at=day)
+    second = records_of(org, [f"actv_{org}_3"])
+
+    def believe_the_partition_exists(consumer) -> None:
+        consumer._known_days.add(day.date())  # so the first insert fails
+
     try:
-        asyncio.run(scenario())
+        consume_published(settings, org, [first, second], 3, believe_the_partition_exists)
         assert 'no partition of relation "activity" found' in caplog.text  # the first try did fail
         assert stored(settings, org) == 3
     finally:
@@ -451,40 +466,13 @@ def test_a_record_storage_refuses_is_left_out_and_its_batch_is_stored(settings, 
     JetStream and PostgreSQL: the batch is stored one record at a time, and only that record is left out."""
     import logging
 
-    import nats
-
-    from pipeline.activity import activity_subject, ensure_activity_stream
-
     caplog.set_level(logging.INFO, logger="pipeline.activity")
-    org, tag = "org-" + secrets.token_hex(6), secrets.token_hex(4)
-    stream, prefix = f"ACTIVITY_TEST_{tag}", f"t{tag}"
+    org = "org-" + secrets.token_hex(6)
     good_1, poison, good_2 = records_of(org, [f"actv_{org}_1", f"actv_{org}_poison", f"actv_{org}_2"])
     poison = msgspec.structs.replace(poison, token_usage={"input": 2**63})
     later = records_of(org, [f"actv_{org}_3"])
 
-    async def scenario() -> None:
-        client = await nats.connect(settings.nats_url)
-        js = client.jetstream()
-        await ensure_activity_stream(js, stream, prefix)
-        try:
-            for batch in ([good_1, poison, good_2], later):
-                await js.publish(activity_subject(prefix), activity.encode_batch(batch))
-            async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
-                consumer = ActivityConsumer(pool, lambda: client, stream=stream, prefix=prefix, linger=0.0)
-                stop = asyncio.Event()
-                task = asyncio.create_task(consumer._consume(stop))  # leadership is the session projector's
-                deadline = time.monotonic() + 10
-                while stored(settings, org) < 3 and time.monotonic() < deadline:
-                    await asyncio.sleep(0.1)
-                stop.set()
-                await task
-                info = await js.consumer_info(stream, f"{prefix}_activity")
-                assert info.num_ack_pending == 0 and info.num_pending == 0  # all acked: nothing is retried
-        finally:
-            await js.delete_stream(stream)
-            await client.close()
-
-    asyncio.run(scenario())
+    consume_published(settings, org, [[good_1, poison, good_2], later], 3)
     with psycopg.connect(settings.database_url) as conn:
         ids = {row[0] for row in conn.execute("SELECT id FROM activity WHERE org_id = %s", (org,))}
         (requests,) = conn.execute(
