@@ -72,12 +72,20 @@ class WorkspaceController(Controller):
         self, request: Request, org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
     ) -> Workspace:
         system = system_of(request)
-        await system.wait_for([listing.NAME], min_position)
-        async with system.pool.connection() as conn:
-            state = await listing.get_workspace(conn, org_id, workspace_id)
-        if state is None:
+
+        async def load() -> Workspace | None:
+            async with system.pool.connection() as conn:
+                state = await listing.get_workspace(conn, org_id, workspace_id)
+            return None if state is None else Workspace.of(state)
+
+        if min_position is None:  # the cache may still hold what an announcement up to a position replaces
+            workspace = await system.workspace_cache.read(org_id, workspace_id, load)
+        else:
+            await system.wait_for([listing.NAME], min_position)
+            workspace = await load()
+        if workspace is None:
             raise NotFound("workspace", workspace_id)
-        return Workspace.of(state)
+        return workspace
 
     @put("/{workspace_id:str}", opt={"permission": "workspace:update"}, summary="Update Workspace", sync_to_thread=True)
     def update_workspace(

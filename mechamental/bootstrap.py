@@ -17,6 +17,7 @@ import uvicorn
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
+from api.cache import ChangeListener, ViewCache
 from api.errors import Unavailable
 from api.limits import RateLimiter
 from commands.aggregates import Aggregates, Clock, utc_now
@@ -73,6 +74,8 @@ class System:
         self._nats_retry: asyncio.Task | None = None
         self.requests: Counter = Counter()  # (method, status) -> answered requests, for /metrics
         self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+        # Workspaces as GET answers them, by id: the one read every console repeats.
+        self.workspace_cache = ViewCache(WorkspaceListing.name, settings.read_cache_entries)
         self.activity = (
             ActivityPublisher(self.pool, lambda: self.nats, stream=self.activity_stream, prefix=settings.subject_prefix)
             if settings.activity_recording
@@ -206,6 +209,13 @@ class System:
             f'mm_http_requests_total{{method="{method}",status="{status}"}} {count}'
             for (method, status), count in sorted(self.requests.items())
         ]
+        cache = self.workspace_cache
+        lines += [
+            "# TYPE mm_view_cache_hits_total counter",
+            f'mm_view_cache_hits_total{{view="{cache.view}"}} {cache.hits}',
+            "# TYPE mm_view_cache_serving gauge",
+            f'mm_view_cache_serving{{view="{cache.view}"}} {int(cache.listening)}',
+        ]
         return "\n".join(lines) + "\n"
 
     async def check_backends(self) -> dict[str, str]:
@@ -316,6 +326,9 @@ async def run_roles(
             tasks.append(asyncio.create_task(consumer.run(stop), name="activity"))
         if "api" in roles:
             tasks.append(asyncio.create_task(system.refresh_tokens(stop), name="token-refresh"))
+            if settings.read_cache_entries > 0:
+                listener = ChangeListener(settings.database_url, [system.workspace_cache])
+                tasks.append(asyncio.create_task(listener.run(stop), name="view-cache"))
             config = uvicorn.Config(
                 ActivityMiddleware(create_app(system), lambda: system.activity, system.requests),
                 host=settings.host,

@@ -28,6 +28,7 @@ from domain.events import Recorded
 from pipeline import positions
 from pipeline.broker import all_events, from_message, pull_subscribe
 from pipeline.roles import lead, sleep_unless
+from projections import changes
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,8 @@ class Subscription:
             fresh = [r for r in batch if r.position > reached[handler.name]]
             if fresh:
                 await handler.handle(conn, fresh)
+                if isinstance(handler, changes.CachedView):
+                    await changes.announce(conn, handler.name, handler.cached_keys(fresh))
         end = batch[-1].position
         await positions.save_positions(conn, {name: end for name, at in reached.items() if end > at})
 

@@ -25,6 +25,7 @@ import psycopg
 from commands.store import EventStore, read_notifications
 from domain.events import Recorded, decode
 from pipeline import positions
+from projections import changes
 
 Progress = Callable[[int, int, float], None]  # done, total, events per second
 
@@ -230,6 +231,8 @@ async def _swap(conn, handlers, reached: dict[str, int], batch_size: int) -> int
                 await conn.execute(f"ALTER TABLE {schema_of(handler)}.{table} SET SCHEMA public")
             await positions.save_position(conn, handler.name, position)
             await conn.execute("DELETE FROM mm_positions WHERE name = %s", (track_of(handler),))
+            if isinstance(handler, changes.CachedView):  # API processes drop what they cached of the old tables
+                await changes.announce(conn, handler.name, [changes.EVERY_KEY])
     for handler in handlers:
         await conn.execute(f"DROP SCHEMA retired_{handler.name} CASCADE")
         await conn.execute(f"DROP SCHEMA {schema_of(handler)} CASCADE")

@@ -34,6 +34,10 @@ class WorkspaceListing:
     name = NAME
     ddl = DDL
 
+    def cached_keys(self, batch: list[Recorded]) -> set[str]:
+        """API processes cache workspaces by id (`api.cache`)."""
+        return {r.stream_id for r in batch if r.event.aggregate == "workspace"}
+
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
         events = [r for r in batch if r.event.aggregate == "workspace"]
         if not events:

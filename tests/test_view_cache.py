@@ -1,0 +1,189 @@
+"""The API processes' workspace cache: served only while it hears the projector's announcements, dropped
+row by row as changes commit, never across orgs, and emptied by a rebuild's swap."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import psycopg
+import pytest
+
+from api.cache import APPLICATION_NAME, ChangeListener, ViewCache
+from commands.store import EventStore, datastore_from_url
+from projections import changes
+from projections.rebuild import rebuild
+from projections.workspaces import WorkspaceListing
+from tests.conftest import as_token, issue_token, position_of
+
+
+def cache_hits(api) -> int:
+    metrics = api.get("/metrics").text
+    return int(re.search(r'mm_view_cache_hits_total\{view="workspaces"\} (\d+)', metrics).group(1))
+
+
+def settled_workspace(api, org: str, name: str) -> str:
+    """A new workspace once its bucket is ready: nothing more changes it unasked."""
+    ws = api.post(f"/v1/orgs/{org}/workspaces", json={"name": name}).json()["workspace_id"]
+    deadline = time.monotonic() + 10
+    while api.get(f"/v1/orgs/{org}/workspaces/{ws}").json().get("bucket_status") != "ready":
+        assert time.monotonic() < deadline, "the bucket never became ready"
+        time.sleep(0.02)
+    return ws
+
+
+def test_a_cached_workspace_is_served_until_its_change_commits_then_the_change(api, org):
+    ws = settled_workspace(api, org, "before")
+    path = f"/v1/orgs/{org}/workspaces/{ws}"
+    api.get(path)  # fills the cache, if the last read did not
+    hits = cache_hits(api)
+    assert api.get(path).json()["name"] == "before"
+    assert cache_hits(api) == hits + 1
+
+    updated = api.put(path, json={"name": "after"})
+    assert updated.status_code == 200
+    # A read that must see the update's position reads the view, not the cache.
+    assert api.get(path, headers={"X-Min-Position": position_of(updated)}).json()["name"] == "after"
+    assert cache_hits(api) == hits + 1
+    deadline = time.monotonic() + 10
+    while api.get(path).json()["name"] != "after":  # without the announcement, "before" would stay for good
+        assert time.monotonic() < deadline, "the cached workspace never showed its change"
+        time.sleep(0.02)
+
+    assert api.delete(path).status_code == 200
+    deadline = time.monotonic() + 10
+    while api.get(path).status_code != 404:
+        assert time.monotonic() < deadline, "the cached workspace outlived its deletion"
+        time.sleep(0.02)
+
+
+def test_a_cached_workspace_is_never_served_to_another_org(api, system, org):
+    ws = settled_workspace(api, org, "mine")
+    api.get(f"/v1/orgs/{org}/workspaces/{ws}")
+    hits = cache_hits(api)
+    assert api.get(f"/v1/orgs/{org}/workspaces/{ws}").status_code == 200
+    assert cache_hits(api) == hits + 1  # cached, and served from it
+
+    other = org + "-other"
+    with as_token(system, issue_token(api, other, "owner")) as intruder:
+        answer = intruder.get(f"/v1/orgs/{other}/workspaces/{ws}")
+    assert answer.status_code == 404, answer.text
+    assert api.get(f"/v1/orgs/{other}/workspaces/{ws}").status_code == 404  # the root token, in the wrong org
+
+
+def test_payloads_carry_every_key_once_within_postgresqls_limit():
+    keys = [f"ws_{n:05d}" + "x" * 120 for n in range(500)]
+    chunks = changes.payloads(keys + keys[:10])
+    assert len(chunks) > 1
+    assert all(len(chunk.encode()) < 8000 for chunk in chunks)
+    assert sorted(k for chunk in chunks for k in changes.keys_of(chunk)) == sorted(keys)
+    assert changes.payloads([]) == []
+
+
+async def _listening(settings, cache: ViewCache):
+    stop = asyncio.Event()
+    listener = ChangeListener(settings.database_url, [cache], check_every=0.2)
+    task = asyncio.create_task(listener.run(stop))
+    await asyncio.wait_for(listener.connected.wait(), 10)
+    return stop, listener, task
+
+
+async def _until(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_an_entry_is_dropped_when_the_announcing_transaction_commits_not_before(settings):
+    async def scenario() -> None:
+        cache: ViewCache[str] = ViewCache("cache_test", 100)
+        assert cache.get("org", "a") is None and not cache.listening
+        cache.put("org", "a", "unheard", cache.ticket())
+        assert cache.get("org", "a") is None  # not listening yet: nothing is kept
+
+        stop, _, task = await _listening(settings, cache)
+        for key in ("a", "b"):
+            cache.put("org", key, f"value of {key}", cache.ticket())
+        assert cache.get("org", "a") == "value of a"
+        assert cache.get("other-org", "a") is None
+
+        # A change of ~2,000 keys (several notices) announced in a transaction: heard only once it commits.
+        many = [f"k{n:04d}" + "y" * 30 for n in range(2000)]
+        async with await psycopg.AsyncConnection.connect(settings.database_url) as writer:
+            async with writer.transaction():
+                await changes.announce(writer, "cache_test", ["a", *many])
+                await asyncio.sleep(0.3)
+                assert cache.get("org", "a") == "value of a"
+            await _until(lambda: cache.get("org", "a") is None)
+        assert cache.get("org", "b") == "value of b"  # unchanged rows stay
+
+        # A read that missed, with an announcement arriving while it read: what it read is not kept.
+        ticket = cache.ticket()
+        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as writer:
+            await changes.announce(writer, "cache_test", ["c"])
+        await _until(lambda: cache.ticket() != ticket)
+        cache.put("org", "b2", "read before the announcement", ticket)
+        assert cache.get("org", "b2") is None
+
+        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as writer:
+            await changes.announce(writer, "cache_test", [changes.EVERY_KEY])
+        await _until(lambda: cache.get("org", "b") is None)
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_connection_empties_the_cache_until_it_listens_again(settings):
+    async def scenario() -> None:
+        cache: ViewCache[str] = ViewCache("cache_test_lost", 100)
+        stop, listener, task = await _listening(settings, cache)
+        cache.put("org", "a", "cached", cache.ticket())
+        assert cache.get("org", "a") == "cached"
+        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as admin:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s AND datname = current_database()",
+                (APPLICATION_NAME,),
+            )
+        await _until(lambda: not cache.listening)
+        assert cache.get("org", "a") is None
+        cache.put("org", "a", "read while deaf", cache.ticket())
+        assert cache.get("org", "a") is None  # nothing is kept while announcements may be missed
+        await _until(lambda: cache.listening)  # back within the retry delay
+        assert listener.connected.is_set()
+        cache.put("org", "a", "cached again", cache.ticket())
+        assert cache.get("org", "a") == "cached again"
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("entries", [1, 3])
+def test_a_full_cache_makes_room_by_dropping_its_oldest_entry(entries):
+    cache: ViewCache[int] = ViewCache("cache_test_full", entries)
+    cache.listen(True)
+    for n in range(entries + 1):
+        cache.put("org", f"k{n}", n, cache.ticket())
+    assert cache.get("org", "k0") is None
+    assert [cache.get("org", f"k{n}") for n in range(1, entries + 1)] == list(range(1, entries + 1))
+
+
+def test_a_rebuilds_swap_tells_the_caches_to_empty(api, org, settings):
+    settled_workspace(api, org, "rebuilt")
+    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1))
+    try:
+        with psycopg.connect(settings.database_url, autocommit=True) as listener:
+            listener.execute(f"LISTEN {changes.channel(WorkspaceListing.name)}")
+            asyncio.run(rebuild(settings.database_url, store, [WorkspaceListing()]))
+            heard = []
+            for notice in listener.notifies(timeout=5):  # live batches may announce their keys too
+                heard.append(notice.payload)
+                if notice.payload == changes.EVERY_KEY:
+                    break
+    finally:
+        store.close()
+    assert changes.EVERY_KEY in heard
