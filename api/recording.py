@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api.auth import ORG_ID, TRACEPARENT
-from projections.activity import ActivityRecord
+from projections.activity import ActivityRecord, new_id
 
 ORG_PATH = re.compile(r"/v1/orgs/([^/]+)(?:/(.*))?")
 SINGULAR = {
@@ -146,7 +146,7 @@ class ActivityMiddleware:
             "user_agent": headers.get(b"user-agent", b"").decode("latin-1")[:500],
         }
         return ActivityRecord(
-            id="actv_" + secrets.token_hex(12),
+            id=new_id(),
             org_id=org_id,
             timestamp=datetime.now(UTC),
             trace_id=state["trace_id"],

@@ -222,7 +222,9 @@ class ActivityConsumer:
         prefix: str,
         retention_days: int = 90,
         linger: float = 0.2,
-        batch_records: int = 2000,
+        busy_linger: float = 1.0,
+        busy_records: int = 500,
+        batch_records: int = 10_000,
     ) -> None:
         self.pool = pool
         self.nats = nats
@@ -230,6 +232,8 @@ class ActivityConsumer:
         self.prefix = prefix
         self.retention_days = retention_days
         self.linger = linger
+        self.busy_linger = busy_linger
+        self.busy_records = busy_records
         self.batch_records = batch_records
         self._known_days: set[date] = set()  # activity partitions seen to exist
 
@@ -283,10 +287,13 @@ class ActivityConsumer:
         """The records of these messages and of more that arrive within `linger` (up to `batch_records`), and
         the last message (None when there was none). A transaction costs about as much for forty records as
         for four hundred (temporary tables, the COPY set-up, the commit), so storing a few flushes at once is
-        most of the saving."""
+        most of the saving. When busy (`busy_records` in `linger`), it gathers for up to `busy_linger`: records
+        of one batch share their hourly rollup rows, and the rollups were a third of what PostgreSQL spent on a
+        record in batches of 2,000, a seventh in batches of 10,000 (five thousand workspaces read at random)."""
         records: list[activity.ActivityRecord] = []
         last = None
-        deadline = time.monotonic() + self.linger
+        started = time.monotonic()
+        deadline = started + self.linger
         while True:
             for message in messages:
                 try:
@@ -296,11 +303,16 @@ class ActivityConsumer:
                               type(error).__name__, error)  # fmt: skip
                 last = message
             left = deadline - time.monotonic()
+            if left <= 0 and len(records) >= self.busy_records and deadline < started + self.busy_linger:
+                deadline = started + self.busy_linger
+                left = deadline - time.monotonic()
             if len(records) >= self.batch_records or left <= 0:
                 return records, last
             try:
                 messages = await subscription.fetch(50, timeout=left)
-            except Exception:  # noqa: BLE001 - a timeout, or NATS trouble the next fetch meets again
+            except TimeoutError:
+                messages = []  # the deadline has passed: gathering ends, or goes on if busy
+            except Exception:  # noqa: BLE001 - NATS trouble, which the next fetch meets again
                 return records, last
 
     async def _subscribe(self):

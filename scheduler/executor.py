@@ -31,7 +31,7 @@ from domain.run import RunState, reported_count, reported_usage
 from pipeline.activity import ActivityPublisher
 from pipeline.roles import sleep_unless
 from projections.actions import runnable_runs
-from projections.activity import ActivityRecord
+from projections.activity import ActivityRecord, new_id
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def _execution_record(run: RunState, outcome: dict[str, Any], trace_id: str, dur
     """Each attempt is activity too, so endpoint feeds and token totals are real."""
     error_code = outcome.get("error_code")
     return ActivityRecord(
-        id="actv_" + secrets.token_hex(12),
+        id=new_id(),
         org_id=run.org_id,
         timestamp=datetime.now(UTC),
         trace_id=trace_id,

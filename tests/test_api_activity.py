@@ -397,6 +397,41 @@ def test_the_consumer_gathers_flushes_for_a_while_and_survives_empty_fetches():
     assert [r.id for r in records] == ["a", "b", "c"] and last is second  # acking it acks all before it
 
 
+class PacedSubscription:
+    """A flush of `size` records every `every` seconds, for ever."""
+
+    def __init__(self, size: int, every: float) -> None:
+        self.size, self.every, self.made = size, every, 0
+
+    async def fetch(self, batch: int, timeout: float) -> list[FakeMessage]:
+        if timeout < self.every:
+            await asyncio.sleep(timeout)
+            raise TimeoutError
+        await asyncio.sleep(self.every)
+        self.made += self.size
+        return [FakeMessage(records_of("o", [f"r{self.made - n}" for n in range(self.size)]))]
+
+
+@pytest.mark.parametrize(("size", "busy"), [(200, True), (5, False)])
+def test_a_busy_consumer_gathers_for_longer_a_quiet_one_does_not(size, busy):
+    """Busy (500 records within the linger of 0.1 s), it gathers for up to a second, so records share their
+    rollup rows; quiet, it stores what came within the linger."""
+    consumer = ActivityConsumer(None, lambda: None, stream="s", prefix="p", linger=0.1, busy_linger=1.0,
+                                busy_records=500, batch_records=1_000_000)  # fmt: skip
+    subscription = PacedSubscription(size, every=0.01)
+    started = time.monotonic()
+    records, last = asyncio.run(consumer._gather(subscription, []))
+    took = time.monotonic() - started
+    assert len(records) == subscription.made and last is not None
+    assert (took > 0.5) is busy, (took, len(records))
+
+
+def test_record_ids_sort_in_the_order_they_were_made():
+    ids = [activity.new_id() for _ in range(1000)]
+    assert sorted(ids) == ids and len(set(ids)) == len(ids)
+    assert all(i.startswith("actv_") for i in ids)
+
+
 def consume_published(settings, org: str, batches: list[list[activity.ActivityRecord]], stored_count: int,
                       prepare=lambda consumer: None) -> None:  # fmt: skip
     """Publishes the batches (plain JSON, as an older API would) to a JetStream stream of their own, then runs
