@@ -93,7 +93,7 @@ def read_costs(args: argparse.Namespace) -> None:
                 time.sleep(0.1)
                 before = cpu_by_process()
                 latencies, _ = asyncio.run(reads.saturated(port, built, 16, args.seconds))
-                time.sleep(1.0)  # the round's records flushed and stored (200 ms each), and counted in its cost
+                reads.settle(url)  # the round's records stored, and counted in its cost
                 costs[mode] += spent(before, cpu_by_process())
                 operations[mode] += len(latencies)
             for mode in modes:

@@ -6,8 +6,9 @@ Struct on the same server (bench/read_api.py), with activity recording on and of
 
 Throughput is a closed loop of `--connections` keep-alive connections sending pre-built requests
 (bench/load.py), as each org's viewer token, spread over the seeded workspaces. Recording on and off
-alternate in blocks of a second on the same running API (its switch file, bench/read_api.py), so both
-see the same moments of a shared machine; each gets `--seconds` in all. Latency is then measured in an
+alternate in blocks of two seconds on the same running API (its switch file, bench/read_api.py), so both
+see the same moments of a shared machine; each gets `--seconds` in all, each block measured in steady
+state (`alternating`). Latency is then measured in an
 open loop paced at half the top rate, recording on, for twice `--seconds`, once the activity recorded so
 far is stored. The projector role runs too, storing the activity
 the API records, as in production. Seeds a database first (bench/seed.py) unless a seeded one of these
@@ -98,17 +99,23 @@ async def saturated(port: int, built: list[bytes], connections: int, seconds: fl
 
 
 def alternating(
-    port: int, built: list[bytes], connections: int, seconds: float, switch: Path
+    port: int, built: list[bytes], connections: int, seconds: float, switch: Path, url: str
 ) -> dict[bool, tuple[list[float], float]]:
-    """Recording on and off in alternating blocks of a second, `seconds` each in all: on -> (latencies, time)."""
+    """Recording on and off in alternating blocks of two seconds, `seconds` each in all: on -> (latencies, time).
+    Each block is measured in steady state: a warm-up in its mode, not counted, runs first, so that storing
+    records while serving overlaps the block as it overlaps any sustained load (storing trails the requests by
+    up to ACTIVITY_LAG); and what an "on" block recorded is stored before an "off" block starts."""
     results: dict[bool, tuple[list[float], float]] = {True: ([], 0.0), False: ([], 0.0)}
-    blocks = max(1, round(seconds))
+    blocks = max(1, round(seconds / 2))
     for recording in [True, False] * blocks:
         switch.write_text("on" if recording else "off")
         time.sleep(0.1)  # every worker has read the switch
+        asyncio.run(saturated(port, built, connections, harness.ACTIVITY_LAG))
         latencies, elapsed = asyncio.run(saturated(port, built, connections, seconds / blocks))
         so_far, took = results[recording]
         results[recording] = (so_far + latencies, took + elapsed)
+        if recording:
+            settle(url)
     switch.write_text("on")
     return results
 
@@ -123,7 +130,7 @@ def settle(url: str, timeout: float = 20.0) -> None:
             if stored == last:
                 return
             last = stored
-            time.sleep(0.6)  # longer than the publisher's and the consumer's 200 ms batching
+            time.sleep(harness.ACTIVITY_LAG)
 
 
 async def paced(port: int, built: list[bytes], connections: int, rate: float, seconds: float):
@@ -159,7 +166,7 @@ def run_all(url: str, nats_url: str, args: argparse.Namespace, workspaces, token
             built = requests(endpoint, workspaces, tokens)
             asyncio.run(saturated(port, built, args.connections, 1.0))  # warm-up
             for recording, (latencies, elapsed) in alternating(
-                port, built, args.connections, args.seconds, switch
+                port, built, args.connections, args.seconds, switch, url
             ).items():
                 label = f"  {endpoint}, recording {'on ' if recording else 'off'}, {args.connections} connections"
                 rate = harness.report(label, latencies, elapsed)
