@@ -35,8 +35,10 @@ def _fields(data: msgspec.Struct) -> dict:
     return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
 
 
-async def _action(conn, org_id: str, workspace_id: str, app_id: str, action_id: str):
-    await require_workspace_view(conn, org_id, workspace_id)
+async def _action(
+    request: Request, conn, org_id: str, workspace_id: str, app_id: str, action_id: str, min_position: int | None
+):
+    await require_workspace_view(request, conn, org_id, workspace_id, min_position)
     found = await listing.get_action(conn, org_id, app_id, action_id)
     if found is None or found[0].workspace_id != workspace_id:
         raise NotFound("action", action_id)
@@ -92,7 +94,7 @@ class ActionController(Controller):
         system = system_of(request)
         await system.wait_for(VIEWS, min_position)
         async with system.pool.connection() as conn:
-            await require_workspace_view(conn, org_id, workspace_id)
+            await require_workspace_view(request, conn, org_id, workspace_id, min_position)
             if await catalog.get_item(conn, org_id, workspace_id, "apps", app_id) is None:
                 raise NotFound("app", app_id)
             total, rows = await listing.list_actions(conn, org_id, workspace_id, app_id, search, after, limit)
@@ -126,7 +128,7 @@ class ActionController(Controller):
         system = system_of(request)
         await system.wait_for(VIEWS, min_position)
         async with system.pool.connection() as conn:
-            state, counters = await _action(conn, org_id, workspace_id, app_id, action_id)
+            state, counters = await _action(request, conn, org_id, workspace_id, app_id, action_id, min_position)
         return ActionView.of(state, counters)
 
     @put("/{action_id:str}", opt={"permission": "action:update"}, summary="Update Action")
@@ -253,7 +255,7 @@ class ActionController(Controller):
         system = system_of(request)
         await system.wait_for(VIEWS, min_position)
         async with system.pool.connection() as conn:
-            await _action(conn, org_id, workspace_id, app_id, action_id)
+            await _action(request, conn, org_id, workspace_id, app_id, action_id, min_position)
             total, rows = await listing.list_runs(conn, org_id, action_id, status, before, limit)
         page = Page(rows, limit, key_of=lambda row: row[0])
         return RunList(
@@ -277,7 +279,7 @@ class ActionController(Controller):
         system = system_of(request)
         await system.wait_for(VIEWS, min_position)
         async with system.pool.connection() as conn:
-            await _action(conn, org_id, workspace_id, app_id, action_id)
+            await _action(request, conn, org_id, workspace_id, app_id, action_id, min_position)
             run = await listing.get_run(conn, org_id, action_id, run_id)
         if run is None:
             raise NotFound("run", run_id)

@@ -35,7 +35,7 @@ async def _feed(
     selection = activity.Filters(workspace_id=workspace_id, **filters, **time_window(start_time, end_time))
     async with system_of(request).pool.connection() as conn:
         if workspace_id is not None and "workspace_id" in request.path_params:
-            await require_workspace_view(conn, org_id, workspace_id)
+            await require_workspace_view(request, conn, org_id, workspace_id)
         total, rows = await activity.feed(conn, org_id, selection, after, limit, ActivityView)
     page = Page(rows, limit, key_of=activity.key_of)
     return ActivityList(total=total, has_more=page.has_more, next_cursor=page.next_cursor, activities=page.items)
@@ -44,7 +44,7 @@ async def _feed(
 async def _summary(request: Request, org_id: str, scope: str, scope_id: str, hours: int) -> ActivitySummary:
     async with system_of(request).pool.connection() as conn:
         if "workspace_id" in request.path_params:
-            await require_workspace_view(conn, org_id, request.path_params["workspace_id"])
+            await require_workspace_view(request, conn, org_id, request.path_params["workspace_id"])
         result = await activity.summary(conn, org_id, scope, scope_id, hours, datetime.now(UTC))
     return msgspec.convert(result, ActivitySummary, from_attributes=True)
 

@@ -34,7 +34,7 @@ async def _values(request: Request, org_id: str, workspace_id: str, min_position
     system = system_of(request)
     await system.wait_for(VIEWS, min_position)
     async with system.pool.connection() as conn:
-        await require_workspace_view(conn, org_id, workspace_id)
+        await require_workspace_view(request, conn, org_id, workspace_id, min_position)
         return (await analytics.counters(conn, [workspace_id]))[workspace_id]
 
 
@@ -56,7 +56,7 @@ class OrgAnalyticsController(Controller):
         await system.wait_for(VIEWS, min_position)
         async with system.pool.connection() as conn:
             if workspace_id:
-                await require_workspace_view(conn, org_id, workspace_id)
+                await require_workspace_view(request, conn, org_id, workspace_id, min_position)
             found = await analytics.workspaces_of(conn, org_id, workspace_id)
             values = await analytics.counters(conn, [ws for ws, _, _ in found])
         totals: Counter[str] = Counter()

@@ -96,7 +96,7 @@ def catalog_controller(kind: Kind) -> type[Controller]:
             system = system_of(request)
             await system.wait_for(VIEWS, min_position)
             async with system.pool.connection() as conn:
-                await require_workspace_view(conn, org_id, workspace_id)
+                await require_workspace_view(request, conn, org_id, workspace_id, min_position)
                 total, rows = await listing.list_items(conn, org_id, workspace_id, name, after, limit)
             page = Page(rows, limit, key_of=lambda row: row[0])
             return ItemList(
@@ -133,7 +133,7 @@ def catalog_controller(kind: Kind) -> type[Controller]:
             system = system_of(request)
             await system.wait_for(VIEWS, min_position)
             async with system.pool.connection() as conn:
-                await require_workspace_view(conn, org_id, workspace_id)
+                await require_workspace_view(request, conn, org_id, workspace_id, min_position)
                 state = await listing.get_item(conn, org_id, workspace_id, name, item_id)
             if state is None:
                 raise NotFound(resource, item_id)

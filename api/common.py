@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from litestar import Request, Response
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 
+from api.schemas import Workspace
 from commands.aggregates import Outcome
 from domain.errors import FieldError, NotFound, ValidationFailed
 from projections.workspaces import get_workspace
@@ -41,9 +42,32 @@ def system_of(request: Request):
     return request.app.state.system
 
 
-async def require_workspace_view(conn, org_id: str, workspace_id: str) -> None:
+async def find_workspace(
+    request: Request, org_id: str, workspace_id: str, min_position: int | None, conn=None
+) -> Workspace | None:
+    """The workspace as its view holds it, from the API process's cache when it has it (`api.cache`); on `conn`
+    when given, else on a connection taken only if the cache has not got it. A read that waited for a position
+    (`X-Min-Position`) asks the view: the cache may not have heard yet of the changes up to that position."""
+    system = system_of(request)
+
+    async def load() -> Workspace | None:
+        if conn is not None:
+            state = await get_workspace(conn, org_id, workspace_id)
+        else:
+            async with system.pool.connection() as own:
+                state = await get_workspace(own, org_id, workspace_id)
+        return None if state is None else Workspace.of(state)
+
+    if min_position is not None:
+        return await load()
+    return await system.workspace_cache.read(org_id, workspace_id, load)
+
+
+async def require_workspace_view(
+    request: Request, conn, org_id: str, workspace_id: str, min_position: int | None = None
+) -> None:
     """Things inside a deleted or unknown workspace answer 404 for the workspace."""
-    if await get_workspace(conn, org_id, workspace_id) is None:
+    if await find_workspace(request, org_id, workspace_id, min_position, conn) is None:
         raise NotFound("workspace", workspace_id)
 
 

@@ -53,7 +53,7 @@ class EnvironmentController(Controller):
         system = system_of(request)
         await system.wait_for(VIEWS, min_position)
         async with system.pool.connection() as conn:
-            await require_workspace_view(conn, org_id, workspace_id)
+            await require_workspace_view(request, conn, org_id, workspace_id, min_position)
             total, rows = await listing.list_environments(conn, org_id, workspace_id, after, limit)
         page = Page(rows, limit, key_of=lambda row: row[0])
         return EnvironmentList(
@@ -91,7 +91,7 @@ class EnvironmentController(Controller):
         system = system_of(request)
         await system.wait_for(VIEWS, min_position)
         async with system.pool.connection() as conn:
-            await require_workspace_view(conn, org_id, workspace_id)
+            await require_workspace_view(request, conn, org_id, workspace_id, min_position)
             environment = await listing.get_environment(conn, org_id, workspace_id, environment_id)
         if environment is None:
             raise NotFound("environment", environment_id)
@@ -189,7 +189,7 @@ class EnvironmentController(Controller):
         system = system_of(request)
         await system.wait_for(VIEWS, min_position)
         async with system.pool.connection() as conn:
-            await require_workspace_view(conn, org_id, workspace_id)
+            await require_workspace_view(request, conn, org_id, workspace_id, min_position)
             if await listing.get_environment(conn, org_id, workspace_id, environment_id) is None:
                 raise NotFound("environment", environment_id)
             total, rows = await listing.list_deployments(conn, org_id, environment_id, limit)

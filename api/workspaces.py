@@ -9,7 +9,7 @@ from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import JSONBody, QueryParameter
 
 from api.auth import authorize, context_of
-from api.common import Cursor, Limit, MinPosition, PathId, command_answer, system_of
+from api.common import Cursor, Limit, MinPosition, PathId, command_answer, find_workspace, system_of
 from api.schemas import MessageBody, Workspace, WorkspaceCreate, WorkspaceList, WorkspaceUpdate
 from commands import workspaces as use_cases
 from domain.errors import FieldError, NotFound, ValidationFailed
@@ -71,18 +71,8 @@ class WorkspaceController(Controller):
     async def get_workspace(
         self, request: Request, org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
     ) -> Workspace:
-        system = system_of(request)
-
-        async def load() -> Workspace | None:
-            async with system.pool.connection() as conn:
-                state = await listing.get_workspace(conn, org_id, workspace_id)
-            return None if state is None else Workspace.of(state)
-
-        if min_position is None:  # the cache may still hold what an announcement up to a position replaces
-            workspace = await system.workspace_cache.read(org_id, workspace_id, load)
-        else:
-            await system.wait_for([listing.NAME], min_position)
-            workspace = await load()
+        await system_of(request).wait_for([listing.NAME], min_position)
+        workspace = await find_workspace(request, org_id, workspace_id, min_position)
         if workspace is None:
             raise NotFound("workspace", workspace_id)
         return workspace

@@ -74,7 +74,7 @@ class System:
         self._nats_retry: asyncio.Task | None = None
         self.requests: Counter = Counter()  # (method, status) -> answered requests, for /metrics
         self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
-        # Workspaces as GET answers them, by id: the one read every console repeats.
+        # Workspaces by id: GET workspace, and the check that a workspace exists behind every read under it.
         self.workspace_cache = ViewCache(WorkspaceListing.name, settings.read_cache_entries)
         self.activity = (
             ActivityPublisher(self.pool, lambda: self.nats, stream=self.activity_stream, prefix=settings.subject_prefix)

@@ -30,7 +30,7 @@ class Settings(msgspec.Struct, frozen=True):
     rate_limit_per_second: float = 0.0  # per token; 0 turns the limit off
     rate_limit_burst: int = 50
     activity_retention_days: int = 90
-    # Workspaces each API process keeps for GET (api.cache); 0 turns the cache off.
+    # Workspaces each API process keeps for reads (api.cache); 0 turns the cache off.
     read_cache_entries: Annotated[int, msgspec.Meta(ge=0)] = 20_000
     # Comma-separated networks (CIDR) runs may call; empty allows all but the denied ones.
     outbound_allow: list[str] = msgspec.field(default_factory=list)

@@ -187,3 +187,21 @@ def test_a_rebuilds_swap_tells_the_caches_to_empty(api, org, settings):
     finally:
         store.close()
     assert changes.EVERY_KEY in heard
+
+
+def test_reads_under_a_deleted_workspace_answer_404_once_its_deletion_is_seen(api, org):
+    ws = settled_workspace(api, org, "nested")
+    base = f"/v1/orgs/{org}/workspaces/{ws}"
+    for path in (f"{base}/activity", f"{base}/environments"):
+        api.get(path)  # fills the cache, if the last read did not
+        assert api.get(path).status_code == 200
+    hits = cache_hits(api)
+    assert api.get(f"{base}/activity").status_code == 200
+    assert cache_hits(api) == hits + 1  # the workspace's existence came from the cache
+
+    deleted = api.delete(base)
+    assert api.get(f"{base}/environments", headers={"X-Min-Position": position_of(deleted)}).status_code == 404
+    deadline = time.monotonic() + 10
+    while api.get(f"{base}/activity").status_code != 404:
+        assert time.monotonic() < deadline, "reads under a deleted workspace went on answering"
+        time.sleep(0.02)
