@@ -83,7 +83,7 @@ def read_costs(args: argparse.Namespace) -> None:
         switch.write_text("on")
         env = harness.role_environment(url, nats_url, args.data_dir, bench_recording_switch=str(switch))
         workspaces, tokens = reads.sample_workspaces(url, 5000), reads.reader_tokens(url)
-        with reads.api_with_baseline(env) as port:
+        with seed.activity_taken_back(url), reads.api_with_baseline(env) as port:
             built = reads.requests(args.endpoint, workspaces, tokens)
             asyncio.run(reads.saturated(port, built, 16, 1.0))  # warm-up
             operations: Counter[str] = Counter()

@@ -195,7 +195,8 @@ def main() -> None:
             rows = conn.execute("SELECT count(*) FROM activity").fetchone()[0]
         print(f"database {name}: {events:,} events, {rows:,} activity records")
         workspaces, tokens = sample_workspaces(url, 5000), reader_tokens(url)
-        results = run_all(url, nats_url, args, workspaces, tokens)
+        with seed.activity_taken_back(url):
+            results = run_all(url, nats_url, args, workspaces, tokens)
         summarise(results[True], results[False])
 
 
