@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -77,6 +78,12 @@ class ViewCache(Generic[V]):
         """The cached row, else `load()`'s, kept when found. Rows not found are not kept."""
         if (value := self.get(org_id, key)) is not None:
             return value
+        return await self.refresh(org_id, key, load)
+
+    async def refresh(self, org_id: str, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
+        """`load()`'s row, never the cached one, kept in place of it: a read that waited for a position may see
+        a change whose announcement has not come yet, and later reads should not see less."""
+        self._entries.pop(key, None)
         ticket = self.ticket()
         value = await load()
         if value is not None:
@@ -86,12 +93,23 @@ class ViewCache(Generic[V]):
 
 class ChangeListener:
     """Listens for the announcements of the caches' views on a connection of its own, and reconnects after a
-    failure. A connection that dies without a word is found by a query every `check_every` seconds."""
+    failure. Every `check_every` seconds it announces a heartbeat to itself, and stops serving unless it hears
+    it back within `check_every` more: a server gone without a word, or a pooler that does not pass notices
+    on, would otherwise leave it serving rows whose changes it can no longer hear."""
 
-    def __init__(self, database_url: str, caches: list[ViewCache], *, check_every: float = 1.0) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        caches: list[ViewCache],
+        *,
+        check_every: float = 1.0,
+        application_name: str = APPLICATION_NAME,
+    ) -> None:
         self.database_url = database_url
+        self.application_name = application_name
         self.caches = {changes.channel(cache.view): cache for cache in caches}
         self.check_every = check_every
+        self.heartbeat = changes.channel(f"heartbeat_{secrets.token_hex(6)}")  # this listener's own
         self.connected = asyncio.Event()  # set while listening (tests wait on it)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -108,18 +126,38 @@ class ChangeListener:
 
     async def _listen(self, stop: asyncio.Event) -> None:
         async with await psycopg.AsyncConnection.connect(
-            self.database_url, autocommit=True, connect_timeout=3, application_name=APPLICATION_NAME
+            self.database_url,
+            autocommit=True,
+            connect_timeout=3,
+            application_name=self.application_name,
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
         ) as conn:
-            for name in self.caches:
+            for name in [*self.caches, self.heartbeat]:
                 await conn.execute(f"LISTEN {name}")
+            await self._beat(conn, until_heard=True)  # notices pass: serving may start
             for cache in self.caches.values():
                 cache.listen(True)
             self.connected.set()
             while not stop.is_set():
-                async for notice in conn.notifies(timeout=self.check_every):
-                    if (cache := self.caches.get(notice.channel)) is not None:
-                        cache.changed(changes.keys_of(notice.payload))
-                await conn.execute("SELECT 1")
+                await self._beat(conn)
+
+    async def _beat(self, conn: psycopg.AsyncConnection, *, until_heard: bool = False) -> None:
+        """Announces a heartbeat, then applies the announcements of `check_every` seconds (or until the heartbeat
+        comes back); the heartbeat must be among them."""
+        await asyncio.wait_for(conn.execute("SELECT pg_notify(%s, '')", (self.heartbeat,)), self.check_every)
+        heard = False
+        async for notice in conn.notifies(timeout=self.check_every):
+            if notice.channel == self.heartbeat:
+                heard = True
+                if until_heard:
+                    return
+            elif (cache := self.caches.get(notice.channel)) is not None:
+                cache.changed(changes.keys_of(notice.payload))
+        if not heard:
+            raise TimeoutError(f"no heartbeat heard back within {self.check_every} s")
 
     def _stop_serving(self) -> None:
         self.connected.clear()

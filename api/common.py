@@ -58,9 +58,10 @@ async def find_workspace(
                 state = await get_workspace(own, org_id, workspace_id)
         return None if state is None else Workspace.of(state)
 
+    cache = system.workspace_cache
     if min_position is not None:
-        return await load()
-    return await system.workspace_cache.read(org_id, workspace_id, load)
+        return await cache.refresh(org_id, workspace_id, load)
+    return await cache.read(org_id, workspace_id, load)
 
 
 async def require_workspace_view(

@@ -35,8 +35,11 @@ class WorkspaceListing:
     ddl = DDL
 
     def cached_keys(self, batch: list[Recorded]) -> set[str]:
-        """API processes cache workspaces by id (`api.cache`)."""
-        return {r.stream_id for r in batch if r.event.aggregate == "workspace"}
+        """API processes cache workspaces by id (`api.cache`). A creation needs no announcement: a cache keeps
+        only rows it read, so none holds a workspace before its creation commits; and a batch with nothing to
+        announce sends no NOTIFY, whose commit PostgreSQL serialises with every other notifying commit (the
+        event store's appends among them)."""
+        return {r.stream_id for r in batch if r.event.aggregate == "workspace" and r.version > 1}
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
         events = [r for r in batch if r.event.aggregate == "workspace"]

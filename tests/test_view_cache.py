@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-from api.cache import APPLICATION_NAME, ChangeListener, ViewCache
+from api.cache import ChangeListener, ViewCache
 from commands.store import EventStore, datastore_from_url
 from projections import changes
 from projections.rebuild import rebuild
@@ -23,8 +23,17 @@ def cache_hits(api) -> int:
     return int(re.search(r'mm_view_cache_hits_total\{view="workspaces"\} (\d+)', metrics).group(1))
 
 
+def serving(api) -> None:
+    """Waits until the API's cache serves: from when its listener hears its own heartbeat."""
+    deadline = time.monotonic() + 10
+    while 'mm_view_cache_serving{view="workspaces"} 1' not in api.get("/metrics").text:
+        assert time.monotonic() < deadline, "the workspace cache never started serving"
+        time.sleep(0.05)
+
+
 def settled_workspace(api, org: str, name: str) -> str:
-    """A new workspace once its bucket is ready: nothing more changes it unasked."""
+    """A new workspace once its bucket is ready: nothing more changes it unasked; and the cache serving."""
+    serving(api)
     ws = api.post(f"/v1/orgs/{org}/workspaces", json={"name": name}).json()["workspace_id"]
     deadline = time.monotonic() + 10
     while api.get(f"/v1/orgs/{org}/workspaces/{ws}").json().get("bucket_status") != "ready":
@@ -83,7 +92,8 @@ def test_payloads_carry_every_key_once_within_postgresqls_limit():
 
 async def _listening(settings, cache: ViewCache):
     stop = asyncio.Event()
-    listener = ChangeListener(settings.database_url, [cache], check_every=0.2)
+    name = f"view-cache-test-{cache.view}"  # not the system's listener, which the tests around this use
+    listener = ChangeListener(settings.database_url, [cache], check_every=0.2, application_name=name)
     task = asyncio.create_task(listener.run(stop))
     await asyncio.wait_for(listener.connected.wait(), 10)
     return stop, listener, task
@@ -146,7 +156,7 @@ def test_a_lost_connection_empties_the_cache_until_it_listens_again(settings):
             await admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE application_name = %s AND datname = current_database()",
-                (APPLICATION_NAME,),
+                (listener.application_name,),
             )
         await _until(lambda: not cache.listening)
         assert cache.get("org", "a") is None
@@ -205,3 +215,63 @@ def test_reads_under_a_deleted_workspace_answer_404_once_its_deletion_is_seen(ap
     while api.get(f"{base}/activity").status_code != 404:
         assert time.monotonic() < deadline, "reads under a deleted workspace went on answering"
         time.sleep(0.02)
+
+
+class DeafListener(ChangeListener):
+    """Announces its heartbeat where it does not listen: as behind a pooler that passes no notices on."""
+
+    async def _beat(self, conn) -> None:
+        listened, self.heartbeat = self.heartbeat, self.heartbeat + "_lost"
+        try:
+            await super()._beat(conn)
+        finally:
+            self.heartbeat = listened
+
+
+def test_a_listener_that_does_not_hear_its_heartbeat_never_serves(settings):
+    async def scenario() -> None:
+        cache: ViewCache[str] = ViewCache("cache_test_deaf", 100)
+        stop = asyncio.Event()
+        listener = DeafListener(settings.database_url, [cache], check_every=0.1)
+        task = asyncio.create_task(listener.run(stop))
+        deadline = time.monotonic() + 1.5  # several connections, each given up after one silent heartbeat
+        while time.monotonic() < deadline:
+            cache.put("org", "a", "cached", cache.ticket())
+            assert not cache.listening and cache.get("org", "a") is None
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+
+
+class Reading:
+    """What `find_workspace` asks of a request: the app's system, its pool and its cache."""
+
+    def __init__(self, pool, cache) -> None:
+        system = type("System", (), {"pool": pool, "workspace_cache": cache})()
+        self.app = type("App", (), {"state": type("State", (), {"system": system})()})()
+
+
+def test_a_read_that_waited_for_a_position_asks_the_view_and_refreshes_the_cache(api, org, settings):
+    from psycopg_pool import AsyncConnectionPool
+
+    from api.common import find_workspace
+
+    ws = settled_workspace(api, org, "fresh")
+
+    async def scenario() -> None:
+        cache: ViewCache = ViewCache("workspaces", 100)
+        cache.listen(True)  # no listener: nothing drops entries here but the reads themselves
+        cache.put(org, ws, "stale", cache.ticket())
+        cache.put(org, "ws_gone", "stale", cache.ticket())
+        async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
+            request = Reading(pool, cache)
+            assert await find_workspace(request, org, ws, None) == "stale"  # served from the cache
+            fresh = await find_workspace(request, org, ws, 1)
+            assert fresh.workspace_id == ws and fresh.name == "fresh"  # from the view
+            assert await find_workspace(request, org, ws, None) == fresh  # and no older after it
+            assert await find_workspace(request, org, "ws_gone", 1) is None
+            assert await find_workspace(request, org, "ws_gone", None) is None
+
+    asyncio.run(scenario())
