@@ -8,7 +8,9 @@ view held when the announcement of its change arrived, a few milliseconds after 
 
 A read that missed stores what it found only if no announcement arrived while it read (`ticket`): the row
 it read might be the one an announcement had just replaced. Reads that must see a given position
-(`X-Min-Position`) do not use the cache: the announcements up to that position may still be on their way.
+(`X-Min-Position`) read the view and keep what they read in place of the cached row (`refresh`): the
+announcements up to that position may still be on their way. The live projector announces changes, not
+creations: a cache keeps only rows it has read, so it never holds one before its creation commits.
 """
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ async def find_workspace(
 ) -> Workspace | None:
     """The workspace as its view holds it, from the API process's cache when it has it (`api.cache`); on `conn`
     when given, else on a connection taken only if the cache has not got it. A read that waited for a position
-    (`X-Min-Position`) asks the view: the cache may not have heard yet of the changes up to that position."""
+    (`X-Min-Position`) asks the view, and refreshes the cache with what it read: the cache may not have heard
+    yet of the changes up to that position."""
     system = system_of(request)
 
     async def load() -> Workspace | None:
