@@ -62,6 +62,12 @@ def test_every_view_rebuilt_from_the_log_equals_the_live_one_row_by_row(api, org
     action = api.post(f"{base}/apps/{app}/actions", json={"name": "x", "endpoint_id": endpoint, "namespace_id": ns})
     api.post(f"{base}/apps/{app}/actions/{action.json()['action_id']}/trigger", json={})
     api.post(f"{base}/sources", json={"name": "s", "status": "indexed", "chunks": 3})
+    # Renamed, then updated without a name (which keeps it); and one deleted: the replay sees each in one batch.
+    renamed = api.post(f"/v1/orgs/{org}/workspaces", json={"name": "before"}).json()["workspace_id"]
+    api.put(f"/v1/orgs/{org}/workspaces/{renamed}", json={"name": "after"})
+    api.put(f"/v1/orgs/{org}/workspaces/{renamed}", json={"description": "named no more"})
+    gone = api.post(f"/v1/orgs/{org}/workspaces", json={"name": "gone"}).json()["workspace_id"]
+    api.delete(f"/v1/orgs/{org}/workspaces/{gone}")
     head = quiesce(settings, store)
 
     models = read_models()  # all at once, in one pass over the log

@@ -1,0 +1,98 @@
+"""The relay against real PostgreSQL and JetStream: every event published once, in order, each naming the one
+before it; its position recorded only every so often while it is busy, and recorded once it is idle or stops."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+import psycopg
+import pytest
+
+from commands.aggregates import Aggregates, Context
+from commands.store import EventStore, datastore_from_url
+from commands.workspaces import create_workspace
+from domain.events import SYSTEM_ACTOR
+from mechamental.bootstrap import connect_nats
+from pipeline import positions, relay
+from pipeline.broker import HEADER_POSITION, HEADER_PREVIOUS, all_events
+from tests.conftest import migrated_settings, scratch_database
+
+
+@pytest.fixture()
+def isolated(server_urls, tmp_path):
+    """A database and stream of their own: the session's system runs a relay, which would hold the lead."""
+    admin_url, nats_url = server_urls
+    with scratch_database(admin_url, "mm_relay") as database_url:
+        settings = migrated_settings(database_url, nats_url, tmp_path)
+        store = EventStore(datastore_from_url(settings.database_url))
+        yield settings, store
+        store.close()
+
+
+def write_events(store: EventStore, count: int) -> list[int]:
+    ctx = Context(org_id="org-" + secrets.token_hex(4), actor=SYSTEM_ACTOR, trace_id=secrets.token_hex(16))
+    return [create_workspace(Aggregates(store), ctx, name=f"w{i}").position for i in range(count)]
+
+
+async def published(nats, settings) -> list[tuple[int, int]]:
+    """(position, previous position) of every message in the stream, in stream order."""
+    js = nats.jetstream()
+    subscription = await js.pull_subscribe(all_events(settings.subject_prefix), stream=settings.stream)
+    found = []
+    while True:
+        try:
+            messages = await subscription.fetch(500, timeout=0.5)
+        except TimeoutError:
+            return found
+        found += [(int(m.headers[HEADER_POSITION]), int(m.headers[HEADER_PREVIOUS])) for m in messages]
+
+
+async def recorded_position(settings) -> int:
+    async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
+        return (await positions.read_positions(conn, [positions.RELAY]))[positions.RELAY]
+
+
+def test_relay_publishes_in_order_and_records_its_position_every_so_often(isolated, monkeypatch):
+    settings, store = isolated
+    saves = []
+    original_save = positions.save_position
+
+    async def counted_save(conn, name, position):
+        saves.append(position)
+        await original_save(conn, name, position)
+
+    monkeypatch.setattr(relay.positions, "save_position", counted_save)
+
+    async def main():
+        nats = await connect_nats(settings.nats_url)
+        stop = asyncio.Event()
+        runner = relay.Relay(
+            settings.database_url, lambda: nats, stream=settings.stream, prefix=settings.subject_prefix,
+            save_every=0.3,
+        )  # fmt: skip
+        task = asyncio.create_task(runner.run(stop))
+        try:
+            written = []
+            for _ in range(20):  # rounds of a few events each, well within one save period
+                written += await asyncio.to_thread(write_events, store, 3)
+            deadline = time.monotonic() + 10
+            while await recorded_position(settings) < written[-1]:  # recorded once idle, within save_every
+                assert time.monotonic() < deadline, "the relay never recorded its position"
+                await asyncio.sleep(0.05)
+            seen = await published(nats, settings)
+            busy_saves = len(saves)
+            more = await asyncio.to_thread(write_events, store, 2)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            await nats.close()
+        return written, seen, busy_saves, more
+
+    written, seen, busy_saves, more = asyncio.run(main())
+    assert [position for position, _ in seen] == written
+    assert [previous for _, previous in seen] == [0, *written[:-1]]
+    assert busy_saves < 20  # not one a round
+    assert saves == sorted(saves) and saves[-1] >= more[-1]  # and the last one on the way out
+    assert asyncio.run(recorded_position(settings)) == more[-1]
