@@ -94,7 +94,9 @@ class Relay:
                         await positions.save_position(conn, positions.RELAY, last)
                         saved, save_due = last, None
                     if not full:
-                        wait = self.poll_interval if save_due is None else max(0.0, save_due - now)
+                        wait = self.poll_interval
+                        if save_due is not None:
+                            wait = min(wait, max(0.0, save_due - now))
                         await self._wait_for_writes(listener, stop, wait)
                 if last > saved:  # stopping: record what was published, so a successor starts there
                     await positions.save_position(conn, positions.RELAY, last)

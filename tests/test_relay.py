@@ -65,34 +65,45 @@ def test_relay_publishes_in_order_and_records_its_position_every_so_often(isolat
 
     monkeypatch.setattr(relay.positions, "save_position", counted_save)
 
-    async def main():
+    async def running(save_every: float, work):
         nats = await connect_nats(settings.nats_url)
         stop = asyncio.Event()
         runner = relay.Relay(
             settings.database_url, lambda: nats, stream=settings.stream, prefix=settings.subject_prefix,
-            save_every=0.3,
+            save_every=save_every,
         )  # fmt: skip
         task = asyncio.create_task(runner.run(stop))
         try:
-            written = []
-            for _ in range(20):  # rounds of a few events each, well within one save period
-                written += await asyncio.to_thread(write_events, store, 3)
-            deadline = time.monotonic() + 10
-            while await recorded_position(settings) < written[-1]:  # recorded once idle, within save_every
-                assert time.monotonic() < deadline, "the relay never recorded its position"
-                await asyncio.sleep(0.05)
-            seen = await published(nats, settings)
-            busy_saves = len(saves)
-            more = await asyncio.to_thread(write_events, store, 2)
+            return await work(nats, runner)
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
             await nats.close()
-        return written, seen, busy_saves, more
 
-    written, seen, busy_saves, more = asyncio.run(main())
+    async def busy_then_idle(nats, runner):
+        written = []
+        for _ in range(20):  # rounds of a few events each, well within one save period
+            written += await asyncio.to_thread(write_events, store, 3)
+        deadline = time.monotonic() + 10
+        while await recorded_position(settings) < written[-1]:  # recorded once idle, within save_every
+            assert time.monotonic() < deadline, "the relay never recorded its position"
+            await asyncio.sleep(0.05)
+        return written, await published(nats, settings), len(saves)
+
+    written, seen, busy_saves = asyncio.run(running(0.3, busy_then_idle))
     assert [position for position, _ in seen] == written
     assert [previous for _, previous in seen] == [0, *written[:-1]]
     assert busy_saves < 20  # not one a round
-    assert saves == sorted(saves) and saves[-1] >= more[-1]  # and the last one on the way out
+
+    async def publish_then_stop(nats, runner):
+        more = await asyncio.to_thread(write_events, store, 2)
+        deadline = time.monotonic() + 10
+        while runner.published < len(more):
+            assert time.monotonic() < deadline, "the relay never published"
+            await asyncio.sleep(0.01)
+        return more
+
+    saves.clear()
+    more = asyncio.run(running(60.0, publish_then_stop))  # no save falls due: only the one on the way out
+    assert saves == [more[-1]]
     assert asyncio.run(recorded_position(settings)) == more[-1]
