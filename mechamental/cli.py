@@ -91,21 +91,64 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("nats").setLevel(logging.CRITICAL)  # it logs every reconnect attempt as an error
     if args.command == "dev":
         return dev(settings)
-    if args.command == "migrate":
-        from mechamental.bootstrap import migrate
-
-        migrate(settings)
-        print("migrated", file=sys.stderr)
-        return 0
-    if args.command == "tokens":
-        return create_token(settings, args)
-    if args.command == "projections":
-        return projection_status(settings) if args.projections_command == "status" else rebuild(settings, args)
-    if args.command == "events":
-        return export_events(settings, args) if args.events_command == "export" else verify_events(settings, args)
+    if args.command in OPERATOR_COMMANDS:
+        return explained_database_errors(settings, lambda: OPERATOR_COMMANDS[args.command](settings, args))
     if args.command == "api" and settings.api_workers > 1:
         return run_api_workers(settings)
     return run(settings, {args.command})
+
+
+def migrate_command(settings: Settings, args: argparse.Namespace) -> int:
+    from mechamental.bootstrap import migrate
+
+    migrate(settings)
+    print("migrated", file=sys.stderr)
+    return 0
+
+
+OPERATOR_COMMANDS = {
+    "migrate": migrate_command,
+    "tokens": lambda settings, args: create_token(settings, args),
+    "projections": lambda settings, args: (
+        projection_status(settings) if args.projections_command == "status" else rebuild(settings, args)
+    ),
+    "events": lambda settings, args: (
+        export_events(settings, args) if args.events_command == "export" else verify_events(settings, args)
+    ),
+}
+
+
+def explained_database_errors(settings: Settings, command) -> int:
+    """Runs an operator command; a database it cannot reach, or one never migrated, is told in one line (exit
+    status 2) rather than a traceback. The password in the database URL is not shown."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return command()
+    except Exception as error:  # noqa: BLE001 - psycopg's own, or the eventsourcing library's wrapping it
+        cause = next((e for e in _chain(error) if isinstance(e, psycopg.Error)), None)
+        if cause is None:
+            raise
+        where = conninfo_to_dict(settings.database_url)
+        where = f"database {where.get('dbname', '?')} on {where.get('host', 'localhost')}:{where.get('port', 5432)}"
+        if isinstance(cause, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction):
+            print(
+                f"{where} holds no MechaMental schema ({str(cause).splitlines()[0]}): run `mechamental migrate`, or "
+                "set MECHAMENTAL_DATABASE_URL to the system's database",
+                file=sys.stderr,
+            )
+            return 2
+        if isinstance(cause, psycopg.OperationalError):
+            print(f"cannot use PostgreSQL, {where}: {str(cause).splitlines()[0]}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _chain(error: BaseException):
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def run(settings: Settings, roles: set[str], on_ready=None, sockets: list | None = None) -> int:
@@ -207,11 +250,12 @@ def dev(settings: Settings) -> int:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     servers = []
+    postgres_started = None
     # Signals during start-up still stop the servers we already started (see the finally below).
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if not os.environ.get("MECHAMENTAL_DATABASE_URL"):
-            postgres = EmbeddedPostgres(settings.data_dir)
+            postgres = postgres_started = EmbeddedPostgres(settings.data_dir)
             postgres.start()
             servers.append(postgres)
             settings = replace(settings, database_url=postgres.url)
@@ -228,6 +272,8 @@ def dev(settings: Settings) -> int:
             print(f"MechaMental API on http://{settings.host}:{settings.port}  (OpenAPI: /schema)", flush=True)
             print(f"Root token: {settings.root_token}", flush=True)
             print(f"Data: {settings.data_dir.resolve()}   Ctrl-C stops everything.", flush=True)
+            if postgres_started is not None:  # operator commands reach it with this URL
+                print(f"Database (embedded): MECHAMENTAL_DATABASE_URL={settings.database_url}", flush=True)
 
         run(settings, set(ROLES), on_ready=announce)
     except KeyboardInterrupt:
@@ -274,8 +320,9 @@ def projection_status(settings: Settings) -> int:
         async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
             return await status(conn, consumer_names())
 
+    rows = asyncio.run(read())
     print(f"{'consumer':<20} {'position':>10} {'head':>10} {'lag':>8} {'lag s':>9}")
-    for name, position, head, lag, seconds in asyncio.run(read()):
+    for name, position, head, lag, seconds in rows:
         print(f"{name:<20} {position:>10} {head:>10} {lag:>8} {seconds:>9.1f}")
     return 0
 
