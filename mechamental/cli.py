@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in OPERATOR_COMMANDS:
         return explained_database_errors(settings, lambda: OPERATOR_COMMANDS[args.command](settings, args))
     if args.command == "api" and settings.api_workers > 1:
-        return run_api_workers(settings)
-    return run(settings, {args.command})
+        return explained_database_errors(settings, lambda: run_api_workers(settings))
+    return explained_database_errors(settings, lambda: run(settings, {args.command}))
 
 
 def migrate_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -119,8 +119,9 @@ OPERATOR_COMMANDS = {
 
 
 def explained_database_errors(settings: Settings, command) -> int:
-    """Runs an operator command; a database it cannot reach, or one never migrated, is told in one line (exit
-    status 2) rather than a traceback. The password in the database URL is not shown."""
+    """Runs an operator command or a role; a database it cannot reach, or one never migrated, is told in one line
+    (exit status 2) rather than a traceback. The password in the database URL is not shown. A running role rides
+    out PostgreSQL restarts itself; this is what ends one that cannot start, for its supervisor to restart."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
@@ -177,7 +178,8 @@ def _api_worker(settings: Settings, listener: socket.socket | None) -> None:
     # Its own socket is bound now but listens only when the server starts serving (asyncio's Server calls
     # listen): the kernel gives a listening socket its share of new connections, which would wait unaccepted
     # through this worker's start, and be reset if it failed.
-    run(settings, {"api"}, sockets=[listener or _api_socket(settings, reuse_port=True, listen=False)])
+    sockets = [listener or _api_socket(settings, reuse_port=True, listen=False)]
+    sys.exit(explained_database_errors(settings, lambda: run(settings, {"api"}, sockets=sockets)))
 
 
 # On Linux each worker listens on a socket of its own (SO_REUSEPORT) and the kernel hashes new connections
@@ -220,13 +222,19 @@ def run_api_workers(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     workers: list = []
+    started: dict = {}  # worker -> when it started
+    restart_at = 0.0  # workers that die at once (no database yet, say) are restarted every few seconds, not in a loop
     try:
         while not stopping:
+            died = [w for w in workers if not w.is_alive()]
             workers = [w for w in workers if w.is_alive()]
-            for _ in range(settings.api_workers - len(workers)):
+            if any([started.pop(w) > time.monotonic() - 10 for w in died]):  # every one popped
+                restart_at = time.monotonic() + 5
+            for _ in range(settings.api_workers - len(workers) if time.monotonic() >= restart_at else 0):
                 shared = None if BALANCED_BY_KERNEL else listener
                 worker = context.Process(target=_api_worker, args=(settings, shared), name="mechamental-api")
                 worker.start()
+                started[worker] = time.monotonic()
                 workers.append(worker)
             time.sleep(0.5)
     finally:

@@ -1,4 +1,4 @@
-"""Operator commands pointed at the wrong database: one line that says what to do, never a traceback."""
+"""Operator commands and roles pointed at the wrong database: one line that says what to do, never a traceback."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from mechamental.embedded import free_port
 from tests.conftest import scratch_database
 
 CLI = [sys.executable, "-m", "mechamental.cli"]
@@ -22,7 +23,7 @@ OPERATOR_COMMANDS = [
 
 
 def run_cli(args: list[str], database_url: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MECHAMENTAL_DATABASE_URL": database_url}
+    env = {**os.environ, "MECHAMENTAL_DATABASE_URL": database_url, "MECHAMENTAL_PORT": str(free_port())}
     return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -46,7 +47,7 @@ def test_a_database_never_migrated_is_named_with_the_command_that_fixes_it(unmig
     assert done.stdout == ""  # not even the status table's header
 
 
-@pytest.mark.parametrize("args", [["projections", "status"], ["migrate"]], ids=" ".join)
+@pytest.mark.parametrize("args", [["projections", "status"], ["migrate"], ["relay"], ["api"]], ids=" ".join)
 def test_a_database_out_of_reach_is_named_without_its_password(server_urls, args):
     refused = with_password(server_urls[0], "not-to-be-shown", host="127.0.0.1", port="1")
     done = run_cli(args, refused)
