@@ -120,36 +120,50 @@ OPERATOR_COMMANDS = {
 
 def explained_database_errors(settings: Settings, command) -> int:
     """Runs an operator command or a role; a database it cannot reach, or one never migrated, is told in one line
-    (exit status 2) rather than a traceback. The password in the database URL is not shown. A running role rides
-    out PostgreSQL restarts itself; this is what ends one that cannot start, for its supervisor to restart."""
+    (exit status 2) rather than a traceback, which is logged at DEBUG. The password in the database URL is not
+    shown. A running role rides out PostgreSQL restarts itself; this ends one that cannot start, or cannot go on,
+    for its supervisor to restart."""
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict
 
     try:
         return command()
-    except Exception as error:  # noqa: BLE001 - psycopg's own, or the eventsourcing library's wrapping it
-        cause = next((e for e in _chain(error) if isinstance(e, psycopg.Error)), None)
+    except Exception as error:  # noqa: BLE001 - psycopg's own, or the eventsourcing library's raised from it
+        cause = next((e for e in _causes(error) if isinstance(e, psycopg.Error)), None)
         if cause is None:
             raise
-        where = conninfo_to_dict(settings.database_url)
-        where = f"database {where.get('dbname', '?')} on {where.get('host', 'localhost')}:{where.get('port', 5432)}"
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
         if isinstance(cause, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction):
-            print(
-                f"{where} holds no MechaMental schema ({str(cause).splitlines()[0]}): run `mechamental migrate`, or "
-                "set MECHAMENTAL_DATABASE_URL to the system's database",
-                file=sys.stderr,
+            message = (
+                f"{_where(settings.database_url)} holds no MechaMental schema ({reason}): run `mechamental migrate`, "
+                "or set MECHAMENTAL_DATABASE_URL to the system's database"
             )
-            return 2
-        if isinstance(cause, psycopg.OperationalError):
-            print(f"cannot use PostgreSQL, {where}: {str(cause).splitlines()[0]}", file=sys.stderr)
-            return 2
-        raise
+        elif isinstance(cause, psycopg.OperationalError):
+            message = f"cannot use PostgreSQL, {_where(settings.database_url)}: {reason}"
+        else:
+            raise
+        logging.getLogger(__name__).debug("%s", message, exc_info=True)
+        print(message, file=sys.stderr)
+        return 2
 
 
-def _chain(error: BaseException):
+def _causes(error: BaseException):
+    """The error and what it was raised from (`raise ... from`): not what it happened to be raised while handling,
+    which may be a database error already dealt with."""
     while error is not None:
         yield error
-        error = error.__cause__ or error.__context__
+        error = error.__cause__
+
+
+def _where(database_url: str) -> str:
+    """The database a URL names, without its user or password; a URL psycopg cannot parse is not quoted (its
+    error would quote the password)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(database_url)
+    except Exception:  # noqa: BLE001
+        return "the configured database (MECHAMENTAL_DATABASE_URL, which could not be parsed)"
+    return f"database {params.get('dbname', '?')} on {params.get('host', 'localhost')}:{params.get('port', 5432)}"
 
 
 def run(settings: Settings, roles: set[str], on_ready=None, sockets: list | None = None) -> int:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import msgspec
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 ENV_PREFIX = "MECHAMENTAL_"
 
@@ -59,11 +61,19 @@ class Settings(msgspec.Struct, frozen=True):
                     values[field] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            return msgspec.convert(values, cls, strict=False, dec_hook=_decode_path)
+            settings = msgspec.convert(values, cls, strict=False, dec_hook=_decode_path)
         except msgspec.ValidationError as error:
             field = str(error).rpartition("$.")[2].strip("`")
             name = cls.env_names().get(field, field)
             raise ConfigurationError(f"invalid configuration: {name}: {str(error).partition(' - ')[0]}") from None
+        try:
+            conninfo_to_dict(settings.database_url)
+        except psycopg.ProgrammingError:  # its message quotes the URL, password and all: not passed on
+            raise ConfigurationError(
+                f"invalid configuration: {cls.env_names()['database_url']}: not a PostgreSQL connection URL "
+                "(postgresql://user:password@host:port/dbname)"
+            ) from None
+        return settings
 
 
 class ConfigurationError(Exception):

@@ -23,7 +23,12 @@ OPERATOR_COMMANDS = [
 
 
 def run_cli(args: list[str], database_url: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MECHAMENTAL_DATABASE_URL": database_url, "MECHAMENTAL_PORT": str(free_port())}
+    env = {
+        **os.environ,
+        "MECHAMENTAL_DATABASE_URL": database_url,
+        "MECHAMENTAL_PORT": str(free_port()),
+        "MECHAMENTAL_API_WORKERS": "1",  # a supervisor of several restarts its workers rather than exit
+    }
     return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -54,3 +59,11 @@ def test_a_database_out_of_reach_is_named_without_its_password(server_urls, args
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "not-to-be-shown" not in done.stderr
     assert "cannot use PostgreSQL" in done.stderr and "127.0.0.1:1" in done.stderr
+
+
+@pytest.mark.parametrize("args", [["projections", "status"], ["api"]], ids=" ".join)
+def test_a_database_url_that_cannot_be_parsed_is_refused_without_quoting_it(args):
+    done = run_cli(args, "postgresql://someone:not-to-be-shown@host/db?broken")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "not-to-be-shown" not in done.stderr
+    assert "MECHAMENTAL_DATABASE_URL: not a PostgreSQL connection URL" in done.stderr
