@@ -601,7 +601,10 @@ def seeded_database(args: argparse.Namespace) -> Iterator[tuple[str, str, str]]:
 def activity_taken_back(url: str) -> Iterator[None]:
     """Takes out, at the end, what the API recorded meanwhile (records from the start on, and the hourly rollups
     of those hours, remade from the records that stay), so that a rerun meets the database as seeded: every run
-    adds some hundred thousand records, and searches over a growing table would slow from run to run."""
+    adds some hundred thousand records, and searches over a growing table would slow from run to run. Then it
+    vacuums what it deleted: a server with autovacuum off (this machine's was) would otherwise keep every run's
+    rows as dead tuples, which searches step over (activity search fell from 789 to 628 requests a second over
+    two runs that way)."""
     started = datetime.now(UTC)
     try:
         yield
@@ -617,6 +620,8 @@ async def _take_back_activity(url: str, started: datetime) -> None:
                    if r.timestamp < started]  # fmt: skip
         await conn.execute("DELETE FROM activity_hourly WHERE hour >= %s", (hour,))
         await activity.store(conn, earlier)  # the records of that hour from before the run, and their rollups
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:  # VACUUM runs outside one
+        await conn.execute("VACUUM (ANALYZE) activity, activity_hourly")  # the untouched days' pages are skipped
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
