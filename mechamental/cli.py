@@ -108,7 +108,7 @@ def migrate_command(settings: Settings, args: argparse.Namespace) -> int:
 
 OPERATOR_COMMANDS = {
     "migrate": migrate_command,
-    "tokens": lambda settings, args: create_token(settings, args),
+    "tokens": lambda settings, args: create_token(settings, args),  # defined further down
     "projections": lambda settings, args: (
         projection_status(settings) if args.projections_command == "status" else rebuild(settings, args)
     ),
@@ -155,14 +155,10 @@ def _causes(error: BaseException):
 
 
 def _where(database_url: str) -> str:
-    """The database a URL names, without its user or password; a URL psycopg cannot parse is not quoted (its
-    error would quote the password)."""
+    """The database a URL names, without its user or password (Settings has refused a URL that does not parse)."""
     from psycopg.conninfo import conninfo_to_dict
 
-    try:
-        params = conninfo_to_dict(database_url)
-    except Exception:  # noqa: BLE001
-        return "the configured database (MECHAMENTAL_DATABASE_URL, which could not be parsed)"
+    params = conninfo_to_dict(database_url)
     return f"database {params.get('dbname', '?')} on {params.get('host', 'localhost')}:{params.get('port', 5432)}"
 
 
@@ -272,12 +268,12 @@ def dev(settings: Settings) -> int:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     servers = []
-    postgres_started = None
+    postgres = None  # the embedded server, when it is ours
     # Signals during start-up still stop the servers we already started (see the finally below).
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if not os.environ.get("MECHAMENTAL_DATABASE_URL"):
-            postgres = postgres_started = EmbeddedPostgres(settings.data_dir)
+            postgres = EmbeddedPostgres(settings.data_dir)
             postgres.start()
             servers.append(postgres)
             settings = replace(settings, database_url=postgres.url)
@@ -294,7 +290,7 @@ def dev(settings: Settings) -> int:
             print(f"MechaMental API on http://{settings.host}:{settings.port}  (OpenAPI: /schema)", flush=True)
             print(f"Root token: {settings.root_token}", flush=True)
             print(f"Data: {settings.data_dir.resolve()}   Ctrl-C stops everything.", flush=True)
-            if postgres_started is not None:  # operator commands reach it with this URL
+            if postgres is not None:  # operator commands reach it with this URL
                 print(f"Database (embedded): MECHAMENTAL_DATABASE_URL={settings.database_url}", flush=True)
 
         run(settings, set(ROLES), on_ready=announce)
