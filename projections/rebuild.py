@@ -67,6 +67,7 @@ async def rebuild(
         total = await asyncio.to_thread(store.head)
         await _replay_views(database_url, handlers, reached, batch_size, progress, total)
         await _build_indexes(conn, handlers)
+        await _analyze(conn, handlers)
         if swap:
             return await _swap(conn, handlers, reached, batch_size)
         return min(reached.values())
@@ -116,6 +117,15 @@ async def _build_indexes(conn: psycopg.AsyncConnection, handlers) -> None:
         for statement in _SECONDARY_INDEX.findall(handler.ddl):
             await conn.execute(statement)
     await conn.execute("RESET search_path")
+
+
+async def _analyze(conn: psycopg.AsyncConnection, handlers) -> None:
+    """Gives the fresh tables their planner statistics before readers meet them. Autovacuum would analyze them
+    only some time after the swap (never, on a server where it is off), and until then the planner knows their
+    sizes from the indexes but nothing of the values in them."""
+    for handler in handlers:
+        for table in tables_of(handler.ddl):
+            await conn.execute(f"ANALYZE {schema_of(handler)}.{table}")
 
 
 async def _replay(conn, writers, handlers, reached, batch_size: int, progress, total: int) -> int:

@@ -78,6 +78,14 @@ def test_every_view_rebuilt_from_the_log_equals_the_live_one_row_by_row(api, org
                 assert differing_rows(conn, f"rebuild_{model.name}", table) == 0, (model.name, table)
             # built after the replay, the fresh tables have every index the live ones have
             assert index_names(conn, f"rebuild_{model.name}") == index_names(conn, "public", tables_of(model.ddl))
+            # and planner statistics for every table that holds rows, before any reader meets them
+            for table in tables_of(model.ddl):
+                if conn.execute(f"SELECT EXISTS (SELECT FROM rebuild_{model.name}.{table})").fetchone()[0]:
+                    analyzed = conn.execute(
+                        "SELECT count(*) FROM pg_stats WHERE schemaname = %s AND tablename = %s",
+                        (f"rebuild_{model.name}", table),
+                    ).fetchone()[0]
+                    assert analyzed > 0, (model.name, table)
             conn.execute(f"DROP SCHEMA rebuild_{model.name} CASCADE")
             conn.execute("DELETE FROM mm_positions WHERE name = %s", (f"rebuild:{model.name}",))
 
