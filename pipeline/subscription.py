@@ -60,6 +60,8 @@ class Subscription:
     ) -> None:
         self.handlers = sorted(handler if isinstance(handler, list) else [handler], key=lambda h: h.name)
         self.name = self.handlers[0].name if len(self.handlers) == 1 else "views"
+        # Found once: a check against a runtime Protocol inspects the object's attributes, at every call.
+        self.cached = {handler.name for handler in self.handlers if isinstance(handler, changes.CachedView)}
         self.store = store
         self.pool = pool
         self.database_url = database_url
@@ -170,7 +172,7 @@ class Subscription:
             fresh = [r for r in batch if r.position > reached[handler.name]]
             if fresh:
                 await handler.handle(conn, fresh)
-                if isinstance(handler, changes.CachedView):
+                if handler.name in self.cached:
                     await changes.announce(conn, handler.name, handler.cached_keys(fresh))
         end = batch[-1].position
         await positions.save_positions(conn, {name: end for name, at in reached.items() if end > at})
