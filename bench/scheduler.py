@@ -396,7 +396,14 @@ def main() -> None:
 
 
 def measure(args, url: str, nats_url: str, sink_url: str | None) -> Measured:
-    env = harness.role_environment(url, nats_url, Path(tempfile.mkdtemp(prefix="mm-bench-")))
+    # The sink listens on this machine; and one org makes the whole load, so its share is the executor's.
+    env = harness.role_environment(
+        url,
+        nats_url,
+        Path(tempfile.mkdtemp(prefix="mm-bench-")),
+        outbound_allow="127.0.0.0/8",
+        executor_org_concurrency="64",
+    )
     port, token = int(env["MECHAMENTAL_PORT"]), env["MECHAMENTAL_ROOT_TOKEN"]
     harness.migrate(env)
     lags: list[int] = []

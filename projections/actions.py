@@ -319,12 +319,21 @@ async def due_actions(conn: psycopg.AsyncConnection, now: datetime, limit: int) 
     return list(await cursor.fetchall())
 
 
-async def runnable_runs(conn: psycopg.AsyncConnection, now: datetime, limit: int) -> list[tuple[str, str]]:
-    """(org id, run id) of runs due for an attempt, or whose running attempt's lease has expired."""
+async def runnable_runs(
+    conn: psycopg.AsyncConnection, now: datetime, limit: int, per_org: int
+) -> list[tuple[str, str]]:
+    """(org id, run id) of runs due for an attempt, or whose running attempt's lease has expired. Orgs take turns
+    (each org's oldest first, then each org's second, ...), and an org gets no more than `per_org` less the
+    attempts it has running, so one org's backlog never fills the answer."""
+    # One pass over the partial index of pending and running runs: their count, not the table's, is the cost.
     cursor = await conn.execute(
-        "SELECT org_id, run_id FROM rm_runs WHERE status IN ('pending', 'running') AND "
-        "((status = 'pending' AND due_at <= %s) OR (status = 'running' AND lease_until < %s)) "
-        "ORDER BY due_at LIMIT %s",
-        (now, now, limit),
+        "SELECT org_id, run_id FROM ("
+        " SELECT org_id, run_id, due_at, due, row_number() OVER (PARTITION BY org_id, due ORDER BY due_at) AS turn,"
+        " count(*) FILTER (WHERE NOT due) OVER (PARTITION BY org_id) AS held FROM ("
+        "  SELECT org_id, run_id, due_at, (status = 'pending' OR lease_until < %(now)s) AS due FROM rm_runs"
+        "  WHERE status IN ('pending', 'running') AND (status = 'running' OR due_at <= %(now)s)"
+        " ) AS active"
+        ") AS ranked WHERE due AND turn + held <= %(per_org)s ORDER BY turn, due_at LIMIT %(limit)s",
+        {"now": now, "per_org": per_org, "limit": limit},
     )
     return list(await cursor.fetchall())

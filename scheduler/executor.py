@@ -8,12 +8,11 @@ attempt whose executor died is taken over when its lease expires, so no run is s
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import secrets
-import socket
 import time
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
@@ -22,46 +21,34 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
+from aiohttp.helpers import is_ip_address
 from psycopg_pool import AsyncConnectionPool
+from yarl import URL
 
 from commands.actions import finish_attempt, start_attempt
 from commands.aggregates import Aggregates
 from domain.catalog import CATALOG
 from domain.run import RunState, reported_count, reported_usage
+from domain.secrets import masked_text, masked_url
 from pipeline.activity import ActivityPublisher
 from pipeline.roles import sleep_unless
 from projections.actions import runnable_runs
 from projections.activity import ActivityRecord, new_id
+from scheduler.outbound import CheckingResolver, DestinationDenied, OutboundPolicy
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DENY = ("169.254.0.0/16", "fe80::/10")  # cloud metadata and other link-local addresses
 MAX_ANSWER_BYTES = 1 << 20  # an endpoint's answer is a short report; more than this is not read as one
-
-
-class OutboundPolicy:
-    """Which addresses runs may call: denied networks always lose; a non-empty allow list is exclusive."""
-
-    def __init__(self, allow: list[str] | None = None, deny: list[str] | None = None) -> None:
-        self.allow = [ipaddress.ip_network(n, strict=False) for n in allow or []]
-        self.deny = [ipaddress.ip_network(n, strict=False) for n in (DEFAULT_DENY if deny is None else deny)]
-
-    async def check(self, url: str) -> str | None:
-        """None when the URL may be called, else why not."""
-        try:
-            host = urlsplit(url).hostname or ""
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except (socket.gaierror, ValueError, UnicodeError):
-            return None  # unresolvable or malformed: the call itself fails with a coded error
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0].split("%")[0])
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-                address = address.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
-            if any(address in network for network in self.deny):
-                return f"{host} resolves to {address}, which is denied"
-            if self.allow and not any(address in network for network in self.allow):
-                return f"{host} resolves to {address}, which is not on the allow list"
-        return None
+# What a failed call tells the tenant: its code and one fixed message per code. Never the other side's text or the
+# socket's (a service's banner, a parser quoting it, refused against reset), which would make runs a port scanner
+# of the executor's network. The details go to the process log at DEBUG, credentials masked.
+FAILURES = {
+    "DESTINATION_DENIED": "The endpoint's address may not be called",
+    "INVALID_URL": "The endpoint's URL cannot be called",
+    "CONNECTION_ERROR": "The endpoint could not be reached, or did not answer over HTTP",
+    "TIMEOUT": "The endpoint did not answer in time",
+}
+HTTP_FAILURE = "The endpoint answered with a status other than 2xx"
 
 
 class Executor:
@@ -73,6 +60,7 @@ class Executor:
         policy: OutboundPolicy | None = None,
         timeout: float = 30.0,
         concurrency: int = 64,
+        org_concurrency: int = 8,
         poll_interval: float = 0.1,
         activity: ActivityPublisher | None = None,
     ) -> None:
@@ -84,6 +72,8 @@ class Executor:
         self.lease_seconds = 2 * timeout + 5  # outlives any attempt (bounded by timeout) with room to record it
         self.poll_interval = poll_interval
         self.concurrency = concurrency
+        # Attempts of one org in flight at most, so one org's slow endpoints cannot hold every slot.
+        self.org_concurrency = org_concurrency
         self._slots = asyncio.Semaphore(concurrency)
         # The commands (claim, finish, endpoint read) block on PostgreSQL: a thread each, as many as attempts
         # may be in flight. asyncio's default pool has min(32, cores + 4) threads, six on two cores, which
@@ -91,17 +81,24 @@ class Executor:
         self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="executor")
         self._proxies = urllib.request.getproxies()  # HTTP(S)_PROXY, as httpx followed them
         self._in_flight: set[str] = set()
+        self._org_in_flight: Counter[str] = Counter()
         self._tasks: set[asyncio.Task] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         # aiohttp, not httpx: httpx's pool checks every idle connection with system calls on every request, which
         # at 64 calls in flight cost 1.6 ms of CPU a call against aiohttp's 0.1 (python -m bench.clients).
-        connector = aiohttp.TCPConnector(limit=self.concurrency)
+        resolver = CheckingResolver(self.policy)
+        connector = aiohttp.TCPConnector(limit=self.concurrency, resolver=resolver)
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         # Not trust_env: besides the proxy variables it sends ~/.netrc credentials (its `default` entry to any
         # host) to every endpoint a tenant names. The proxy variables are followed by `_proxy_for` instead.
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
-            self._client = client
+        # Calls through a proxy connect to the proxy, which the operator chose: their own session resolves it
+        # unchecked, and `_check` checks the target's addresses instead.
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=timeout) as client,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.concurrency), timeout=timeout) as proxied,
+        ):
+            self._client, self._proxied = client, proxied
             while not stop.is_set():
                 try:
                     await self.poll()
@@ -112,14 +109,16 @@ class Executor:
                 await sleep_unless(stop, self.poll_interval)
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=self.timeout)
+        await resolver.close()  # a connector does not close a resolver it was given
         self._threads.shutdown(wait=False)
 
     async def poll(self) -> None:
         async with self.pool.connection() as conn:
-            work = await runnable_runs(conn, self.aggregates.clock(), 2 * self.concurrency)
+            work = await runnable_runs(conn, self.aggregates.clock(), 2 * self.concurrency, self.org_concurrency)
         for org_id, run_id in work:
-            if run_id not in self._in_flight:
+            if run_id not in self._in_flight and self._org_in_flight[org_id] < self.org_concurrency:
                 self._in_flight.add(run_id)
+                self._org_in_flight[org_id] += 1
                 task = asyncio.create_task(self._execute(org_id, run_id))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -143,6 +142,9 @@ class Executor:
             log.exception("executor: run %s", run_id)
         finally:
             self._in_flight.discard(run_id)
+            self._org_in_flight[org_id] -= 1
+            if not self._org_in_flight[org_id]:
+                del self._org_in_flight[org_id]
 
     async def _blocking(self, function, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self._threads, partial(function, *args, **kwargs))
@@ -155,9 +157,6 @@ class Executor:
         total = endpoint.fields.get("total_stages")
         if not url:  # the built-in echo executor
             return {"stages_completed": total, "total_stages": total}
-        refusal = await self.policy.check(url)
-        if refusal:
-            return {"error_code": "DESTINATION_DENIED", "error_message": refusal}
         body = {
             "execution_id": run.execution_id,
             "run_id": run.run_id,
@@ -167,32 +166,42 @@ class Executor:
         }
         started = time.monotonic()
         try:
-            # This bounds the whole call, connecting and reading included, so an attempt always ends within its
-            # lease (timeout + 30 s) and is never run twice by a second executor.
-            async with (
-                asyncio.timeout(self.timeout),
-                self._client.post(
-                    url, data=_encoder.encode(body), headers=_JSON, allow_redirects=False, proxy=self._proxy_for(url)
-                ) as response,
-            ):
-                status, answer = response.status, await _read_answer(response)
-        except TimeoutError:
-            return {"error_code": "TIMEOUT", "error_message": f"No answer within {self.timeout:g}s"}
-        except aiohttp.InvalidURL as error:  # also a ClientError: a URL that cannot be called at all
-            return {"error_code": "INVALID_URL", "error_message": f"{type(error).__name__}: {error}"[:500]}
-        except aiohttp.ClientError as error:
-            return {"error_code": "CONNECTION_ERROR", "error_message": f"{type(error).__name__}: {error}"[:500]}
-        except (ValueError, OverflowError) as error:
-            return {"error_code": "INVALID_URL", "error_message": f"{type(error).__name__}: {error}"[:500]}
-        log.debug("executor: %s answered %s in %.3fs", url, status, time.monotonic() - started)
+            # This bounds the whole call, resolving, connecting and reading included, so an attempt always ends
+            # within its lease (timeout + 30 s) and is never run twice by a second executor.
+            async with asyncio.timeout(self.timeout):
+                target, proxy = URL(url), self._proxy_for(url)
+                await self._check(target, proxy)
+                async with (self._proxied if proxy else self._client).post(
+                    target, data=_encoder.encode(body), headers=_JSON, allow_redirects=False, proxy=proxy
+                ) as response:
+                    status, answer = response.status, await _read_answer(response)
+        except DestinationDenied as error:
+            return _failure("DESTINATION_DENIED", run, url, error)
+        except TimeoutError as error:  # before OSError, which it is
+            return _failure("TIMEOUT", run, url, error)
+        except (ValueError, OverflowError) as error:  # aiohttp.InvalidURL too: a URL that cannot be called at all
+            return _failure("INVALID_URL", run, url, error)
+        except (aiohttp.ClientError, OSError) as error:
+            return _failure("CONNECTION_ERROR", run, url, error)
+        log.debug("executor: %s answered %s in %.3fs", masked_url(url), status, time.monotonic() - started)
         reported = _report(answer)
         if not 200 <= status < 300:
-            return {
-                "error_code": f"HTTP_{status}",
-                "error_message": f"The endpoint answered {status}",
-                **reported,
-            }
+            return {"error_code": f"HTTP_{status}", "error_message": HTTP_FAILURE, **reported}
         return {"total_stages": total, **reported}
+
+    async def _check(self, target: URL, proxy: str | None) -> None:
+        """Raises DestinationDenied for a target the policy refuses. On direct calls the resolver checks names,
+        but the connector takes what looks like an IP address without asking it; through a proxy, the proxy
+        connects, so the target's own addresses are checked here."""
+        host = target.raw_host or ""
+        if is_ip_address(host):
+            refused = self.policy.refuses_literal(host)  # ValueError for a form aiohttp would refuse too (127.1)
+        elif proxy:
+            refused = await self.policy.refuses_name(host)
+        else:
+            return
+        if refused:
+            raise DestinationDenied(host)
 
     def _proxy_for(self, url: str) -> str | None:
         """The proxy HTTP(S)_PROXY names for this URL, unless NO_PROXY exempts its host."""
@@ -205,6 +214,12 @@ class Executor:
 
 _encoder = msgspec.json.Encoder()
 _JSON = {"Content-Type": "application/json"}
+
+
+def _failure(code: str, run: RunState, url: str, error: BaseException) -> dict[str, Any]:
+    detail = masked_text(str(error))
+    log.debug("executor: run %s: %s: %s: %s", run.run_id, masked_url(url), type(error).__name__, detail)
+    return {"error_code": code, "error_message": FAILURES[code]}
 
 
 async def _read_answer(response: aiohttp.ClientResponse) -> bytes | None:

@@ -66,6 +66,7 @@ def migrated_settings(database_url: str, nats_url: str, data_dir) -> Settings:
         subject_prefix=f"mmt{tag}",
         min_position_timeout=3.0,
         executor_timeout=2.0,
+        outbound_allow=["127.0.0.0/8"],  # the tests' endpoints listen on this machine
     )
     migrate(settings)
     return settings

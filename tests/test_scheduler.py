@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import psycopg
 import pytest
+from msgspec.structs import replace
 from psycopg_pool import AsyncConnectionPool
 
 from commands.actions import create_action, finish_attempt, set_enabled, start_attempt
@@ -19,8 +23,9 @@ from domain.action import ACTION
 from domain.events import SYSTEM_ACTOR, decode
 from domain.run import RUN
 from pipeline import positions
+from projections.actions import DDL, runnable_runs
 from scheduler.scheduler import Scheduler
-from tests.conftest import position_of
+from tests.conftest import ROOT_TOKEN, RunningRoles, migrated_settings, position_of, scratch_database
 
 
 class Clock:
@@ -331,3 +336,104 @@ def test_a_run_that_finishes_before_the_next_slot_lets_it_fire_on_time(world):
     assert [(e.slot.minute, e.missed_slots) for e, _ in runs] == [(1, 0), (2, 0)]
     assert runs[1][1].triggered_at == runs[1][0].slot  # decided ahead, as of its slot
     assert "ScheduledSlotSkipped" not in action_events(world)
+
+
+def test_runnable_runs_take_orgs_in_turn_and_give_an_org_no_more_than_its_share(server_urls):
+    now = datetime(2030, 6, 1, tzinfo=UTC)
+    runs = [(f"run_a{i}", "org-a", "pending", now - timedelta(minutes=10 - i), None) for i in range(6)]
+    runs += [
+        ("run_a_busy", "org-a", "running", now - timedelta(hours=1), now + timedelta(minutes=1)),  # lease held
+        ("run_b", "org-b", "pending", now - timedelta(seconds=1), None),
+        ("run_c_lost", "org-c", "running", now - timedelta(hours=1), now - timedelta(seconds=1)),  # lease expired
+        ("run_d_later", "org-d", "pending", now + timedelta(minutes=1), None),
+        ("run_e_done", "org-e", "success", now - timedelta(hours=2), None),
+    ]
+
+    async def due(url: str, limit: int) -> list[tuple[str, str]]:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            return await runnable_runs(conn, now, limit, 3)
+
+    with scratch_database(server_urls[0], "mm_runs") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(DDL)
+            conn.cursor().executemany("INSERT INTO rm_runs VALUES (%s, %s, 'a', 0, %s, %s, %s, '')", runs)
+        first, every = asyncio.run(due(url, 3)), asyncio.run(due(url, 100))
+    assert first == [("org-c", "run_c_lost"), ("org-a", "run_a0"), ("org-b", "run_b")]  # each org's oldest first
+    assert every == [*first, ("org-a", "run_a1")]  # org-a's share is 3, and one of its attempts is running
+
+
+class HeldEndpoint:
+    """A local HTTP endpoint that holds every call until the test releases them, counting the calls in flight."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.in_flight = self.most = 0
+        lock = threading.Lock()
+        held = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    held.in_flight += 1
+                    held.most = max(held.most, held.in_flight)
+                held.release.wait(60)
+                with lock:
+                    held.in_flight -= 1
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/run"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def an_action(client: httpx.Client, org: str, url: str | None) -> str:
+    """The runs URL of a new action in a new workspace of `org`, calling `url` (None: the echo executor)."""
+    workspace = client.post(f"/v1/orgs/{org}/workspaces", json={"name": "fair"}).json()["workspace_id"]
+    base = f"/v1/orgs/{org}/workspaces/{workspace}"
+    app_id = client.post(f"{base}/apps", json={"name": "bot"}).json()["app_id"]
+    namespace = client.post(f"{base}/namespaces", json={"name": "ns"}).json()["namespace_id"]
+    endpoint = {"app_id": app_id, "name": "e", **({"url": url} if url else {})}
+    endpoint_id = client.post(f"{base}/endpoints", json=endpoint).json()["endpoint_id"]
+    action = {"name": "a", "endpoint_id": endpoint_id, "namespace_id": namespace}
+    action_id = client.post(f"{base}/apps/{app_id}/actions", json=action).json()["action_id"]
+    return f"{base}/apps/{app_id}/actions/{action_id}"
+
+
+def eventually(condition, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time given"
+        time.sleep(0.05)
+
+
+def test_one_org_with_slow_endpoints_leaves_room_for_the_others(server_urls, tmp_path):
+    """Four slots, two per org: an org whose endpoint hangs holds two, and another org's run finishes meanwhile."""
+    held = HeldEndpoint()
+    with scratch_database(server_urls[0], "mm_fair") as url:
+        settings = migrated_settings(url, server_urls[1], tmp_path)
+        settings = replace(settings, executor_concurrency=4, executor_org_concurrency=2, executor_timeout=30)
+        roles = RunningRoles(settings, {"api", "relay", "projector", "executor"}).start()
+        auth = {"Authorization": f"Bearer {ROOT_TOKEN}"}
+        try:
+            with httpx.Client(base_url=roles.url, headers=auth, timeout=30) as client:
+                slow, quick = an_action(client, "org-slow", held.url), an_action(client, "org-quick", None)
+                slow_runs = [client.post(f"{slow}/trigger", json={}).json()["run_id"] for _ in range(6)]
+                eventually(lambda: held.in_flight >= 2)
+                quick_run = client.post(f"{quick}/trigger", json={}).json()["run_id"]
+                eventually(lambda: client.get(f"{quick}/runs/{quick_run}").json().get("status") == "success", 10)
+                assert (held.in_flight, held.most) == (2, 2)  # the slow org's calls still hang, never more than 2
+                held.release.set()
+                for run in slow_runs:
+                    eventually(lambda run=run: client.get(f"{slow}/runs/{run}").json().get("status") == "success")
+            assert held.most == 2
+        finally:
+            held.release.set()
+            roles.stop()
+            held.server.shutdown()
