@@ -40,19 +40,42 @@ def trace_id_of(connection: ASGIConnection) -> str:
     return match.group(1) if match and match.group(1) != "0" * 32 else secrets.token_hex(16)
 
 
-async def authenticate(connection: ASGIConnection) -> Principal:
-    system = connection.app.state.system
+def client_address(connection: ASGIConnection) -> str:
+    client = connection.scope.get("client")
+    return client[0] if client else "unknown"
+
+
+def bearer_of(connection: ASGIConnection) -> str | None:
     scheme, _, presented = connection.headers.get("authorization", "").partition(" ")
     presented = presented.strip()
-    if scheme.lower() != "bearer" or not presented:
+    return presented if scheme.lower() == "bearer" and presented else None
+
+
+def is_secret(presented: str, secret: str | None) -> bool:
+    return bool(secret) and hmac.compare_digest(presented.encode(), secret.encode())
+
+
+def refuse(connection: ASGIConnection) -> Unauthorized:
+    """A failed authentication: charged to the client's address under the general limit (429 when over)."""
+    connection.app.state.system.limiter.take_unauthenticated(client_address(connection))
+    return Unauthorized()
+
+
+async def authenticate(connection: ASGIConnection) -> Principal:
+    system = connection.app.state.system
+    presented = bearer_of(connection)
+    if presented is None:
         raise Unauthorized()
-    root = system.settings.root_token
-    if root and hmac.compare_digest(presented.encode(), root.encode()):
+    if is_secret(presented, system.settings.root_token):
         return Principal(actor=ROOT_ACTOR, role="owner", org_id=None)
     verifier = system.tokens
     token = verifier.verify_cached(presented)
-    if token is None:
+    if token is None and verifier.needs_lookup(presented):
+        address = client_address(connection)
+        system.limiter.check_lookup(address)
         token = await anyio.to_thread.run_sync(verifier.verify, presented)
+        if token is None:
+            system.limiter.take_failed_lookup(address)
     if token is None:
         raise Unauthorized()
     actor = Actor(
@@ -67,7 +90,10 @@ async def authenticate(connection: ASGIConnection) -> Principal:
 async def authorize(connection: ASGIConnection) -> None:
     """Authenticates (401), checks the org in the path (422), then the permission (403) the route handler's
     `opt` names."""
-    principal = await authenticate(connection)
+    try:
+        principal = await authenticate(connection)
+    except Unauthorized:
+        raise refuse(connection) from None
     connection.state.principal = principal  # known from here on, also to the activity record of a refusal
     connection.state.trace_id = trace_id_of(connection)
     connection.app.state.system.limiter.take(principal.actor.token_id or principal.actor.principal_id)

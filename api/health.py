@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from litestar import Request, Response, get
+from litestar.openapi import ResponseSpec
 
+from api.auth import bearer_of, is_secret, refuse
 from api.common import system_of
-from api.schemas import Health
+from api.schemas import ErrorBody, Health
 
 
 @get("/healthz", summary="Alive", tags=["Health"])
@@ -30,7 +32,16 @@ async def readyz(request: Request) -> Response[Health]:
     )
 
 
-@get("/metrics", summary="Prometheus metrics", tags=["Health"], media_type="text/plain; version=0.0.4")
+@get(
+    "/metrics",
+    summary="Prometheus metrics (Bearer: the metrics token or the root token)",
+    tags=["Health"],
+    media_type="text/plain; version=0.0.4",
+    responses={401: ResponseSpec(ErrorBody, description="Missing or invalid token")},
+)
 async def metrics(request: Request) -> str:
     system = system_of(request)
+    presented = bearer_of(request) or ""
+    if not any(is_secret(presented, secret) for secret in (system.settings.metrics_token, system.settings.root_token)):
+        raise refuse(request)
     return system.metrics(await system.lag())

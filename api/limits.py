@@ -1,10 +1,20 @@
-"""Per-token request rate limit: a token bucket per caller, in this API process (off when the rate is 0)."""
+"""Request rate limits, in this API process: a token bucket per token (off when the rate is 0), the same
+general limit per client address for requests that fail authentication, and, always on, a bound per client
+address on failed authentications that had to look a token up in the store."""
 
 from __future__ import annotations
 
 import math
 import threading
 import time
+
+# A failed authentication of an unknown token id costs a read of the event store: a client address may fail
+# so this often, after a burst, before its further lookups answer 429 (missing, malformed, revoked and cached
+# tokens cost no read, and only the general limit counts them). Generous, so that a misconfigured client
+# or many users behind one proxy are not shut out; low enough that guessing token ids is no way to load the
+# store. Secrets have 256 random bits, so this is not what stops guessing them.
+FAILURES_PER_SECOND = 10.0
+FAILURE_BURST = 100
 
 
 class RateLimited(Exception):
@@ -13,14 +23,14 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
-class RateLimiter:
+class _Buckets:
     def __init__(self, per_second: float, burst: int) -> None:
         self.per_second = per_second
         self.burst = max(1, burst)
         self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, at)
         self._lock = threading.Lock()
 
-    def take(self, caller: str) -> None:
+    def take(self, caller: str, *, spend: bool = True) -> None:
         if self.per_second <= 0:
             return
         now = time.monotonic()
@@ -30,9 +40,44 @@ class RateLimiter:
             if tokens < 1:
                 self._buckets[caller] = (tokens, now)
                 raise RateLimited((1 - tokens) / self.per_second)
+            if not spend:
+                return
             if len(self._buckets) > 100_000:
                 self._buckets.clear()
             self._buckets[caller] = (tokens - 1, now)
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        per_second: float,
+        burst: int,
+        failures_per_second: float = FAILURES_PER_SECOND,
+        failure_burst: int = FAILURE_BURST,
+    ) -> None:
+        self.per_second = per_second
+        self._requests = _Buckets(per_second, burst)
+        self._failures = _Buckets(failures_per_second, failure_burst)
+
+    def take(self, caller: str) -> None:
+        """An authenticated request of `caller` (a token)."""
+        self._requests.take(caller)
+
+    def take_unauthenticated(self, address: str) -> None:
+        """A request from `address` that failed authentication: it has no token, so the general limit applies
+        to its address."""
+        self._requests.take(f"address:{address}")
+
+    def take_failed_lookup(self, address: str) -> None:
+        """A presented token from `address` that had to be looked up in the store and was not found or did
+        not match: what the always-on bound counts."""
+        self._failures.take(address)
+
+    def check_lookup(self, address: str) -> None:
+        """Raises when `address` has used up what the two above spend, without spending: asked before a token
+        is looked up in the store, so an address that only fails costs no more reads."""
+        self._requests.take(f"address:{address}", spend=False)
+        self._failures.take(address, spend=False)
 
 
 def retry_after_header(error: RateLimited) -> str:

@@ -1,13 +1,21 @@
-"""Every request under /v1/orgs/ becomes exactly one activity record, success or failure alike.
+"""Every request under /v1/orgs/ made with a token of its org, or the root token, becomes exactly one
+activity record, success or failure alike.
 
 An ASGI middleware around the whole app: it gives the request its trace id (from a W3C
-`traceparent`, else new; echoed as `X-Trace-Id`), times it, and after the answer hands a record to
-the activity publisher, which never blocks the request. Records carry who called (never the token
-itself, nor any header), what was touched and how it went.
+`traceparent`, else new; echoed as `X-Trace-Id`), times it, and hands a record to the activity
+publisher: after the answer for most requests, which never waits; before the answer's first byte for a
+mutating request that succeeded, which waits until the record is durable, so that a crash after the answer
+cannot lose the record of a change. Records carry who called (never the token itself, nor any header),
+what was touched and how it went.
+
+Only requests authenticated for the org in their path are recorded there: anyone could otherwise write
+records of their choosing into any org's feeds. The others are counted (`unrecorded`, for /metrics) and
+logged.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import time
@@ -18,7 +26,10 @@ from typing import Any
 from api.auth import ORG_ID, TRACEPARENT
 from projections.activity import ActivityRecord, new_id
 
+log = logging.getLogger(__name__)
+
 ORG_PATH = re.compile(r"/v1/orgs/([^/]+)(?:/(.*))?")
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SINGULAR = {
     "workspaces": "workspace",
     "apps": "app",
@@ -43,7 +54,9 @@ SINGULAR = {
     "secrets": "secret",
     "models": "model",
 }
-VERBS = {"trigger": "trigger", "deploy": "deploy", "enable": "update", "disable": "update"}
+# Path segments that name the verb of a POST; the verbs are the API reference's six (`activity.ACTIONS`), so a
+# deploy is the create of a deployment (and an undeploy, a DELETE, its delete).
+VERBS = {"trigger": "trigger", "deploy": "create", "enable": "update", "disable": "update"}
 ERRORS = {
     401: "AUTHENTICATION_FAILED",
     403: "FORBIDDEN",
@@ -95,20 +108,21 @@ def classify(method: str, rest: str) -> dict[str, Any]:
         found["action"] = "read"
     elif method == "POST":
         found["action"] = VERBS.get(last, "create")
-    elif method == "PUT":
+    elif method in ("PUT", "PATCH"):
         found["action"] = "update"
     elif method == "DELETE":
-        found["action"] = "undeploy" if "deploy" in segments else "delete"
-    else:
-        found["action"] = method.lower()
+        found["action"] = "delete"
+    else:  # HEAD, OPTIONS or a method no route takes (405): nothing changed
+        found["action"] = "read"
     return found
 
 
 class ActivityMiddleware:
-    def __init__(self, app, publisher_of, requests: Counter | None = None) -> None:
+    def __init__(self, app, publisher_of, requests: Counter | None = None, unrecorded: Counter | None = None) -> None:
         self.app = app
         self.publisher_of = publisher_of  # () -> ActivityPublisher | None (None: recording off)
         self.requests = requests if requests is not None else Counter()  # (method, status) -> count
+        self.unrecorded = unrecorded if unrecorded is not None else Counter()  # reason -> requests not recorded
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -118,22 +132,56 @@ class ActivityMiddleware:
         trace_id = trace_id_from(scope.get("headers", []))
         state["trace_id"] = trace_id
         match = ORG_PATH.fullmatch(scope["path"])
+        if match and not ORG_ID.fullmatch(match.group(1)):
+            match = None
         started = time.perf_counter()
         status = {"code": 500}
+        recorded = False
 
         async def send_with_trace(message) -> None:
+            nonlocal recorded
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), (b"x-trace-id", trace_id.encode())]}
+                if match and scope["method"] in MUTATING and status["code"] < 400:
+                    publisher = self.publisher_of()
+                    if publisher is not None and self._attributed(scope, state, match):
+                        recorded = True
+                        await publisher.record_durably(self._record(scope, state, match, status["code"], started))
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_trace)
         finally:
             self.requests[(scope["method"], status["code"])] += 1
-            publisher = self.publisher_of()
-            if match and publisher is not None and ORG_ID.fullmatch(match.group(1)):
-                publisher.record(self._record(scope, state, match, status["code"], started))
+            if match and not recorded:
+                if self._attributed(scope, state, match, status["code"]):
+                    publisher = self.publisher_of()
+                    if publisher is not None:
+                        publisher.record(self._record(scope, state, match, status["code"], started))
+
+    def _attributed(self, scope, state, match, status_code: int | None = None) -> bool:
+        """Whether the request was authenticated for the org in its path. When `status_code` is given (the
+        request is over) one that was not is counted and logged, without its credentials."""
+        principal = state.get("principal")
+        if principal is not None and (principal.org_id is None or principal.org_id == match.group(1)):
+            return True
+        if status_code is not None:
+            reason = "unauthenticated" if principal is None else "other_org"
+            self.unrecorded[reason] += 1
+            client = scope.get("client") or ("unknown", 0)
+            # Anyone can send these, so they are not worth a line each unless a real token was misused.
+            log.log(
+                logging.DEBUG if principal is None else logging.INFO,
+                "not recorded (%s): %s %r -> %d from %s%s",
+                reason,
+                scope["method"],
+                scope["path"][:200],
+                status_code,
+                client[0],
+                f" by token {principal.actor.token_id} of org {principal.org_id}" if principal is not None else "",
+            )
+        return False
 
     def _record(self, scope, state, match, status_code: int, started: float) -> ActivityRecord:
         org_id, rest = match.group(1), match.group(2) or ""

@@ -11,7 +11,7 @@ from api.schemas import MessageBody, Token, TokenCreate, TokenIssued, TokenList
 from commands import tokens as use_cases
 from domain import access
 from domain.errors import Forbidden
-from domain.token import check_issue
+from domain.token import check_issue, user_of_new_token
 from projections import tokens as listing
 from projections.pagination import Page, decode_cursor
 
@@ -25,15 +25,17 @@ class TokenController(Controller):
     def issue_token(self, request: Request, org_id: PathId, data: JSONBody[TokenCreate]) -> Response[TokenIssued]:
         check_issue(data.name, data.role, data.principal_type, data.user_id)
         principal = request.state.principal
-        if principal.org_id is not None and not access.may_issue(principal.role, data.role):
+        issuer_role = None if principal.org_id is None else principal.role
+        if issuer_role is not None and not access.may_issue(issuer_role, data.role):
             raise Forbidden(f"token:create:{data.role}")
+        user_id = user_of_new_token(issuer_role, principal.actor.user_id, data.principal_type, data.user_id)
         system = system_of(request)
         outcome, secret = use_cases.issue_token(
             system.aggregates,
             context_of(request),
             name=data.name,
             role=data.role,
-            user_id=data.user_id,
+            user_id=user_id,
             principal_type=data.principal_type,
         )
         state = outcome.state

@@ -60,6 +60,11 @@ def revoke_token(aggregates: Aggregates, ctx: Context, token_id: str, revoker_ro
     return Outcome(*aggregates.run(ctx, use_case))
 
 
+def _token_id_of(presented: str) -> str | None:
+    token_id, dot, _ = presented.partition(".")
+    return token_id if dot and token_id.startswith("tok_") and len(token_id) <= 64 else None
+
+
 class TokenVerifier:
     """Checks presented tokens against the event store (the truth, so a new token works at once).
 
@@ -84,10 +89,16 @@ class TokenVerifier:
         """Checks a token against the cache only (no I/O); None also when it is not cached."""
         return self._check(presented, load=False)
 
+    def needs_lookup(self, presented: str) -> bool:
+        """Whether checking `presented` would read the store: a well-formed token whose id is not cached."""
+        token_id = _token_id_of(presented)
+        return token_id is not None and self._cached(token_id) is None
+
     def _check(self, presented: str, *, load: bool) -> TokenState | None:
-        token_id, dot, secret = presented.partition(".")
-        if not dot or not token_id.startswith("tok_") or len(token_id) > 64:
+        token_id = _token_id_of(presented)
+        if token_id is None:
             return None
+        secret = presented.partition(".")[2]
         state = self._cached(token_id)
         if state is None and load:
             state = self._load(token_id)

@@ -7,7 +7,7 @@ from datetime import datetime
 import msgspec
 
 from domain.access import PRINCIPAL_TYPES, ROLES
-from domain.errors import Conflict, NotFound, Rules
+from domain.errors import Conflict, Forbidden, NotFound, Rules
 from domain.events import AggregateType, DomainEvent, EventMeta, register
 
 
@@ -74,6 +74,24 @@ def check_issue(name: str, role: str, principal_type: str, user_id: str | None) 
         )
     rules.text("user_id", user_id, min_length=1, max_length=200)
     rules.check()
+
+
+NAME_ANOTHER_USER = "token:create:other_user"
+
+
+def user_of_new_token(
+    issuer_role: str | None, issuer_user_id: str | None, principal_type: str, user_id: str | None
+) -> str | None:
+    """Whom a new token acts as, so that no token can act as someone its issuer is not. A user token is for
+    its issuer's user unless it names one; a service token names no user unless asked to, and is then its
+    own principal (its token id). Only an owner, or the root token (`issuer_role` None), may name another
+    user: an admin naming the owner would otherwise take on the owner's name in every record and
+    `created_by`."""
+    if user_id is None:
+        return issuer_user_id if principal_type == "user" and issuer_role is not None else None
+    if issuer_role is None or issuer_role == "owner" or user_id == issuer_user_id:
+        return user_id
+    raise Forbidden(NAME_ANOTHER_USER)
 
 
 def decide(state: TokenState | None, command: TokenCommand) -> list[DomainEvent]:

@@ -2,8 +2,10 @@
 
 The publisher buffers records in memory and sends them to JetStream in batches (`Nats-Msg-Id` is
 the batch's first record id plus its size, so a resend is de-duplicated); when NATS is down or slow,
-or the buffer fills, it writes the batch straight to PostgreSQL instead. Either way, storage is
-idempotent by record id. The consumer stores what JetStream delivers, acking after the commit.
+or the buffer fills, it writes the batch straight to PostgreSQL instead. A record that must survive a
+crash of this process (a request that changed state) is made durable before its answer leaves
+(`record_durably`). Either way, storage is idempotent by record id. The consumer stores what
+JetStream delivers, acking after the commit.
 
 Batches travel deflated (`Mm-Encoding: zlib`): records of one API differ in little, and a batch shrinks
 about ten times, so JetStream stores and delivers that much less. A consumer older than this cannot
@@ -130,6 +132,7 @@ class ActivityPublisher:
         max_buffer: int = 10_000,
         batch_size: int = 500,
         interval: float = 0.2,
+        durable_timeout: float = 1.0,
     ) -> None:
         self.pool = pool
         self.nats = nats
@@ -139,9 +142,13 @@ class ActivityPublisher:
         self.interval = interval
         self._buffer: asyncio.Queue[activity.ActivityRecord] = asyncio.Queue(max_buffer)
         self._overflow: list[activity.ActivityRecord] = []
+        self.durable_timeout = durable_timeout
         self._stream_ready = False
         self._known_days: set[date] = set()  # activity partitions seen to exist
         self.stored_directly = 0
+        self._durable: list[tuple[activity.ActivityRecord, asyncio.Future]] = []
+        self._durable_task: asyncio.Task | None = None
+        self._jetstream_off_until = 0.0  # after a failed or slow durable publish, PostgreSQL takes them a while
 
     def record(self, record: activity.ActivityRecord) -> None:
         """Never blocks the request: past a full buffer, records wait to be written to PostgreSQL."""
@@ -149,6 +156,61 @@ class ActivityPublisher:
             self._buffer.put_nowait(record)
         except asyncio.QueueFull:
             self._overflow.append(record)
+
+    async def record_durably(self, record: activity.ActivityRecord) -> None:
+        """Returns once `record` is acked by JetStream or stored in PostgreSQL, so a crash after the answer
+        cannot lose it. Records that arrive while one message is on its way share the next one (a group
+        commit): a burst of writes costs JetStream a message per round trip, not one per record. The wait is
+        bounded (`durable_timeout` for JetStream, then a direct write); should PostgreSQL fail too, the record
+        joins the buffer rather than hold the answer any longer."""
+        done = asyncio.get_running_loop().create_future()
+        self._durable.append((record, done))
+        if self._durable_task is None or self._durable_task.done():
+            self._durable_task = asyncio.create_task(self._make_durable())
+        await asyncio.shield(done)
+
+    async def _make_durable(self) -> None:
+        while self._durable:
+            waiting, self._durable = self._durable[: self.batch_size], self._durable[self.batch_size :]
+            records = [record for record, _ in waiting]
+            try:
+                if not await self._publish_bounded(records) and not await self._store_once(records):
+                    for record in records:
+                        self.record(record)
+            finally:
+                for _, done in waiting:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _publish_bounded(self, records: list[activity.ActivityRecord]) -> bool:
+        if time.monotonic() < self._jetstream_off_until:
+            return False
+
+        async def publish() -> bool:
+            return await self._publish(await self._jetstream(), records)
+
+        try:
+            published = await asyncio.wait_for(publish(), self.durable_timeout)
+        except TimeoutError:
+            log.info("activity: JetStream did not ack within %.1fs; storing directly", self.durable_timeout)
+            self._stream_ready = False
+            published = False
+        if not published and self.nats() is not None:
+            self._jetstream_off_until = time.monotonic() + 2.0
+        return published
+
+    async def _store_once(self, records: list[activity.ActivityRecord]) -> bool:
+        try:
+            async with asyncio.timeout(3 * self.durable_timeout):
+                async with self.pool.connection() as conn:
+                    refused = await store_batch(conn, records, self._known_days)
+        except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: the buffer retries them
+            self._known_days.clear()
+            log.warning("activity: storing %d records directly failed (%s: %s)", len(records),
+                        type(error).__name__, error)  # fmt: skip
+            return False
+        self.stored_directly += len(records) - len(refused)
+        return True
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import httpx
 import psycopg
 
-from tests.conftest import as_token, assert_envelope, issue_token, position_of
+from tests.conftest import ROOT_TOKEN, as_token, assert_envelope, issue_token, position_of
 
 
 def test_missing_or_bad_token_is_401(system, org):
@@ -136,3 +137,104 @@ def test_cached_tokens_are_confirmed_in_one_query_and_a_revocation_elsewhere_evi
         assert verifier.verify_cached(kept) is None
     finally:
         store.close()
+
+
+def stored_records(settings, org: str) -> list[tuple[str, str | None]]:
+    with psycopg.connect(settings.database_url) as conn:
+        path = "convert_from(record, 'UTF8')::json->>'path'"
+        query = f"SELECT {path}, user_id FROM activity WHERE org_id = %s ORDER BY id"
+        return conn.execute(query, (org,)).fetchall()
+
+
+def wait_for_path(settings, org: str, path: str) -> list[tuple[str, str | None]]:
+    deadline = time.monotonic() + 20
+    while True:
+        rows = stored_records(settings, org)
+        if any(stored_path == path for stored_path, _ in rows):
+            return rows
+        assert time.monotonic() < deadline, f"the record of {path} never arrived: {rows}"
+        time.sleep(0.05)
+
+
+def test_requests_without_a_valid_token_leave_no_record_in_the_org(api, system, settings, org):
+    headers = {"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01", "User-Agent": "forger"}
+    with httpx.Client(base_url=system.url, headers=headers) as anonymous:
+        assert anonymous.get(f"/v1/orgs/{org}/workspaces/ws_forged?x=1").status_code == 401
+        assert anonymous.post(f"/v1/orgs/{org}/workspaces", json={"name": "x"}).status_code == 401
+        bad = {"Authorization": "Bearer tok_nope.nope"}
+        assert anonymous.delete(f"/v1/orgs/{org}/workspaces/ws_forged", headers=bad).status_code == 401
+    # Recorded after those by the same process: once it is stored, they would have been too.
+    assert api.get(f"/v1/orgs/{org}/workspaces/ws_witness").status_code == 404
+    rows = wait_for_path(settings, org, f"/v1/orgs/{org}/workspaces/ws_witness")
+    time.sleep(0.3)
+    assert stored_records(settings, org) == rows == [(f"/v1/orgs/{org}/workspaces/ws_witness", "root")]
+
+
+def test_another_orgs_token_leaves_no_record_in_the_org_it_calls(api, system, settings, org):
+    target = f"target-{org}"
+    with as_token(system, issue_token(api, org, "owner", user_id="mallory")) as outsider:
+        assert_envelope(outsider.post(f"/v1/orgs/{target}/workspaces", json={"name": "x"}), 403, "FORBIDDEN")
+        assert_envelope(outsider.get(f"/v1/orgs/{target}/workspaces/ws_forged"), 403, "FORBIDDEN")
+    assert api.get(f"/v1/orgs/{target}/workspaces/ws_witness").status_code == 404
+    rows = wait_for_path(settings, target, f"/v1/orgs/{target}/workspaces/ws_witness")
+    time.sleep(0.3)
+    assert stored_records(settings, target) == rows and [user for _, user in rows] == ["root"]
+    assert "mallory" not in {user for _, user in stored_records(settings, org)}
+    metrics = api.get("/metrics").text
+    assert 'mm_activity_unrecorded_total{reason="other_org"}' in metrics
+
+
+def test_an_admin_cannot_issue_a_token_that_acts_as_another_user(api, system, settings, org):
+    issue_token(api, org, "owner", user_id="olga")
+    with as_token(system, issue_token(api, org, "admin", user_id="adam")) as admin:
+        for principal_type in ("user", "service"):
+            body = assert_envelope(
+                admin.post(
+                    f"/v1/orgs/{org}/tokens",
+                    json={"name": "x", "role": "member", "user_id": "olga", "principal_type": principal_type},
+                ),
+                403,
+                "FORBIDDEN",
+            )
+            assert body["details"] == {"required_permission": "token:create:other_user"}
+        own = admin.post(f"/v1/orgs/{org}/tokens", json={"name": "mine", "role": "member"})
+        assert own.status_code == 201 and own.json()["user_id"] == "adam"
+        named_self = admin.post(f"/v1/orgs/{org}/tokens", json={"name": "me", "role": "viewer", "user_id": "adam"})
+        assert named_self.status_code == 201 and named_self.json()["user_id"] == "adam"
+        ci_body = {"name": "ci", "role": "member", "principal_type": "service"}
+        service = admin.post(f"/v1/orgs/{org}/tokens", json=ci_body)
+        assert service.status_code == 201 and service.json()["user_id"] is None
+    with as_token(system, own.json()["token"]) as member:
+        created = member.post(f"/v1/orgs/{org}/workspaces", json={"name": "by-adam"})
+        assert created.status_code == 201 and created.json()["owner_id"] == "adam"
+    with as_token(system, service.json()["token"]) as ci:
+        assert ci.get(f"/v1/orgs/{org}/workspaces/ws_by_ci").status_code == 404
+    rows = dict(wait_for_path(settings, org, f"/v1/orgs/{org}/workspaces/ws_by_ci"))
+    assert rows[f"/v1/orgs/{org}/workspaces"] == "adam"  # the record's user is the issuer's, not the owner's
+    assert rows[f"/v1/orgs/{org}/workspaces/ws_by_ci"] == service.json()["token_id"]  # a service is itself
+    with as_token(system, issue_token(api, org, "owner", user_id="olga")) as owner:
+        for_bob = owner.post(f"/v1/orgs/{org}/tokens", json={"name": "bob", "role": "admin", "user_id": "bob"})
+        assert for_bob.status_code == 201 and for_bob.json()["user_id"] == "bob"
+
+
+def test_metrics_need_the_metrics_or_the_root_token(api, settings, org):
+    from msgspec.structs import replace
+
+    from tests.conftest import RunningRoles
+
+    metrics_token = "metrics-" + secrets.token_hex(8)
+    roles = RunningRoles(replace(settings, metrics_token=metrics_token), {"api"}).start()
+    try:
+        with httpx.Client(base_url=roles.url, timeout=30) as client:
+            assert_envelope(client.get("/metrics"), 401, "AUTHENTICATION_FAILED")
+            member = issue_token(api, org, "owner")
+            for wrong in (member, "wrong", f"{metrics_token}x"):
+                answer = client.get("/metrics", headers={"Authorization": f"Bearer {wrong}"})
+                assert_envelope(answer, 401, "AUTHENTICATION_FAILED")
+            for right in (metrics_token, ROOT_TOKEN):
+                answer = client.get("/metrics", headers={"Authorization": f"Bearer {right}"})
+                assert answer.status_code == 200 and "mm_log_head" in answer.text
+            as_scraper = {"Authorization": f"Bearer {metrics_token}"}
+            assert_envelope(client.get(f"/v1/orgs/{org}/workspaces", headers=as_scraper), 401, "AUTHENTICATION_FAILED")
+    finally:
+        roles.stop()

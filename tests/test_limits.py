@@ -8,6 +8,7 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from api.limits import RateLimiter
+from commands.tokens import TokenVerifier
 from mechamental.settings import Settings
 from tests.conftest import assert_422, assert_envelope
 
@@ -69,3 +70,39 @@ def test_the_rate_limit_is_off_by_default():
     limiter = RateLimiter(per_second=Settings().rate_limit_per_second, burst=1)
     for _ in range(1000):
         limiter.take("caller")
+
+
+def test_with_the_limit_on_unauthenticated_requests_get_429_after_the_burst():
+    settings = Settings(root_token="root")
+    limiter = RateLimiter(per_second=0.5, burst=2)
+    # Tokens that are not of the `tok_<id>.<secret>` form are refused before the store is asked.
+    system = SimpleNamespace(settings=settings, limiter=limiter, tokens=TokenVerifier(aggregates=None))
+    with TestClient(app=create_app(system)) as client:
+        answers = [client.get("/v1/orgs/acme/workspaces") for _ in range(3)]
+        answers.append(client.get("/v1/orgs/acme/workspaces", headers={"Authorization": "Bearer wrong"}))
+        answers.append(client.get("/metrics"))
+        # A token of its own is not the address's budget.
+        answers.append(client.get("/v1/orgs/bad%20org/workspaces", headers={"Authorization": "Bearer root"}))
+    assert [a.status_code for a in answers] == [401, 401, 429, 429, 429, 422]
+    assert int(answers[2].headers["Retry-After"]) >= 1
+
+
+def test_failed_token_lookups_are_bounded_per_address_with_the_limit_off(settings):
+    from commands.aggregates import Aggregates
+    from commands.store import EventStore, datastore_from_url
+
+    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1))
+    try:
+        limiter = RateLimiter(per_second=0, burst=50, failures_per_second=0.5, failure_burst=3)
+        verifier = TokenVerifier(Aggregates(store))
+        system = SimpleNamespace(settings=Settings(root_token="root"), limiter=limiter, tokens=verifier)
+        with TestClient(app=create_app(system)) as client:
+            unknown = [f"Bearer tok_{i}unknown.secret" for i in range(4)]  # each one a read of the store
+            answers = [client.get("/v1/orgs/acme/workspaces", headers={"Authorization": a}) for a in unknown]
+            # Failures that read nothing are not counted, and a valid token is not refused.
+            answers.append(client.get("/v1/orgs/acme/workspaces", headers={"Authorization": "Bearer malformed"}))
+            answers.append(client.get("/v1/orgs/bad%20org/workspaces", headers={"Authorization": "Bearer root"}))
+    finally:
+        store.close()
+    assert [a.status_code for a in answers] == [401, 401, 401, 429, 401, 422]
+    assert_envelope(answers[3], 429, "RATE_LIMITED")
