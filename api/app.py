@@ -14,10 +14,11 @@ from api.activity import OrgActivityController, WorkspaceActivityController
 from api.analytics import OrgAnalyticsController, WorkspaceAnalyticsController
 from api.audit import AuditController
 from api.catalog import CATALOG_CONTROLLERS
+from api.decoding import DecodingMiddleware
 from api.environments import EnvironmentController
 from api.errors import EXCEPTION_HANDLERS
 from api.health import healthz, metrics, readyz
-from api.schemas import ErrorBody, ValidationErrorBody
+from api.schemas import ErrorBody, StrictStructSchemaPlugin, ValidationErrorBody
 from api.tokens import TokenController
 from api.workspaces import WorkspaceController
 
@@ -52,6 +53,8 @@ def create_app(system) -> Litestar:
             AuditController,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[DecodingMiddleware],
+        plugins=[StrictStructSchemaPlugin()],
         openapi_config=openapi,
         request_max_body_size=system.settings.max_body_bytes,
         debug=False,

@@ -13,8 +13,9 @@ from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import Empty
+from litestar.utils.scope.state import ScopeState
 
-from api.common import HEADER_ALIASES
 from api.limits import RateLimited, retry_after_header
 from api.schemas import ErrorBody, ValidationErrorBody, ValidationErrorItem
 from commands.store import CommitterStopped
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 # msgspec names the offending field in its message when the body object itself is at fault.
 FIELD_IN_MESSAGE = re.compile(r"(missing required|contains unknown) field `([^`]+)`")
+BODY_KEY = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
 
 
 class Unauthorized(Exception):
@@ -67,10 +69,18 @@ def _framework_validation(request: Request, exc: ValidationException) -> Respons
         source = str(getattr(source, "value", source))
         key = extra.get("key")
         message = str(extra.get("message") or exc.detail)
-        named = FIELD_IN_MESSAGE.search(message)
-        if source == "body" and key is not None:
-            parts = [k for k in str(key).split(".") if k != "data"]
-            key = ".".join([*parts, named.group(2)] if named else parts)
+        if source == "body":
+            path = _body_path(key)
+            named = FIELD_IN_MESSAGE.search(message)
+            if named:
+                path.append(named.group(2))
+            # A field the body does not know is not repeated: what it holds is unknown, perhaps a secret's value
+            # (which the catalog refuses and never shows).
+            shown = None if named and named.group(1) == "contains unknown" else _body_value(request, path)
+            items.append(ValidationErrorItem(loc=["body", *path], msg=message, type=_error_type(message), input=shown))
+            continue
+        if source == "header" and key:
+            key = _header_name(request, str(key))
         loc: list[str | int] = [source, *_location(source, key)]
         items.append(
             ValidationErrorItem(loc=loc, msg=message, type=_error_type(message), input=_input_of(request, source, key))
@@ -81,12 +91,39 @@ def _framework_validation(request: Request, exc: ValidationException) -> Respons
     return unprocessable(items)
 
 
+def _header_name(request: Request, argument: str) -> str:
+    """Litestar names a header by the handler's argument (`min_position`); the client knows `x-min-position`."""
+    field = request.route_handler.parsed_fn_signature.parameters.get(argument)
+    name = getattr(field.kwarg_definition, "name", None) if field is not None else None
+    return (name or argument).lower()
+
+
 def _location(source: str, key: Any) -> list[str]:
     if not key:
         return []
     if source == "header":
-        return [HEADER_ALIASES.get(str(key), str(key))]
+        return [str(key)]
     return str(key).split(".")
+
+
+def _body_path(key: Any) -> list[str | int]:
+    """Litestar's key of a body error (`name`, `tags[0]`; `data`, the body itself) as a location."""
+    if key is None or key == "data":
+        return []
+    return [int(index) if index else name for index, name in BODY_KEY.findall(str(key)) if index or name]
+
+
+def _body_value(request: Request, path: list[str | int]) -> Any:
+    """The offending value, from the JSON that Litestar decoded (and kept in the scope) before validating it."""
+    value = ScopeState.from_scope(request.scope).json
+    if value is Empty:
+        return None
+    for step in path:
+        try:
+            value = value[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
 
 
 def _input_of(request: Request, source: str, key: Any) -> Any:
@@ -94,6 +131,8 @@ def _input_of(request: Request, source: str, key: Any) -> Any:
         return request.query_params.get(str(key))
     if source == "path" and key:
         return request.path_params.get(str(key))
+    if source == "header" and key:
+        return request.headers.get(str(key))
     return None
 
 

@@ -6,9 +6,27 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
+from litestar._openapi.schema_generation import SchemaCreator  # no public home for the Struct schema plugin
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+from litestar.openapi.spec import Schema
+from litestar.typing import FieldDefinition
 from msgspec import UNSET, UnsetType
 
 from domain.workspace import WorkspaceState
+
+
+class RequestBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Every request body refuses fields it does not know (422), so a client's typo is not silently dropped."""
+
+
+class StrictStructSchemaPlugin(StructSchemaPlugin):
+    """Litestar's Struct schemas, saying `additionalProperties: false` for Structs that refuse unknown fields."""
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        if msgspec.inspect.type_info(field_definition.type_).forbid_unknown_fields:  # type: ignore[union-attr]
+            schema.additional_properties = False
+        return schema
 
 
 # Errors
@@ -37,7 +55,7 @@ class MessageBody(msgspec.Struct):
 
 
 # Workspaces
-class WorkspaceCreate(msgspec.Struct, forbid_unknown_fields=False):
+class WorkspaceCreate(RequestBody):
     name: str
     organization_id: str | None = None
     description: str | None = None
@@ -47,7 +65,7 @@ class WorkspaceCreate(msgspec.Struct, forbid_unknown_fields=False):
     region: str | None = None
 
 
-class WorkspaceUpdate(msgspec.Struct):
+class WorkspaceUpdate(RequestBody):
     organization_id: str | None | UnsetType = UNSET
     name: str | UnsetType = UNSET
     description: str | None | UnsetType = UNSET
@@ -103,7 +121,7 @@ class WorkspaceList(msgspec.Struct):
 Role = Literal["owner", "admin", "member", "viewer", "auditor"]
 
 
-class TokenCreate(msgspec.Struct):
+class TokenCreate(RequestBody):
     name: str
     role: str
     user_id: str | None = None
@@ -147,14 +165,14 @@ class Health(msgspec.Struct):
 
 
 # Environments
-class EnvironmentCreate(msgspec.Struct):
+class EnvironmentCreate(RequestBody):
     name: str
     slug: str | None = None
     description: str | None = None
     is_default: bool | None = None
 
 
-class EnvironmentUpdate(msgspec.Struct):
+class EnvironmentUpdate(RequestBody):
     name: str | UnsetType = UNSET
     slug: str | UnsetType = UNSET
     description: str | None | UnsetType = UNSET
@@ -205,7 +223,7 @@ class EnvironmentList(msgspec.Struct):
     environments: list[EnvironmentView]
 
 
-class DeployRequest(msgspec.Struct):
+class DeployRequest(RequestBody):
     app_id: str
     release_id: str
 
@@ -246,7 +264,7 @@ ScheduleType = Literal["cron", "once"]
 RunStatus = Literal["pending", "running", "success", "failed"]
 
 
-class ActionCreate(msgspec.Struct):
+class ActionCreate(RequestBody):
     name: str
     endpoint_id: str
     namespace_id: str
@@ -270,7 +288,7 @@ class ActionCreate(msgspec.Struct):
     is_enabled: bool = True
 
 
-class ActionUpdate(msgspec.Struct):
+class ActionUpdate(RequestBody):
     name: str | UnsetType = UNSET
     endpoint_id: str | UnsetType = UNSET
     namespace_id: str | UnsetType = UNSET
@@ -365,7 +383,7 @@ class ActionList(msgspec.Struct):
     actions: list[ActionView]
 
 
-class TriggerRequest(msgspec.Struct):
+class TriggerRequest(RequestBody):
     payload: dict[str, Any] = {}
     thread_id: str | None = None
 

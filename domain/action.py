@@ -262,6 +262,13 @@ def check_config(config: ActionConfig, now: datetime, *, new_schedule: bool) -> 
                 "timezone_aware",
                 config.scheduled_at.isoformat(),
             )
+        elif not _within_utc(config.scheduled_at):
+            r.fail(
+                "scheduled_at",
+                "scheduled_at must be within years 1-9999 in UTC",
+                "datetime_range",
+                config.scheduled_at.isoformat(),
+            )
         elif new_schedule and config.scheduled_at <= now:
             r.fail("scheduled_at", "scheduled_at must be in the future", "value_error", config.scheduled_at.isoformat())
         if config.cron_expression is not None:
@@ -287,6 +294,15 @@ def check_config(config: ActionConfig, now: datetime, *, new_schedule: bool) -> 
             le=86400,
         )
     r.check()
+
+
+def _within_utc(moment: datetime) -> bool:
+    """next_run_at is kept in UTC: 9999-12-31T23:59:59-14:00 has no UTC time Python can hold."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 def scheduled_run_id(action_id: str, slot: datetime) -> str:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import UTC, datetime, timedelta
 
 from domain.errors import FieldError, ValidationFailed
+
+POSITION_MAX = 2**63 - 1  # PostgreSQL bigint
+# A time cursor's microseconds become a datetime through a float: a day short of datetime.max stays in range.
+MICROS_MAX = (datetime(9999, 12, 31, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def encode_cursor(key: int | tuple[int, str]) -> str:
@@ -25,14 +30,22 @@ def _invalid(cursor: str) -> ValidationFailed:
     )
 
 
+def _number(digits: str, highest: int) -> int:
+    """A cursor's key, which a client may have forged: ASCII digits (`str.isdigit` also takes '²'), at most
+    `highest`, and short enough for int() to read at all."""
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19 or int(digits) > highest:
+        raise ValueError(digits)
+    return int(digits)
+
+
 def decode_cursor(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
         return None
     try:
         version, _, key = _raw(cursor).partition(":")
-        if version != "k1" or not key.isdigit():
-            raise ValueError(key)
-        return int(key)
+        if version != "k1":
+            raise ValueError(version)
+        return _number(key, POSITION_MAX)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise _invalid(cursor) from None
 
@@ -42,9 +55,10 @@ def decode_time_cursor(cursor: str | None) -> tuple[int, str] | None:
         return None
     try:
         version, micros, item_id = _raw(cursor).split(":", 2)
-        if version != "t1" or not micros.isdigit() or not item_id:
-            raise ValueError(micros)
-        return int(micros), item_id
+        # the id goes to PostgreSQL as text (no NUL) beside a time Python can represent
+        if version != "t1" or not item_id or len(item_id) > 128 or not (item_id.isascii() and item_id.isprintable()):
+            raise ValueError(item_id)
+        return _number(micros, MICROS_MAX), item_id
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise _invalid(cursor) from None
 
