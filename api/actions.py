@@ -23,6 +23,7 @@ from api.schemas import (
     TriggerRequest,
 )
 from commands import actions as use_cases
+from commands.catalog import stored_item
 from domain.errors import CONTROL_CHARACTERS, FieldError, NotFound, ValidationFailed
 from projections import actions as listing
 from projections import catalog, workspaces
@@ -40,6 +41,8 @@ async def _action(
 ):
     await require_workspace_view(request, conn, org_id, workspace_id, min_position)
     found = await listing.get_action(conn, org_id, app_id, action_id)
+    if found is None and (stored := await use_cases.stored_action(conn, org_id, workspace_id, app_id, action_id)):
+        found = (stored, None)  # one just created; run counters come only from the view, which has none for it yet
     if found is None or found[0].workspace_id != workspace_id:
         raise NotFound("action", action_id)
     return found
@@ -95,7 +98,8 @@ class ActionController(Controller):
         await system.wait_for(VIEWS, min_position)
         async with system.pool.connection() as conn:
             await require_workspace_view(request, conn, org_id, workspace_id, min_position)
-            if await catalog.get_item(conn, org_id, workspace_id, "apps", app_id) is None:
+            app = await catalog.get_item(conn, org_id, workspace_id, "apps", app_id)
+            if app is None and await stored_item(conn, org_id, workspace_id, "apps", app_id) is None:
                 raise NotFound("app", app_id)
             total, rows = await listing.list_actions(conn, org_id, workspace_id, app_id, search, after, limit)
         page = Page(rows, limit, key_of=lambda row: row[0])
@@ -281,6 +285,8 @@ class ActionController(Controller):
         async with system.pool.connection() as conn:
             await _action(request, conn, org_id, workspace_id, app_id, action_id, min_position)
             run = await listing.get_run(conn, org_id, action_id, run_id)
+            if run is None:  # not in the view (yet): one just triggered is in the event store
+                run = await use_cases.stored_run(conn, org_id, action_id, run_id)
         if run is None:
             raise NotFound("run", run_id)
         return RunView.of(run)

@@ -14,6 +14,7 @@ from api.schemas import MessageBody
 from commands import catalog as use_cases
 from domain.catalog import KINDS, CatalogItem, Field, Kind
 from domain.errors import NotFound
+from domain.secrets import masked_url
 from projections import catalog as listing
 from projections import workspaces
 from projections.pagination import Page, decode_cursor
@@ -61,13 +62,17 @@ def _bodies(kind: Kind) -> tuple[type, type, type, type]:
 def catalog_controller(kind: Kind) -> type[Controller]:
     Create, Update, Item, ItemList = _bodies(kind)
     resource, name = kind.resource, kind.kind
+    urls = [field_name for field_name, field in kind.fields.items() if field.type == "url"]
 
     def view(state: CatalogItem) -> Any:
+        # Every answer, the creator's own included: a URL's credentials are for the executor, not for readers.
+        masked = {f: masked_url(state.fields[f]) for f in urls if state.fields.get(f)}
         return Item(
             **{
                 kind.id_field: state.item_id,
                 "workspace_id": state.workspace_id,
                 **state.fields,
+                **masked,
                 "created_by": state.created_by,
                 "created_at": state.created_at,
                 "updated_at": state.updated_at,
@@ -135,6 +140,8 @@ def catalog_controller(kind: Kind) -> type[Controller]:
             async with system.pool.connection() as conn:
                 await require_workspace_view(request, conn, org_id, workspace_id, min_position)
                 state = await listing.get_item(conn, org_id, workspace_id, name, item_id)
+                if state is None:  # not in the view (yet): one just created is in the event store
+                    state = await use_cases.stored_item(conn, org_id, workspace_id, name, item_id)
             if state is None:
                 raise NotFound(resource, item_id)
             return view(state)

@@ -9,8 +9,9 @@ from litestar import Request, Response
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 
 from api.schemas import Workspace
-from commands.aggregates import Outcome
+from commands.aggregates import Outcome, load_stored
 from domain.errors import FieldError, NotFound, ValidationFailed
+from domain.workspace import WORKSPACE
 from projections.workspaces import get_workspace
 
 PathId = FromPath[str]
@@ -30,8 +31,6 @@ MinPosition = Annotated[
 ]
 
 EVENT_POSITION = "X-Event-Position"
-# Header parameters by their Python name, so validation errors can name the header itself.
-HEADER_ALIASES = {"min_position": "x-min-position"}
 
 
 def command_answer(body: Any, outcome: Outcome, status_code: int = 200) -> Response:
@@ -48,27 +47,37 @@ async def find_workspace(
     """The workspace as its view holds it, from the API process's cache when it has it (`api.cache`); on `conn`
     when given, else on a connection taken only if the cache has not got it. A read that waited for a position
     (`X-Min-Position`) asks the view, and refreshes the cache with what it read: the cache may not have heard
-    yet of the changes up to that position."""
+    yet of the changes up to that position. A workspace the view has not got (yet) is looked up in the event
+    store, so one that a command just created is found at once, by every API process."""
     system = system_of(request)
 
-    async def load() -> Workspace | None:
+    async def on_connection(read):
         if conn is not None:
-            state = await get_workspace(conn, org_id, workspace_id)
-        else:
-            async with system.pool.connection() as own:
-                state = await get_workspace(own, org_id, workspace_id)
+            return await read(conn)
+        async with system.pool.connection() as own:
+            return await read(own)
+
+    async def load() -> Workspace | None:
+        state = await on_connection(lambda on: get_workspace(on, org_id, workspace_id))
         return None if state is None else Workspace.of(state)
 
     cache = system.workspace_cache
     if min_position is not None:
-        return await cache.refresh(org_id, workspace_id, load)
-    return await cache.read(org_id, workspace_id, load)
+        workspace = await cache.refresh(org_id, workspace_id, load)
+    else:
+        workspace = await cache.read(org_id, workspace_id, load)
+    if workspace is None:
+        # Never cached: the cache hears only of changes the view has applied, so it would go on serving this
+        # one after a deletion that the view has not caught up with.
+        state = await on_connection(lambda on: load_stored(on, WORKSPACE, workspace_id, org_id))
+        workspace = None if state is None else Workspace.of(state)
+    return workspace
 
 
 async def require_workspace_view(
     request: Request, conn, org_id: str, workspace_id: str, min_position: int | None = None
 ) -> None:
-    """Things inside a deleted or unknown workspace answer 404 for the workspace."""
+    """Things inside a deleted or unknown workspace answer 404 for the workspace (not one just created)."""
     if await find_workspace(request, org_id, workspace_id, min_position, conn) is None:
         raise NotFound("workspace", workspace_id)
 
@@ -85,7 +94,13 @@ def _time(name: str, value: str | None) -> datetime | None:
         raise ValidationFailed(
             [FieldError((name,), "Input should be an ISO 8601 timestamp", "datetime_parsing", value)], source="query"
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:  # in UTC, or Python's datetime range (years 1-9999) ends in the middle of its arithmetic
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValidationFailed(
+            [FieldError((name,), "Input should be a time within years 1-9999 in UTC", "datetime_range", value)],
+            source="query",
+        ) from None
 
 
 def time_window(start_time: str | None, end_time: str | None) -> dict[str, datetime | None]:

@@ -22,6 +22,7 @@ from api.schemas import (
     Undeployed,
 )
 from commands import environments as use_cases
+from domain.environments import Environment
 from domain.errors import NotFound
 from projections import environments as listing
 from projections import workspaces
@@ -32,6 +33,16 @@ VIEWS = [listing.NAME, workspaces.NAME]
 
 def _fields(data: msgspec.Struct) -> dict:
     return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+
+
+async def _environment(conn, org_id: str, workspace_id: str, environment_id: str) -> Environment:
+    """The view's environment, else the event store's: one just created may not have reached the view yet."""
+    environment = await listing.get_environment(conn, org_id, workspace_id, environment_id)
+    if environment is None:
+        environment = await use_cases.stored_environment(conn, org_id, workspace_id, environment_id)
+    if environment is None:
+        raise NotFound("environment", environment_id)
+    return environment
 
 
 class EnvironmentController(Controller):
@@ -92,9 +103,7 @@ class EnvironmentController(Controller):
         await system.wait_for(VIEWS, min_position)
         async with system.pool.connection() as conn:
             await require_workspace_view(request, conn, org_id, workspace_id, min_position)
-            environment = await listing.get_environment(conn, org_id, workspace_id, environment_id)
-        if environment is None:
-            raise NotFound("environment", environment_id)
+            environment = await _environment(conn, org_id, workspace_id, environment_id)
         return EnvironmentView.of(org_id, workspace_id, environment)
 
     @put(
@@ -190,8 +199,7 @@ class EnvironmentController(Controller):
         await system.wait_for(VIEWS, min_position)
         async with system.pool.connection() as conn:
             await require_workspace_view(request, conn, org_id, workspace_id, min_position)
-            if await listing.get_environment(conn, org_id, workspace_id, environment_id) is None:
-                raise NotFound("environment", environment_id)
+            await _environment(conn, org_id, workspace_id, environment_id)
             total, rows = await listing.list_deployments(conn, org_id, environment_id, limit)
         return DeploymentList(
             deployments=[msgspec.convert(r, Deployment, from_attributes=True) for r in rows], total=total

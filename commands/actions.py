@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from commands.aggregates import Aggregates, Context, Outcome, Transaction, new_id
+from commands.aggregates import Aggregates, Context, Outcome, Transaction, load_stored, new_id
 from commands.catalog import require_item, require_workspace
 from domain.action import (
     ACTION,
@@ -54,6 +54,17 @@ def require_action(tx: Transaction, workspace_id: str, app_id: str, action_id: s
     if action is None or action.deleted or action.workspace_id != workspace_id or action.app_id != app_id:
         raise NotFound("action", action_id)
     return action
+
+
+async def stored_action(conn, org_id: str, workspace_id: str, app_id: str, action_id: str) -> ActionState | None:
+    """The live action as the event store holds it, for a read its view cannot answer yet."""
+    action = await load_stored(conn, ACTION, action_id, org_id)
+    return action if action is not None and (action.workspace_id, action.app_id) == (workspace_id, app_id) else None
+
+
+async def stored_run(conn, org_id: str, action_id: str, run_id: str) -> RunState | None:
+    run = await load_stored(conn, RUN, run_id, org_id)
+    return run if run is not None and run.action_id == action_id else None
 
 
 def create_action(

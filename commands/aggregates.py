@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import msgspec
 from eventsourcing.persistence import StoredEvent
 
-from commands.store import Append, Claim, ClaimTaken, ConcurrencyConflict, EventStore
+from commands.store import Append, Claim, ClaimTaken, ConcurrencyConflict, EventStore, read_stream
 from domain.errors import CONTROL_CHARACTERS, Conflict, NotFound
 from domain.events import Actor, AggregateType, DomainEvent, EventMeta, aggregate_of, decode, encode
 
@@ -61,6 +61,18 @@ def fold(kind: AggregateType, history: list[StoredEvent]) -> tuple[Any, int]:
         meta, event = decode(stored.topic, stored.state)
         state, version = kind.evolve(state, event, meta), stored.originator_version
     return state, version
+
+
+async def load_stored(conn, kind: AggregateType, stream_id: str, org_id: str) -> Any:
+    """The live state of a stream of this org as the event store holds it (None when absent, another org's or
+    deleted), on the caller's async connection: for a read its view cannot answer yet, since the views lag the
+    store by the time the pipeline takes."""
+    if not valid_id(stream_id):
+        return None
+    state, _ = fold(kind, await read_stream(conn, stream_id))
+    if state is None or state.org_id != org_id or getattr(state, "deleted", False):
+        return None
+    return state
 
 
 class Transaction:

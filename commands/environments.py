@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from commands.aggregates import Aggregates, Context, Outcome, Transaction, new_id
+from commands.aggregates import Aggregates, Context, Outcome, Transaction, load_stored, new_id
 from commands.catalog import require_item, require_workspace
 from domain.catalog import CATALOG
 from domain.environments import (
@@ -28,6 +28,13 @@ def _environments(tx: Transaction, workspace_id: str, environment_id: str) -> En
         raise NotFound("environment", environment_id)
     environments.get(environment_id)  # 404 when deleted or unknown
     return environments
+
+
+async def stored_environment(conn, org_id: str, workspace_id: str, environment_id: str) -> Environment | None:
+    """The live environment as the event store holds it, for a read its view cannot answer yet."""
+    environments = await load_stored(conn, ENVIRONMENTS, environments_stream(workspace_id), org_id)
+    environment = environments.environments.get(environment_id) if environments is not None else None
+    return None if environment is None or environment.deleted else environment
 
 
 def create_environment(aggregates: Aggregates, ctx: Context, workspace_id: str, **fields) -> Outcome:

@@ -190,6 +190,16 @@ async def stream_versions(conn: psycopg.AsyncConnection, stream_ids: list[str]) 
     return dict(await cursor.fetchall())
 
 
+async def read_stream(conn: psycopg.AsyncConnection, stream_id: str) -> list[StoredEvent]:
+    """A stream's events in order, on the caller's connection and event loop: one walk of the primary key."""
+    cursor = await conn.execute(
+        f"SELECT originator_version, topic, state FROM {EVENTS_TABLE} WHERE originator_id = %s "
+        "ORDER BY originator_version",
+        (stream_id,),
+    )
+    return [StoredEvent(stream_id, version, topic, bytes(state)) for version, topic, state in await cursor.fetchall()]
+
+
 def to_recorded(position: int, stored: StoredEvent) -> Recorded:
     meta, event = decode(stored.topic, stored.state)
     return Recorded(position, str(stored.originator_id), stored.originator_version, meta, event)
