@@ -12,11 +12,12 @@ from litestar.params import QueryParameter
 from api.auth import authorize
 from api.common import Cursor, Limit, PathId, Time, require_workspace_view, system_of, time_window
 from api.schemas import ActivityList, ActivitySummary, ActivityView
-from domain.errors import FieldError, ValidationFailed
-from projections import activity
+from commands.catalog import stored_item
+from domain.errors import FieldError, NotFound, ValidationFailed
+from projections import activity, catalog
 from projections.pagination import Page, decode_time_cursor
 
-VERBS = ("create", "read", "update", "delete", "trigger", "execute", "deploy", "undeploy")
+VERBS = activity.ACTIONS
 Hours = Annotated[int, QueryParameter(ge=1, le=168, description="Hours to look back")]
 OptionalId = Annotated[str | None, QueryParameter(max_length=128)]
 
@@ -36,6 +37,7 @@ async def _feed(
     async with system_of(request).pool.connection() as conn:
         if workspace_id is not None and "workspace_id" in request.path_params:
             await require_workspace_view(request, conn, org_id, workspace_id)
+            await _require_endpoint_of_app(request, conn, org_id, workspace_id)
         total, rows = await activity.feed(conn, org_id, selection, after, limit, ActivityView)
     page = Page(rows, limit, key_of=activity.key_of)
     return ActivityList(total=total, has_more=page.has_more, next_cursor=page.next_cursor, activities=page.items)
@@ -45,8 +47,21 @@ async def _summary(request: Request, org_id: str, scope: str, scope_id: str, hou
     async with system_of(request).pool.connection() as conn:
         if "workspace_id" in request.path_params:
             await require_workspace_view(request, conn, org_id, request.path_params["workspace_id"])
+            await _require_endpoint_of_app(request, conn, org_id, request.path_params["workspace_id"])
         result = await activity.summary(conn, org_id, scope, scope_id, hours, datetime.now(UTC))
     return msgspec.convert(result, ActivitySummary, from_attributes=True)
+
+
+async def _require_endpoint_of_app(request: Request, conn, org_id: str, workspace_id: str) -> None:
+    """An endpoint's feeds are found under its own app only: 404 for an unknown endpoint or another app's."""
+    endpoint_id = request.path_params.get("endpoint_id")
+    if endpoint_id is None:
+        return
+    endpoint = await catalog.get_item(conn, org_id, workspace_id, "endpoints", endpoint_id)
+    if endpoint is None:  # not in the view (yet): one just created is in the event store
+        endpoint = await stored_item(conn, org_id, workspace_id, "endpoints", endpoint_id)
+    if endpoint is None or endpoint.fields.get("app_id") != request.path_params["app_id"]:
+        raise NotFound("endpoint", endpoint_id)
 
 
 def _me(request: Request) -> str:
@@ -248,7 +263,7 @@ class WorkspaceActivityController(Controller):
         org_id: PathId,
         workspace_id: PathId,
         action: Annotated[
-            str | None, QueryParameter(description="create, read, update, delete, trigger, execute, deploy, undeploy")
+            str | None, QueryParameter(description="create, read, update, delete, execute, trigger")
         ] = None,
         resource_type: OptionalId = None,
         user_id: OptionalId = None,

@@ -25,16 +25,26 @@ from api.schemas import (
     SourceAnalytics,
     WorkspaceAnalytics,
 )
+from commands.catalog import stored_item
+from domain.catalog import KINDS
+from domain.errors import NotFound
 from projections import analytics, workspaces
 
 VIEWS = [analytics.NAME, workspaces.NAME]
 
 
-async def _values(request: Request, org_id: str, workspace_id: str, min_position: int | None) -> dict[str, int]:
+async def _values(
+    request: Request, org_id: str, workspace_id: str, min_position: int | None, of: tuple[str, str] | None = None
+) -> dict[str, int]:
+    """The workspace's counters; `of` (kind, id) names a catalog item of it that must exist (404 otherwise)."""
     system = system_of(request)
     await system.wait_for(VIEWS, min_position)
     async with system.pool.connection() as conn:
         await require_workspace_view(request, conn, org_id, workspace_id, min_position)
+        if of is not None and await analytics.catalog_item(conn, org_id, workspace_id, *of) is None:
+            # Not counted yet is not unknown: one just created is in the event store (and counts nothing yet).
+            if await stored_item(conn, org_id, workspace_id, *of) is None:
+                raise NotFound(KINDS[of[0]].resource, of[1])
         return (await analytics.counters(conn, [workspace_id]))[workspace_id]
 
 
@@ -152,7 +162,7 @@ class WorkspaceAnalyticsController(Controller):
     async def app(
         self, request: Request, org_id: PathId, workspace_id: PathId, app_id: PathId, min_position: MinPosition = None
     ) -> AppAnalytics:
-        values = await _values(request, org_id, workspace_id, min_position)
+        values = await _values(request, org_id, workspace_id, min_position, of=("apps", app_id))
         return AppAnalytics(
             app_id=app_id,
             **{k: values.get(f"app:{app_id}.{k}", 0) for k in ("augmentations", "namespaces", "endpoints", "releases")},
@@ -167,7 +177,7 @@ class WorkspaceAnalyticsController(Controller):
         namespace_id: PathId,
         min_position: MinPosition = None,
     ) -> NamespaceAnalytics:
-        values = await _values(request, org_id, workspace_id, min_position)
+        values = await _values(request, org_id, workspace_id, min_position, of=("namespaces", namespace_id))
         return NamespaceAnalytics(
             namespace_id=namespace_id,
             threads=values.get(f"namespace:{namespace_id}.threads", 0),

@@ -14,6 +14,7 @@ import msgspec
 
 from domain.errors import Conflict, Rules
 from domain.events import AggregateType, DomainEvent, EventMeta, register
+from domain.secrets import MASK, carries_mask, masked_url
 
 
 class Field(msgspec.Struct, frozen=True):
@@ -207,6 +208,13 @@ def check_fields(kind: Kind, values: dict[str, Any], *, partial: bool) -> dict[s
                     "url_parsing",
                     value,
                 )
+            elif spec.type == "url" and value and carries_mask(value):
+                rules.fail(
+                    name,
+                    f"The URL has masked parts ({MASK}): send the whole URL, or leave it out to keep the stored one",
+                    "url_masked",
+                    value,
+                )
             if spec.type == "choice" and value not in spec.choices:
                 rules.fail(
                     name,
@@ -242,6 +250,17 @@ def check_fields(kind: Kind, values: dict[str, Any], *, partial: bool) -> dict[s
     return {name: values.get(name, spec.default) for name, spec in kind.fields.items()}
 
 
+def _unmasked(kind: Kind, state: CatalogItem, changes: dict[str, Any]) -> dict[str, Any]:
+    """Answers show URLs masked, so a client that sends back what it read sends a mask: that keeps the stored URL
+    (the client meant no change) rather than storing a mask that can no longer be called."""
+
+    def sent_back(name: str, value: Any) -> bool:
+        stored, spec = state.fields.get(name), kind.fields.get(name)
+        return spec is not None and spec.type == "url" and isinstance(stored, str) and value == masked_url(stored)
+
+    return {name: value for name, value in changes.items() if not sent_back(name, value)}
+
+
 def decide(state: CatalogItem | None, command: CatalogCommand) -> list[DomainEvent]:
     if isinstance(command, AddItem):
         if state is not None:
@@ -255,7 +274,8 @@ def decide(state: CatalogItem | None, command: CatalogCommand) -> list[DomainEve
     assert state is not None and not state.deleted, "the command layer answers 404 for a missing item"
     match command:
         case ChangeItem():
-            return [CatalogItemChanged(changes=check_fields(KINDS[state.kind], command.changes, partial=True))]
+            changes = _unmasked(KINDS[state.kind], state, command.changes)
+            return [CatalogItemChanged(changes=check_fields(KINDS[state.kind], changes, partial=True))]
         case RemoveItem():
             return [CatalogItemRemoved()]
     raise TypeError(f"not a catalog command: {command!r}")

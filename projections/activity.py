@@ -59,7 +59,32 @@ CREATE TABLE IF NOT EXISTS activity_hourly (
     tokens bigint NOT NULL,
     PRIMARY KEY (org_id, scope, scope_id, hour, action, resource_type)
 );
+-- Once: records and rollups from before deploys and undeploys were recorded with the reference's verbs (as the
+-- create and the delete of a deployment) are given them.
+CREATE TABLE IF NOT EXISTS activity_migrations (name text PRIMARY KEY);
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM activity_migrations WHERE name = 'six-verbs') THEN
+        UPDATE activity SET
+            action = CASE action WHEN 'deploy' THEN 'create' ELSE 'delete' END,
+            record = convert_to(jsonb_set(convert_from(record, 'UTF8')::jsonb, '{action}',
+                to_jsonb(CASE action WHEN 'deploy' THEN 'create' ELSE 'delete' END))::text, 'UTF8')
+        WHERE action IN ('deploy', 'undeploy');
+        INSERT INTO activity_hourly AS h
+            SELECT org_id, scope, scope_id, hour, CASE action WHEN 'deploy' THEN 'create' ELSE 'delete' END,
+                resource_type, requests, successes, duration_ms, tokens
+            FROM activity_hourly WHERE action IN ('deploy', 'undeploy')
+        ON CONFLICT (org_id, scope, scope_id, hour, action, resource_type) DO UPDATE SET
+            requests = h.requests + EXCLUDED.requests, successes = h.successes + EXCLUDED.successes,
+            duration_ms = h.duration_ms + EXCLUDED.duration_ms, tokens = h.tokens + EXCLUDED.tokens;
+        DELETE FROM activity_hourly WHERE action IN ('deploy', 'undeploy');
+        INSERT INTO activity_migrations VALUES ('six-verbs') ON CONFLICT DO NOTHING;
+    END IF;
+END $$;
 """
+# What a record's `action` is: the API reference's six verbs.
+ACTIONS = ("create", "read", "update", "delete", "execute", "trigger")
+# What processes from before them recorded for deploys and undeploys (still arriving during a rolling upgrade).
+LEGACY_ACTIONS = {"deploy": "create", "undeploy": "delete"}
 
 
 class ActivityRecord(msgspec.Struct, omit_defaults=False):
@@ -218,8 +243,11 @@ def storable(record: ActivityRecord) -> ActivityRecord:
     """The record as PostgreSQL can store it: any NUL in its text fields replaced by U+FFFD, and the fields that
     are index columns cut to MAX_INDEXED_LENGTH characters. A record describes what was asked, and a request may
     carry a NUL in its path (`/workspaces/a%00b`, answered 422) or a long made-up id; stored as it came, one such
-    record would fail its whole batch, and no activity would be stored after it."""
+    record would fail its whole batch, and no activity would be stored after it. A deploy or undeploy from an
+    older process is stored with its verb of the six."""
     changes = {}
+    if record.action in LEGACY_ACTIONS:
+        changes["action"] = LEGACY_ACTIONS[record.action]
     for name in _TEXT_FIELDS:
         value = getattr(record, name)
         if value and "\x00" in value:

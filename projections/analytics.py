@@ -59,6 +59,13 @@ CREATE TABLE IF NOT EXISTS rm_analytics_threads (
     thread_id text NOT NULL,
     PRIMARY KEY (workspace_id, thread_id)
 );
+-- The threads runs of a namespace's actions started, once each (a view made before it counts runs from then on,
+-- and a rebuild counts them all).
+CREATE TABLE IF NOT EXISTS rm_analytics_namespace_threads (
+    namespace_id text NOT NULL,
+    thread_id text NOT NULL,
+    PRIMARY KEY (namespace_id, thread_id)
+);
 CREATE TABLE IF NOT EXISTS rm_analytics_series (
     workspace_id text NOT NULL,
     period text NOT NULL,             -- hour | day
@@ -82,6 +89,9 @@ RESOURCE_KINDS = (
 _ITEMS = Staging("rm_analytics_items", {"stream_id": "text", "kind": "text", "state": "bytea"})
 _COUNTERS = Staging("rm_analytics_counters", {"workspace_id": "text", "key": "text", "value": "numeric"})
 _THREADS = Staging("rm_analytics_threads", {"workspace_id": "text", "thread_id": "text"})
+_NAMESPACE_THREADS = Staging(
+    "rm_analytics_namespace_threads", {"namespace_id": "text", "thread_id": "text", "workspace_id": "text"}
+)
 _SERIES = Staging(
     "rm_analytics_series", {"workspace_id": "text", "period": "text", "bucket": "timestamptz", "value": "int8"}
 )
@@ -163,18 +173,24 @@ class Analytics:
             relevant.append(record)
         if not relevant:
             return
+        # A run's namespace is its action's: the actions of the batch's runs are read with the batch's entities
+        # (but not written back unless the batch changes them).
+        changing = set(earlier_streams(entities))
+        started = [r for r in runs if type(r.event) is RunRequested and r.event.resolved_thread_id]
         found = await rows_for(
             conn,
             "SELECT stream_id, kind, state FROM rm_analytics_items WHERE stream_id = ANY(%s)",
-            earlier_streams(entities),
+            list({*changing, *(r.event.action_id for r in started)}),
         )
-        items = {stream_id: _decoders[kind].decode(state) for stream_id, kind, state in found}
+        known = {stream_id: _decoders[kind].decode(state) for stream_id, kind, state in found}
+        items = {stream_id: state for stream_id, state in known.items() if stream_id in changing}
         run_workspaces = await self._run_workspaces(conn, runs)
         deltas: defaultdict[str, Counter[str]] = defaultdict(Counter)
         touched: dict[str, datetime] = {}
         series: Counter[tuple[str, str, datetime]] = Counter()
         workspaces: list[tuple] = []
         threads: list[tuple[str, str]] = []
+        namespace_threads: list[tuple[str, str, str]] = []
         for record in relevant:  # in log order; runs are most of them, so they come first and by exact type
             event, at, aggregate = record.event, record.meta.occurred_at, record.event.aggregate
             if aggregate == "run":
@@ -184,6 +200,11 @@ class Analytics:
                 outcome = outcome_of(event)
                 if type(event) is RunRequested and event.resolved_thread_id:
                     threads.append((workspace_id, event.resolved_thread_id))
+                    action = items.get(event.action_id) or known.get(event.action_id)
+                    if isinstance(action, ActionState):
+                        namespace_threads.append(
+                            (action.config.namespace_id, event.resolved_thread_id, workspace_id)
+                        )
                 if outcome:
                     change = deltas[workspace_id]
                     change["executions.total"] += 1
@@ -221,6 +242,8 @@ class Analytics:
             )
             for workspace_id in await self._new_run_threads(conn, threads):
                 deltas[workspace_id]["resources.threads"] += 1
+            for namespace_id, workspace_id in await self._new_namespace_threads(conn, namespace_threads):
+                deltas[workspace_id][f"namespace:{namespace_id}.threads"] += 1
             await _COUNTERS.merge(
                 conn,
                 [(ws, key, value) for ws, change in deltas.items() for key, value in change.items() if value],
@@ -292,6 +315,37 @@ class Analytics:
             "(SELECT 1 FROM rm_analytics_items i WHERE i.stream_id = new.thread_id AND i.kind = 'catalog')",
         )
         return [workspace_id for (workspace_id,) in counted]
+
+
+    @staticmethod
+    async def _new_namespace_threads(conn, threads: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+        """The same for namespaces: (namespace, workspace) for each thread first seen in a namespace that is not a
+        catalog thread."""
+        counted = await _NAMESPACE_THREADS.merge(
+            conn,
+            list({(ns, thread): (ns, thread, ws) for ns, thread, ws in threads}.values()),
+            ", new AS (INSERT INTO rm_analytics_namespace_threads (namespace_id, thread_id) "
+            "SELECT namespace_id, thread_id FROM moved ON CONFLICT DO NOTHING RETURNING namespace_id, thread_id) "
+            "SELECT new.namespace_id, moved.workspace_id FROM new JOIN moved USING (namespace_id, thread_id) "
+            "WHERE NOT EXISTS "
+            "(SELECT 1 FROM rm_analytics_items i WHERE i.stream_id = new.thread_id AND i.kind = 'catalog')",
+        )
+        return [(namespace_id, workspace_id) for namespace_id, workspace_id in counted]
+
+
+async def catalog_item(
+    conn: psycopg.AsyncConnection, org_id: str, workspace_id: str, kind: str, item_id: str
+) -> CatalogItem | None:
+    """A live catalog item as this view knows it (so an answer about it waits for the same position)."""
+    row = await (
+        await conn.execute(
+            "SELECT state FROM rm_analytics_items WHERE stream_id = %s AND kind = 'catalog'", (item_id,)
+        )
+    ).fetchone()
+    item = _decoders["catalog"].decode(row[0]) if row else None
+    if item is None or item.deleted or (item.org_id, item.workspace_id, item.kind) != (org_id, workspace_id, kind):
+        return None
+    return item
 
 
 async def counters(conn: psycopg.AsyncConnection, workspace_ids: list[str]) -> dict[str, dict[str, int]]:

@@ -1,7 +1,9 @@
 """The raw event stream as auditors read it: every event of an org, in log order, and the hash chain.
 
 Not a projection: it reads the event store itself (joined to the org index the store keeps with the
-hash chain), so what auditors see is what is stored.
+hash chain), so what auditors see is what is stored, less credential material (`domain.secrets.redacted`):
+a token's secret hash is withheld and URLs are masked. The chain covers the stored bytes, so a reader cannot
+recompute it from a redacted event; `verify` (the `events verify` command) does, from the store.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import psycopg
 from commands.chain import GENESIS, event_hash
 from commands.store import EVENTS_TABLE
 from domain.events import EVENT_TYPES, Envelope
+from domain.secrets import may_need_redaction, redacted
+from projections.pages import counted_page
 
 
 class AuditEvent(msgspec.Struct):
@@ -40,12 +44,18 @@ class Query(msgspec.Struct, frozen=True):
 
 
 _envelope = msgspec.json.Decoder(Envelope)
+_encoder = msgspec.json.Encoder()
 _COLUMNS = "i.position, i.stream_id, i.version, i.topic, i.hash, s.state"
+_READ = (
+    f"SELECT {_COLUMNS} FROM mm_event_index i JOIN {EVENTS_TABLE} s ON s.notification_id = i.position "
+    "WHERE {where} ORDER BY i.position"
+)
 
 
 def _event(row) -> AuditEvent:
     position, stream_id, version, topic, digest, state = row
-    envelope = _envelope.decode(bytes(state))
+    state = bytes(state)
+    envelope = _envelope.decode(state)
     event_type = EVENT_TYPES.get(topic)
     return AuditEvent(
         position=position,
@@ -58,9 +68,15 @@ def _event(row) -> AuditEvent:
         actor=msgspec.structs.asdict(envelope.meta.actor),
         trace_id=envelope.meta.trace_id,
         schema_version=envelope.v,
-        data=envelope.data,
+        data=_readable(envelope.data) if may_need_redaction(state) else envelope.data,
         hash=bytes(digest).hex(),
     )
+
+
+def _readable(data: msgspec.Raw) -> msgspec.Raw:
+    """Decoded and encoded again only for the few events the stored bytes say may hold credential material; the
+    others are passed on as stored."""
+    return msgspec.Raw(_encoder.encode(redacted(msgspec.json.decode(data))))
 
 
 def _where(org_id: str, after: int, query: Query) -> tuple[str, list]:
@@ -84,12 +100,27 @@ async def events(
     conn: psycopg.AsyncConnection, org_id: str, after: int, limit: int, query: Query = EVERYTHING
 ) -> list[AuditEvent]:
     where, params = _where(org_id, after, query)
-    cursor = await conn.execute(
-        f"SELECT {_COLUMNS} FROM mm_event_index i JOIN {EVENTS_TABLE} s ON s.notification_id = i.position "
-        f"WHERE {where} ORDER BY i.position LIMIT %s",
-        [*params, limit],
-    )
+    cursor = await conn.execute(_READ.format(where=where) + " LIMIT %s", [*params, limit])
     return [_event(row) for row in await cursor.fetchall()]
+
+
+async def page(
+    conn: psycopg.AsyncConnection, org_id: str, after: int, start: int, limit: int, query: Query = EVERYTHING
+) -> tuple[int, list[AuditEvent]]:
+    """The events after `start` (a page's cursor) and how many the filter matches after `after` (what a list's
+    `total` counts: every page of one read answers the same). Unfiltered, the count reads only the org's range of
+    the (org_id, position) index (an index-only scan where the visibility map is current, as autovacuum keeps it
+    on this append-only table); other filters also read the rows the range points at."""
+    where, params = _where(org_id, after, query)
+    page_where, page_params = _where(org_id, start, query)
+    total, rows = await counted_page(
+        conn,
+        f"SELECT count(*) FROM mm_event_index i WHERE {where}",
+        params,
+        _READ.format(where=page_where) + " LIMIT %s",
+        [*page_params, limit],
+    )
+    return total, [_event(row) for row in rows]
 
 
 def export(conn: psycopg.Connection, org_id: str, after: int = 0):
@@ -97,11 +128,7 @@ def export(conn: psycopg.Connection, org_id: str, after: int = 0):
     where, params = _where(org_id, after, EVERYTHING)
     with conn.cursor(name="mm_export") as cursor:
         cursor.itersize = 2000
-        cursor.execute(
-            f"SELECT {_COLUMNS} FROM mm_event_index i JOIN {EVENTS_TABLE} s "
-            f"ON s.notification_id = i.position WHERE {where} ORDER BY i.position",
-            params,
-        )
+        cursor.execute(_READ.format(where=where), params)
         for row in cursor:
             yield _event(row)
 
