@@ -39,7 +39,8 @@ from projections.catalog import CatalogListing
 from projections.environments import EnvironmentListing
 from projections.tokens import TokenListing
 from projections.workspaces import WorkspaceListing
-from scheduler.executor import Executor, OutboundPolicy
+from scheduler.executor import Executor
+from scheduler.outbound import OutboundPolicy
 from scheduler.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class System:
         self.nats: NATS | None = None
         self._nats_retry: asyncio.Task | None = None
         self.requests: Counter = Counter()  # (method, status) -> answered requests, for /metrics
+        self.unrecorded: Counter = Counter()  # reason -> /v1/orgs requests not recorded in the org's activity
         self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         # Workspaces by id: GET workspace, and the check that a workspace exists behind every read under it.
         self.workspace_cache = ViewCache(WorkspaceListing.name, settings.read_cache_entries)
@@ -209,6 +211,11 @@ class System:
             f'mm_http_requests_total{{method="{method}",status="{status}"}} {count}'
             for (method, status), count in sorted(self.requests.items())
         ]
+        lines.append("# TYPE mm_activity_unrecorded_total counter")
+        lines += [
+            f'mm_activity_unrecorded_total{{reason="{reason}"}} {self.unrecorded[reason]}'
+            for reason in ("unauthenticated", "other_org")
+        ]
         cache = self.workspace_cache
         lines += [
             "# TYPE mm_view_cache_hits_total counter",
@@ -289,6 +296,7 @@ async def run_roles(
 ) -> None:
     """Runs `roles` until `stop`. The API serves on `sockets` when given (a listening socket shared by
     several API processes), else it binds the configured host and port itself."""
+    from api.access import AccessLog
     from api.app import create_app
     from api.recording import ActivityMiddleware
 
@@ -309,6 +317,8 @@ async def run_roles(
                 system.pool,
                 policy=policy,
                 timeout=settings.executor_timeout,
+                concurrency=settings.executor_concurrency,
+                org_concurrency=settings.executor_org_concurrency,
                 activity=system.activity,
             )
             tasks.append(asyncio.create_task(executor.run(stop), name="executor"))
@@ -329,8 +339,9 @@ async def run_roles(
             if settings.read_cache_entries > 0:
                 listener = ChangeListener(settings.database_url, [system.workspace_cache])
                 tasks.append(asyncio.create_task(listener.run(stop), name="view-cache"))
+            app = ActivityMiddleware(create_app(system), lambda: system.activity, system.requests, system.unrecorded)
             config = uvicorn.Config(
-                ActivityMiddleware(create_app(system), lambda: system.activity, system.requests),
+                AccessLog(app) if settings.access_log else app,
                 host=settings.host,
                 port=settings.port,
                 log_level="warning",

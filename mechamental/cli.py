@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import fcntl
 import gc
 import logging
 import os
@@ -35,32 +36,50 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default=None, help="API address (default 127.0.0.1)")
     dev.add_argument("--port", type=int, default=None, help="API port (default 8000)")
 
+    # Operator commands reach a running `dev` through its data directory (see database_of_running_dev).
+    operator = argparse.ArgumentParser(add_help=False)
+    operator.add_argument(
+        "--data-dir", type=Path, default=None, help="reach the `mechamental dev` running on this data directory"
+    )
+
     for role in ROLES:
         sub = commands.add_parser(role, help=f"run the {role} role")
         if role == "api":
             sub.add_argument("--host", default=None)
             sub.add_argument("--port", type=int, default=None)
-    commands.add_parser("migrate", help="create the event store, read model tables and the JetStream stream")
+    commands.add_parser(
+        "migrate", parents=[operator], help="create the event store, read model tables and the JetStream stream"
+    )
 
     projections = commands.add_parser("projections", help="the views: how far behind, and rebuilding them")
     projection_commands = projections.add_subparsers(dest="projections_command", required=True)
-    projection_commands.add_parser("status", help="position, head and lag of every consumer of the log")
+    projection_commands.add_parser(
+        "status", parents=[operator], help="position, head and lag of every consumer of the log"
+    )
     rebuild = projection_commands.add_parser(
-        "rebuild", help="replay the event store into fresh tables and swap them in while the live view keeps serving"
+        "rebuild",
+        parents=[operator],
+        help="replay the event store into fresh tables and swap them in while the live view keeps serving",
     )
     rebuild.add_argument("names", nargs="*", metavar="NAME", help="views to rebuild (default: all)")
 
     events = commands.add_parser("events", help="the raw event stream, for auditors")
     event_commands = events.add_subparsers(dest="events_command", required=True)
-    export = event_commands.add_parser("export", help="write an org's events as NDJSON to stdout (streaming)")
+    export = event_commands.add_parser(
+        "export", parents=[operator], help="write an org's events as NDJSON to stdout (streaming)"
+    )
     export.add_argument("--org", required=True)
     export.add_argument("--after", type=int, default=0, help="only events after this log position")
-    verify = event_commands.add_parser("verify", help="recompute the hash chain; name the first broken event")
+    verify = event_commands.add_parser(
+        "verify", parents=[operator], help="recompute the hash chain; name the first broken event"
+    )
     verify.add_argument("--org", default=None, help="check only this org's events")
 
     tokens = commands.add_parser("tokens", help="manage API tokens")
     token_commands = tokens.add_subparsers(dest="tokens_command", required=True)
-    create = token_commands.add_parser("create", help="issue an org token and print it (shown once)")
+    create = token_commands.add_parser(
+        "create", parents=[operator], help="issue an org token and print it (shown once)"
+    )
     create.add_argument("--org", required=True)
     create.add_argument("--name", required=True)
     create.add_argument("--role", default="owner")
@@ -92,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dev":
         return dev(settings)
     if args.command in OPERATOR_COMMANDS:
+        try:
+            settings = database_of_running_dev(settings, data_dir_given=args.data_dir is not None)
+        except ConfigurationError as error:
+            print(error, file=sys.stderr)
+            return 2
         return explained_database_errors(settings, lambda: OPERATOR_COMMANDS[args.command](settings, args))
     if args.command == "api" and settings.api_workers > 1:
         return explained_database_errors(settings, lambda: run_api_workers(settings))
@@ -116,6 +140,29 @@ OPERATOR_COMMANDS = {
         export_events(settings, args) if args.events_command == "export" else verify_events(settings, args)
     ),
 }
+
+
+def database_of_running_dev(settings: Settings, *, data_dir_given: bool) -> Settings:
+    """An operator command finds the embedded database of a `mechamental dev` running on its data directory
+    from what `dev` records there; MECHAMENTAL_DATABASE_URL, when set, says where to go instead."""
+    from msgspec.structs import replace
+
+    if os.environ.get("MECHAMENTAL_DATABASE_URL"):
+        return settings
+    running = running_dev(settings.data_dir)
+    if running is None:
+        if data_dir_given:  # asked for a dev: not answered from whatever the default database holds
+            raise ConfigurationError(
+                f"no mechamental dev is running on {settings.data_dir}: start one, or set MECHAMENTAL_DATABASE_URL"
+            )
+        return settings
+    pid, database_url = running
+    if database_url is None:
+        raise ConfigurationError(
+            f"mechamental dev (pid {pid}) on {settings.data_dir} runs no embedded database (or is still starting "
+            "it): set MECHAMENTAL_DATABASE_URL to the database it uses"
+        )
+    return replace(settings, database_url=database_url)
 
 
 def explained_database_errors(settings: Settings, command) -> int:
@@ -260,6 +307,58 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+# In the data directory: the pid of the `dev` that holds it and, once it is up, its embedded database's URL
+# (never the root token). Held by an flock, which the kernel drops when the holder ends, even by kill -9:
+# a stale file names no holder.
+DEV_LOCK = "dev.lock"
+
+
+class DataDirectoryInUse(Exception):
+    pass
+
+
+def hold_data_directory(data_dir: Path) -> int:
+    """The lock file's descriptor, open (and the directory ours) until it is closed; this pid written in it."""
+    fd = os.open(data_dir / DEV_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    for _ in range(10):  # an operator command looking (a shared lock for an instant) holds nothing
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(0.05)
+    else:
+        pid, _ = _dev_record(fd)
+        os.close(fd)
+        raise DataDirectoryInUse(
+            f"data directory {data_dir.resolve()} is in use by mechamental dev (pid {pid or 'unknown'})"
+        )
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def running_dev(data_dir: Path) -> tuple[int | None, str | None] | None:
+    """(pid, embedded database URL or None) of the `mechamental dev` holding `data_dir`; None when none does."""
+    try:
+        fd = os.open(data_dir / DEV_LOCK, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _dev_record(fd)
+    else:
+        return None  # we got the lock: nobody holds the directory (closing the file lets go of it)
+    finally:
+        os.close(fd)
+
+
+def _dev_record(fd: int) -> tuple[int | None, str | None]:
+    fields = os.pread(fd, 4096, 0).decode(errors="replace").split()
+    pid = int(fields[0]) if fields and fields[0].isdigit() else None
+    return pid, fields[1] if len(fields) > 1 else None
+
+
 def dev(settings: Settings) -> int:
     from msgspec.structs import replace
 
@@ -267,6 +366,11 @@ def dev(settings: Settings) -> int:
     from mechamental.embedded import EmbeddedNats, EmbeddedPostgres
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = hold_data_directory(settings.data_dir)
+    except DataDirectoryInUse as error:
+        print(error, file=sys.stderr)
+        return 2
     servers = []
     postgres = None  # the embedded server, when it is ours
     # Signals during start-up still stop the servers we already started (see the finally below).
@@ -277,21 +381,45 @@ def dev(settings: Settings) -> int:
             postgres.start()
             servers.append(postgres)
             settings = replace(settings, database_url=postgres.url)
+            os.write(lock, f"{postgres.url}\n".encode())  # for the operator commands (database_of_running_dev)
         if not os.environ.get("MECHAMENTAL_NATS_URL"):
             broker = EmbeddedNats(settings.data_dir)
             broker.start()
             servers.append(broker)
             settings = replace(settings, nats_url=broker.url)
-        if not settings.root_token:
+        token_given = bool(settings.root_token)  # then it is the operator's to keep, not ours to show
+        if not token_given:
             settings = replace(settings, root_token="mmroot_" + secrets.token_urlsafe(24))
         migrate(settings)
 
         def announce() -> None:
-            print(f"MechaMental API on http://{settings.host}:{settings.port}  (OpenAPI: /schema)", flush=True)
-            print(f"Root token: {settings.root_token}", flush=True)
-            print(f"Data: {settings.data_dir.resolve()}   Ctrl-C stops everything.", flush=True)
-            if postgres is not None:  # operator commands reach it with this URL
-                print(f"Database (embedded): MECHAMENTAL_DATABASE_URL={settings.database_url}", flush=True)
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            address = f"http://{host}:{settings.port}"
+            lines = [
+                f"MechaMental API on {address}  (OpenAPI: {address}/schema, Swagger UI: {address}/schema/swagger)",
+                "Root token: from MECHAMENTAL_ROOT_TOKEN" if token_given else f"Root token: {settings.root_token}",
+            ]
+            if postgres is not None:
+                if postgres.moved_from is not None:
+                    lines.append(
+                        f"Database port {postgres.moved_from} is taken: the embedded PostgreSQL listens on "
+                        f"{postgres.port} now, and MECHAMENTAL_DATABASE_URL has changed"
+                    )
+                lines += [
+                    f"Database (embedded): MECHAMENTAL_DATABASE_URL={settings.database_url}",
+                    f"Operator commands find it with --data-dir: mechamental projections status --data-dir "
+                    f"{settings.data_dir.resolve()}",
+                ]
+            if settings.outbound_allow:
+                allowed = ",".join(settings.outbound_allow)
+                lines.append(f"Runs may call the networks in MECHAMENTAL_OUTBOUND_ALLOW: {allowed}")
+            else:
+                lines.append(
+                    "Runs may call public addresses only; to let them call endpoints on this machine, "
+                    "set MECHAMENTAL_OUTBOUND_ALLOW=127.0.0.0/8"
+                )
+            lines.append(f"Data: {settings.data_dir.resolve()}   Ctrl-C stops everything.")
+            print("\n".join(lines), flush=True)
 
         run(settings, set(ROLES), on_ready=announce)
     except KeyboardInterrupt:
@@ -299,6 +427,7 @@ def dev(settings: Settings) -> int:
     finally:
         for server in reversed(servers):
             server.stop()
+        os.close(lock)  # only now: the next dev on this directory finds its servers gone
     return 0
 
 

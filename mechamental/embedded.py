@@ -41,6 +41,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAITs do not count
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -53,9 +63,9 @@ def _wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path, t
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout}s; see {log}")
 
 
-def _pid_in(pid_file: Path) -> int | None:
+def _number_in(path: Path) -> int | None:
     try:
-        return int(pid_file.read_text().split()[0])
+        return int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -85,10 +95,15 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 class EmbeddedPostgres:
+    """Without a `port`, it listens on the one it last used on this data directory, so its URL stays the same
+    from one start to the next; on a new one only when something else holds that (`moved_from` says which)."""
+
     def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True) -> None:
         self.pgdata = (data_dir / "postgres").resolve()
         self.log = (data_dir / "postgres.log").resolve()
-        self.port = port or free_port()
+        self.port_file = (data_dir / "postgres.port").resolve()
+        self.port = port
+        self.moved_from: int | None = None
         self.durable = durable
         self.process: subprocess.Popen | None = None
         self._user: str | None = None
@@ -131,7 +146,14 @@ class EmbeddedPostgres:
             if done.returncode != 0:
                 raise RuntimeError(f"initdb failed:\n{done.stderr}")
         # After a kill -9 of `mechamental dev`, the previous server is still shutting down: let it finish.
-        _wait_for_exit(_pid_in(self.pgdata / "postmaster.pid"), str(self.pgdata))
+        _wait_for_exit(_number_in(self.pgdata / "postmaster.pid"), str(self.pgdata))
+        if self.port is None:  # chosen only now: a server shutting down after a kill -9 held it until here
+            recorded = _number_in(self.port_file)
+            if recorded is not None and _is_free(recorded):
+                self.port = recorded
+            else:
+                self.port, self.moved_from = free_port(), recorded
+                self.port_file.write_text(f"{self.port}\n")
         self._chown(self.log.parent, recursive=False)
         self.log.touch()
         self._chown(self.log, recursive=False)
@@ -204,7 +226,7 @@ class EmbeddedNats:
     def start(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         pid_file = self.store_dir.parent / "nats.pid"
-        _wait_for_exit(_pid_in(pid_file), str(self.store_dir))
+        _wait_for_exit(_number_in(pid_file), str(self.store_dir))
         # As compose.yaml runs it: JetStream on file storage, fsync on every write.
         config = self.store_dir.parent / "nats.conf"
         sync = "always" if self.durable else "2m"  # test servers trade crash safety for speed

@@ -17,6 +17,7 @@ class Settings(msgspec.Struct, frozen=True):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     nats_url: str = "nats://127.0.0.1:4222"
     root_token: str | None = None
+    metrics_token: str | None = None  # lets a scraper read /metrics and nothing else
     data_dir: Path = Path(".mechamental")
     host: str = "127.0.0.1"
     port: int = 8000
@@ -27,16 +28,20 @@ class Settings(msgspec.Struct, frozen=True):
     min_position_timeout: float = 5.0
     max_body_bytes: int = 1_048_576
     log_level: str = "INFO"
+    access_log: bool = False  # one line per HTTP request (api.access), without headers or query
     executor_timeout: float = 30.0
+    executor_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 64  # attempts in flight per executor process
+    executor_org_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 8  # of those, attempts of any one org
     activity_recording: bool = True
     rate_limit_per_second: float = 0.0  # per token; 0 turns the limit off
     rate_limit_burst: int = 50
     activity_retention_days: int = 90
     # Workspaces each API process keeps for reads (api.cache); 0 turns the cache off.
     read_cache_entries: Annotated[int, msgspec.Meta(ge=0)] = 20_000
-    # Comma-separated networks (CIDR) runs may call; empty allows all but the denied ones.
+    # Comma-separated networks (CIDR) runs may call although they are not globally routable (127.0.0.0/8 for
+    # endpoints on this machine); runs may call any global address anyway. Deny wins over allow.
     outbound_allow: list[str] = msgspec.field(default_factory=list)
-    outbound_deny: list[str] | None = None  # None: the executor's default (link-local, cloud metadata)
+    outbound_deny: list[str] = msgspec.field(default_factory=list)
 
     @property
     def buckets_dir(self) -> Path:
