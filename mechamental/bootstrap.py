@@ -25,6 +25,7 @@ from commands.provisioning import BucketProvisioner, DirectoryBuckets
 from commands.store import EventStore, datastore_from_url
 from commands.tokens import TokenVerifier
 from domain.errors import FieldError, ValidationFailed
+from domain.secrets import masked_url
 from mechamental.settings import Settings
 from pipeline import positions
 from pipeline.activity import ActivityConsumer, ActivityPublisher
@@ -251,7 +252,7 @@ async def connect_nats(url: str, timeout: float = 5.0) -> NATS | None:
         )
         return client
     except Exception as error:  # noqa: BLE001
-        log.warning("NATS at %s unavailable (%s); continuing without it", url, type(error).__name__)
+        log.warning("NATS at %s unavailable (%s); continuing without it", masked_url(url), type(error).__name__)
         with contextlib.suppress(Exception):
             await client.close()
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated
@@ -71,6 +72,14 @@ class Settings(msgspec.Struct, frozen=True):
             field = str(error).rpartition("$.")[2].strip("`")
             name = cls.env_names().get(field, field)
             raise ConfigurationError(f"invalid configuration: {name}: {str(error).partition(' - ')[0]}") from None
+        for field in ("outbound_allow", "outbound_deny"):
+            for network in getattr(settings, field):
+                try:
+                    ipaddress.ip_network(network, strict=False)
+                except ValueError:
+                    raise ConfigurationError(
+                        f"invalid configuration: {cls.env_names()[field]}: {network!r} is not a network (CIDR)"
+                    ) from None
         try:
             conninfo_to_dict(settings.database_url)
         except psycopg.ProgrammingError:  # its message quotes the URL, password and all: not passed on
