@@ -7,10 +7,11 @@ from typing import Annotated
 import anyio
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, JSONBody, QueryParameter
 
-from api.auth import authorize, context_of
-from api.common import Cursor, Limit, MinPosition, PathId, command_answer, require_workspace_view, system_of
+from api.auth import context_of
+from api.common import Cursor, Limit, MinPosition, PathId, Views, command_answer
 from api.schemas import (
     ActionCreate,
     ActionList,
@@ -23,6 +24,7 @@ from api.schemas import (
     TriggerRequest,
 )
 from commands import actions as use_cases
+from commands.aggregates import Aggregates
 from commands.catalog import stored_item
 from domain.errors import CONTROL_CHARACTERS, FieldError, NotFound, ValidationFailed
 from projections import actions as listing
@@ -37,9 +39,9 @@ def _fields(data: msgspec.Struct) -> dict:
 
 
 async def _action(
-    request: Request, conn, org_id: str, workspace_id: str, app_id: str, action_id: str, min_position: int | None
+    views: Views, conn, org_id: str, workspace_id: str, app_id: str, action_id: str, min_position: int | None
 ):
-    await require_workspace_view(request, conn, org_id, workspace_id, min_position)
+    await views.require_workspace(conn, org_id, workspace_id, min_position)
     found = await listing.get_action(conn, org_id, app_id, action_id)
     if found is None and (stored := await use_cases.stored_action(conn, org_id, workspace_id, app_id, action_id)):
         found = (stored, None)  # one just created; run counters come only from the view, which has none for it yet
@@ -48,32 +50,37 @@ async def _action(
     return found
 
 
-async def _with_counters(request: Request, org_id: str, app_id: str, outcome) -> Response[ActionView]:
+async def _with_counters(views: Views, org_id: str, app_id: str, outcome) -> Response[ActionView]:
     """A command's answer: the action from the write model, its run counters from the view."""
-    async with system_of(request).pool.connection() as conn:
+    async with views.connection() as conn:
         found = await listing.get_action(conn, org_id, app_id, outcome.state.action_id)
     return command_answer(ActionView.of(outcome.state, found[1] if found else None), outcome)
 
 
 async def _set_enabled(
-    request: Request, org_id: str, workspace_id: str, app_id: str, action_id: str, enabled: bool
+    request: Request,
+    aggregates: Aggregates,
+    views: Views,
+    org_id: str,
+    workspace_id: str,
+    app_id: str,
+    action_id: str,
+    enabled: bool,
 ) -> Response[ActionView]:
-    aggregates, ctx = system_of(request).aggregates, context_of(request)
     outcome = await anyio.to_thread.run_sync(
-        use_cases.set_enabled, aggregates, ctx, workspace_id, app_id, action_id, enabled
+        use_cases.set_enabled, aggregates, context_of(request), workspace_id, app_id, action_id, enabled
     )
-    return await _with_counters(request, org_id, app_id, outcome)
+    return await _with_counters(views, org_id, app_id, outcome)
 
 
 class ActionController(Controller):
     path = "/v1/orgs/{org_id:str}/workspaces/{workspace_id:str}/apps/{app_id:str}/actions"
     tags = ["Actions"]
-    before_request = authorize
 
     @get("/", opt={"permission": "action:read"}, summary="List Actions")
     async def list_actions(
         self,
-        request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         app_id: PathId,
@@ -94,10 +101,9 @@ class ActionController(Controller):
                 ],
                 source="query",
             )
-        system = system_of(request)
-        await system.wait_for(VIEWS, min_position)
-        async with system.pool.connection() as conn:
-            await require_workspace_view(request, conn, org_id, workspace_id, min_position)
+        await views.wait_for(VIEWS, min_position)
+        async with views.connection() as conn:
+            await views.require_workspace(conn, org_id, workspace_id, min_position)
             app = await catalog.get_item(conn, org_id, workspace_id, "apps", app_id)
             if app is None and await stored_item(conn, org_id, workspace_id, "apps", app_id) is None:
                 raise NotFound("app", app_id)
@@ -112,33 +118,40 @@ class ActionController(Controller):
 
     @post("/", opt={"permission": "action:create"}, summary="Create Action", status_code=201, sync_to_thread=True)
     def create_action(
-        self, request: Request, org_id: PathId, workspace_id: PathId, app_id: PathId, data: JSONBody[ActionCreate]
+        self,
+        request: Request,
+        aggregates: NamedDependency[Aggregates],
+        org_id: PathId,
+        workspace_id: PathId,
+        app_id: PathId,
+        data: JSONBody[ActionCreate],
     ) -> Response[ActionView]:
         outcome = use_cases.create_action(
-            system_of(request).aggregates, context_of(request), workspace_id, app_id, msgspec.structs.asdict(data)
+            aggregates, context_of(request), workspace_id, app_id, msgspec.structs.asdict(data)
         )
         return command_answer(ActionView.of(outcome.state), outcome, 201)
 
     @get("/{action_id:str}", opt={"permission": "action:read"}, summary="Get Action")
     async def get_action(
         self,
-        request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         app_id: PathId,
         action_id: PathId,
         min_position: MinPosition = None,
     ) -> ActionView:
-        system = system_of(request)
-        await system.wait_for(VIEWS, min_position)
-        async with system.pool.connection() as conn:
-            state, counters = await _action(request, conn, org_id, workspace_id, app_id, action_id, min_position)
+        await views.wait_for(VIEWS, min_position)
+        async with views.connection() as conn:
+            state, counters = await _action(views, conn, org_id, workspace_id, app_id, action_id, min_position)
         return ActionView.of(state, counters)
 
     @put("/{action_id:str}", opt={"permission": "action:update"}, summary="Update Action")
     async def update_action(
         self,
         request: Request,
+        aggregates: NamedDependency[Aggregates],
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         app_id: PathId,
@@ -147,14 +160,14 @@ class ActionController(Controller):
     ) -> Response[ActionView]:
         outcome = await anyio.to_thread.run_sync(
             use_cases.update_action,
-            system_of(request).aggregates,
+            aggregates,
             context_of(request),
             workspace_id,
             app_id,
             action_id,
             _fields(data),
         )
-        return await _with_counters(request, org_id, app_id, outcome)
+        return await _with_counters(views, org_id, app_id, outcome)
 
     @delete(
         "/{action_id:str}",
@@ -164,11 +177,15 @@ class ActionController(Controller):
         sync_to_thread=True,
     )
     def delete_action(
-        self, request: Request, org_id: PathId, workspace_id: PathId, app_id: PathId, action_id: PathId
+        self,
+        request: Request,
+        aggregates: NamedDependency[Aggregates],
+        org_id: PathId,
+        workspace_id: PathId,
+        app_id: PathId,
+        action_id: PathId,
     ) -> Response[None]:
-        outcome = use_cases.delete_action(
-            system_of(request).aggregates, context_of(request), workspace_id, app_id, action_id
-        )
+        outcome = use_cases.delete_action(aggregates, context_of(request), workspace_id, app_id, action_id)
         return command_answer(None, outcome, 204)
 
     @post(
@@ -178,9 +195,16 @@ class ActionController(Controller):
         status_code=200,
     )
     async def enable_action(
-        self, request: Request, org_id: PathId, workspace_id: PathId, app_id: PathId, action_id: PathId
+        self,
+        request: Request,
+        aggregates: NamedDependency[Aggregates],
+        views: NamedDependency[Views],
+        org_id: PathId,
+        workspace_id: PathId,
+        app_id: PathId,
+        action_id: PathId,
     ) -> Response[ActionView]:
-        return await _set_enabled(request, org_id, workspace_id, app_id, action_id, True)
+        return await _set_enabled(request, aggregates, views, org_id, workspace_id, app_id, action_id, True)
 
     @post(
         "/{action_id:str}/disable",
@@ -189,9 +213,16 @@ class ActionController(Controller):
         status_code=200,
     )
     async def disable_action(
-        self, request: Request, org_id: PathId, workspace_id: PathId, app_id: PathId, action_id: PathId
+        self,
+        request: Request,
+        aggregates: NamedDependency[Aggregates],
+        views: NamedDependency[Views],
+        org_id: PathId,
+        workspace_id: PathId,
+        app_id: PathId,
+        action_id: PathId,
     ) -> Response[ActionView]:
-        return await _set_enabled(request, org_id, workspace_id, app_id, action_id, False)
+        return await _set_enabled(request, aggregates, views, org_id, workspace_id, app_id, action_id, False)
 
     @post(
         "/{action_id:str}/trigger",
@@ -203,6 +234,7 @@ class ActionController(Controller):
     def trigger_action(
         self,
         request: Request,
+        aggregates: NamedDependency[Aggregates],
         org_id: PathId,
         workspace_id: PathId,
         app_id: PathId,
@@ -220,7 +252,7 @@ class ActionController(Controller):
     ) -> Response[Triggered]:
         body = data or TriggerRequest()
         outcome = use_cases.trigger_action(
-            system_of(request).aggregates,
+            aggregates,
             context_of(request),
             workspace_id,
             app_id,
@@ -245,7 +277,7 @@ class ActionController(Controller):
     @get("/{action_id:str}/runs", opt={"permission": "action:read"}, summary="List Action Runs")
     async def list_runs(
         self,
-        request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         app_id: PathId,
@@ -256,10 +288,9 @@ class ActionController(Controller):
         min_position: MinPosition = None,
     ) -> RunList:
         before = decode_cursor(cursor)
-        system = system_of(request)
-        await system.wait_for(VIEWS, min_position)
-        async with system.pool.connection() as conn:
-            await _action(request, conn, org_id, workspace_id, app_id, action_id, min_position)
+        await views.wait_for(VIEWS, min_position)
+        async with views.connection() as conn:
+            await _action(views, conn, org_id, workspace_id, app_id, action_id, min_position)
             total, rows = await listing.list_runs(conn, org_id, action_id, status, before, limit)
         page = Page(rows, limit, key_of=lambda row: row[0])
         return RunList(
@@ -272,7 +303,7 @@ class ActionController(Controller):
     @get("/{action_id:str}/runs/{run_id:str}", opt={"permission": "action:read"}, summary="Get Action Run")
     async def get_run(
         self,
-        request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         app_id: PathId,
@@ -280,10 +311,9 @@ class ActionController(Controller):
         run_id: PathId,
         min_position: MinPosition = None,
     ) -> RunView:
-        system = system_of(request)
-        await system.wait_for(VIEWS, min_position)
-        async with system.pool.connection() as conn:
-            await _action(request, conn, org_id, workspace_id, app_id, action_id, min_position)
+        await views.wait_for(VIEWS, min_position)
+        async with views.connection() as conn:
+            await _action(views, conn, org_id, workspace_id, app_id, action_id, min_position)
             run = await listing.get_run(conn, org_id, action_id, run_id)
             if run is None:  # not in the view (yet): one just triggered is in the event store
                 run = await use_cases.stored_run(conn, org_id, action_id, run_id)

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
-from api.auth import authorize
-from api.common import Cursor, Limit, PathId, Time, require_workspace_view, system_of, time_window
+from api.common import Cursor, Limit, PathId, Time, Views, time_window
 from api.schemas import ActivityList, ActivitySummary, ActivityView
 from commands.catalog import stored_item
 from domain.errors import FieldError, NotFound, ValidationFailed
@@ -24,6 +24,7 @@ OptionalId = Annotated[str | None, QueryParameter(max_length=128)]
 
 async def _feed(
     request: Request,
+    views: Views,
     org_id: str,
     limit: int,
     cursor: str | None,
@@ -34,19 +35,21 @@ async def _feed(
 ) -> ActivityList:
     after = decode_time_cursor(cursor)
     selection = activity.Filters(workspace_id=workspace_id, **filters, **time_window(start_time, end_time))
-    async with system_of(request).pool.connection() as conn:
+    async with views.connection() as conn:
         if workspace_id is not None and "workspace_id" in request.path_params:
-            await require_workspace_view(request, conn, org_id, workspace_id)
+            await views.require_workspace(conn, org_id, workspace_id)
             await _require_endpoint_of_app(request, conn, org_id, workspace_id)
         total, rows = await activity.feed(conn, org_id, selection, after, limit, ActivityView)
     page = Page(rows, limit, key_of=activity.key_of)
     return ActivityList(total=total, has_more=page.has_more, next_cursor=page.next_cursor, activities=page.items)
 
 
-async def _summary(request: Request, org_id: str, scope: str, scope_id: str, hours: int) -> ActivitySummary:
-    async with system_of(request).pool.connection() as conn:
+async def _summary(
+    request: Request, views: Views, org_id: str, scope: str, scope_id: str, hours: int
+) -> ActivitySummary:
+    async with views.connection() as conn:
         if "workspace_id" in request.path_params:
-            await require_workspace_view(request, conn, org_id, request.path_params["workspace_id"])
+            await views.require_workspace(conn, org_id, request.path_params["workspace_id"])
             await _require_endpoint_of_app(request, conn, org_id, request.path_params["workspace_id"])
         result = await activity.summary(conn, org_id, scope, scope_id, hours, datetime.now(UTC))
     return msgspec.convert(result, ActivitySummary, from_attributes=True)
@@ -72,28 +75,31 @@ def _me(request: Request) -> str:
 class OrgActivityController(Controller):
     path = "/v1/orgs/{org_id:str}"
     tags = ["Activity"]
-    before_request = authorize
 
     @get("/activity", opt={"permission": "activity:read"}, summary="Get Org Activity")
     async def org_activity(
         self,
         request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         start_time: Time = None,
         end_time: Time = None,
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> ActivityList:
-        return await _feed(request, org_id, limit, cursor, start_time, end_time)
+        return await _feed(request, views, org_id, limit, cursor, start_time, end_time)
 
     @get("/activity/summary", opt={"permission": "activity:read"}, summary="Get Org Activity Summary")
-    async def org_summary(self, request: Request, org_id: PathId, hours: Hours = 24) -> ActivitySummary:
-        return await _summary(request, org_id, "org", org_id, hours)
+    async def org_summary(
+        self, request: Request, views: NamedDependency[Views], org_id: PathId, hours: Hours = 24
+    ) -> ActivitySummary:
+        return await _summary(request, views, org_id, "org", org_id, hours)
 
     @get("/users/{user_id:str}/activity", opt={"permission": "activity:read"}, summary="Get User Activity")
     async def user_activity(
         self,
         request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         user_id: PathId,
         workspace_id: OptionalId = None,
@@ -102,7 +108,7 @@ class OrgActivityController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> ActivityList:
-        return await _feed(request, org_id, limit, cursor, start_time, end_time, workspace_id, user_id=user_id)
+        return await _feed(request, views, org_id, limit, cursor, start_time, end_time, workspace_id, user_id=user_id)
 
     @get(
         "/users/{user_id:str}/activity/summary",
@@ -110,14 +116,15 @@ class OrgActivityController(Controller):
         summary="Get User Activity Summary",
     )
     async def user_summary(
-        self, request: Request, org_id: PathId, user_id: PathId, hours: Hours = 24
+        self, request: Request, views: NamedDependency[Views], org_id: PathId, user_id: PathId, hours: Hours = 24
     ) -> ActivitySummary:
-        return await _summary(request, org_id, "user", user_id, hours)
+        return await _summary(request, views, org_id, "user", user_id, hours)
 
     @get("/me/activity", summary="Get My Activity")
     async def my_activity(
         self,
         request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: OptionalId = None,
         start_time: Time = None,
@@ -125,23 +132,27 @@ class OrgActivityController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> ActivityList:
-        return await _feed(request, org_id, limit, cursor, start_time, end_time, workspace_id, user_id=_me(request))
+        return await _feed(
+            request, views, org_id, limit, cursor, start_time, end_time, workspace_id, user_id=_me(request)
+        )
 
     @get("/me/activity/summary", summary="Get My Activity Summary")
-    async def my_summary(self, request: Request, org_id: PathId, hours: Hours = 24) -> ActivitySummary:
-        return await _summary(request, org_id, "user", _me(request), hours)
+    async def my_summary(
+        self, request: Request, views: NamedDependency[Views], org_id: PathId, hours: Hours = 24
+    ) -> ActivitySummary:
+        return await _summary(request, views, org_id, "user", _me(request), hours)
 
 
 class WorkspaceActivityController(Controller):
     path = "/v1/orgs/{org_id:str}/workspaces/{workspace_id:str}"
     tags = ["Activity"]
-    before_request = authorize
     opt = {"permission": "workspace:read"}
 
     @get("/activity", summary="Get Workspace Activity")
     async def workspace_activity(
         self,
         request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         start_time: Time = None,
@@ -149,18 +160,19 @@ class WorkspaceActivityController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> ActivityList:
-        return await _feed(request, org_id, limit, cursor, start_time, end_time, workspace_id)
+        return await _feed(request, views, org_id, limit, cursor, start_time, end_time, workspace_id)
 
     @get("/activity/summary", summary="Get Workspace Activity Summary")
     async def workspace_summary(
-        self, request: Request, org_id: PathId, workspace_id: PathId, hours: Hours = 24
+        self, request: Request, views: NamedDependency[Views], org_id: PathId, workspace_id: PathId, hours: Hours = 24
     ) -> ActivitySummary:
-        return await _summary(request, org_id, "workspace", workspace_id, hours)
+        return await _summary(request, views, org_id, "workspace", workspace_id, hours)
 
     @get("/apps/{app_id:str}/activity", summary="Get App Activity")
     async def app_activity(
         self,
         request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         app_id: PathId,
@@ -169,12 +181,13 @@ class WorkspaceActivityController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> ActivityList:
-        return await _feed(request, org_id, limit, cursor, start_time, end_time, workspace_id, app_id=app_id)
+        return await _feed(request, views, org_id, limit, cursor, start_time, end_time, workspace_id, app_id=app_id)
 
     @get("/apps/{app_id:str}/endpoints/{endpoint_id:str}/activity", summary="Get Endpoint Activity")
     async def endpoint_activity(
         self,
         request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         app_id: PathId,
@@ -186,6 +199,7 @@ class WorkspaceActivityController(Controller):
     ) -> ActivityList:
         return await _feed(
             request,
+            views,
             org_id,
             limit,
             cursor,
@@ -200,18 +214,20 @@ class WorkspaceActivityController(Controller):
     async def endpoint_summary(
         self,
         request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         app_id: PathId,
         endpoint_id: PathId,
         hours: Hours = 24,
     ) -> ActivitySummary:
-        return await _summary(request, org_id, "endpoint", endpoint_id, hours)
+        return await _summary(request, views, org_id, "endpoint", endpoint_id, hours)
 
     @get("/augmentations/{augmentation_id:str}/activity", summary="Get Augmentation Activity")
     async def augmentation_activity(
         self,
         request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         augmentation_id: PathId,
@@ -221,13 +237,14 @@ class WorkspaceActivityController(Controller):
         cursor: Cursor = None,
     ) -> ActivityList:
         return await _feed(
-            request, org_id, limit, cursor, start_time, end_time, workspace_id, augmentation_id=augmentation_id
+            request, views, org_id, limit, cursor, start_time, end_time, workspace_id, augmentation_id=augmentation_id
         )
 
     @get("/activity/actions/{action:str}", summary="Get Action Activity")
     async def verb_activity(
         self,
         request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         action: PathId,
@@ -240,12 +257,13 @@ class WorkspaceActivityController(Controller):
             raise ValidationFailed(
                 [FieldError(("action",), f"Input should be one of: {', '.join(VERBS)}", "enum", action)], source="path"
             )
-        return await _feed(request, org_id, limit, cursor, start_time, end_time, workspace_id, action=action)
+        return await _feed(request, views, org_id, limit, cursor, start_time, end_time, workspace_id, action=action)
 
     @get("/resources/{resource_id:str}/activity", summary="Get Resource Activity")
     async def resource_activity(
         self,
         request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         resource_id: PathId,
@@ -254,12 +272,15 @@ class WorkspaceActivityController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> ActivityList:
-        return await _feed(request, org_id, limit, cursor, start_time, end_time, workspace_id, resource_id=resource_id)
+        return await _feed(
+            request, views, org_id, limit, cursor, start_time, end_time, workspace_id, resource_id=resource_id
+        )
 
     @get("/activity/search", summary="Search Workspace Activity")
     async def search(
         self,
         request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         action: Annotated[
@@ -293,6 +314,7 @@ class WorkspaceActivityController(Controller):
             raise ValidationFailed(errors, source="query")
         return await _feed(
             request,
+            views,
             org_id,
             limit,
             cursor,

@@ -6,11 +6,11 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Annotated
 
-from litestar import Controller, Request, get
+from litestar import Controller, get
+from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
-from api.auth import authorize
-from api.common import MinPosition, PathId, require_workspace_view, system_of
+from api.common import MinPosition, PathId, Views
 from api.schemas import (
     ActionAnalytics,
     AppAnalytics,
@@ -34,13 +34,12 @@ VIEWS = [analytics.NAME, workspaces.NAME]
 
 
 async def _values(
-    request: Request, org_id: str, workspace_id: str, min_position: int | None, of: tuple[str, str] | None = None
+    views: Views, org_id: str, workspace_id: str, min_position: int | None, of: tuple[str, str] | None = None
 ) -> dict[str, int]:
     """The workspace's counters; `of` (kind, id) names a catalog item of it that must exist (404 otherwise)."""
-    system = system_of(request)
-    await system.wait_for(VIEWS, min_position)
-    async with system.pool.connection() as conn:
-        await require_workspace_view(request, conn, org_id, workspace_id, min_position)
+    await views.wait_for(VIEWS, min_position)
+    async with views.connection() as conn:
+        await views.require_workspace(conn, org_id, workspace_id, min_position)
         if of is not None and await analytics.catalog_item(conn, org_id, workspace_id, *of) is None:
             # Not counted yet is not unknown: one just created is in the event store (and counts nothing yet).
             if await stored_item(conn, org_id, workspace_id, *of) is None:
@@ -51,22 +50,20 @@ async def _values(
 class OrgAnalyticsController(Controller):
     path = "/v1/orgs/{org_id:str}/analytics"
     tags = ["Analytics"]
-    before_request = authorize
 
     @get("/", opt={"permission": "workspace:read"}, summary="Get org analytics rollup")
     async def org_rollup(
         self,
-        request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: Annotated[str | None, QueryParameter(max_length=128)] = None,
         min_position: MinPosition = None,
     ) -> OrgAnalytics:
         """Totals over the org's workspaces (or the one named by `workspace_id`), and each workspace's own."""
-        system = system_of(request)
-        await system.wait_for(VIEWS, min_position)
-        async with system.pool.connection() as conn:
+        await views.wait_for(VIEWS, min_position)
+        async with views.connection() as conn:
             if workspace_id:
-                await require_workspace_view(request, conn, org_id, workspace_id, min_position)
+                await views.require_workspace(conn, org_id, workspace_id, min_position)
             found = await analytics.workspaces_of(conn, org_id, workspace_id)
             values = await analytics.counters(conn, [ws for ws, _, _ in found])
         totals: Counter[str] = Counter()
@@ -94,15 +91,14 @@ class OrgAnalyticsController(Controller):
 class WorkspaceAnalyticsController(Controller):
     path = "/v1/orgs/{org_id:str}/workspaces/{workspace_id:str}"
     tags = ["Analytics"]
-    before_request = authorize
     opt = {"permission": "workspace:read"}
 
     @get("/analytics", summary="Get workspace analytics summary")
     async def summary(
-        self, request: Request, org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
+        self, views: NamedDependency[Views], org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
     ) -> WorkspaceAnalytics:
-        values = await _values(request, org_id, workspace_id, min_position)
-        async with system_of(request).pool.connection() as conn:
+        values = await _values(views, org_id, workspace_id, min_position)
+        async with views.connection() as conn:
             found = await analytics.workspaces_of(conn, org_id, workspace_id)
         return WorkspaceAnalytics(
             workspace_id=workspace_id,
@@ -113,44 +109,44 @@ class WorkspaceAnalyticsController(Controller):
 
     @get("/analytics/resources", summary="Get resource counts")
     async def resources(
-        self, request: Request, org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
+        self, views: NamedDependency[Views], org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
     ) -> ResourceCounts:
-        return ResourceCounts(**analytics.resources(await _values(request, org_id, workspace_id, min_position)))
+        return ResourceCounts(**analytics.resources(await _values(views, org_id, workspace_id, min_position)))
 
     @get("/analytics/executions", summary="Get execution metrics")
     async def executions(
-        self, request: Request, org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
+        self, views: NamedDependency[Views], org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
     ) -> ExecutionMetrics:
-        return ExecutionMetrics(**analytics.executions(await _values(request, org_id, workspace_id, min_position)))
+        return ExecutionMetrics(**analytics.executions(await _values(views, org_id, workspace_id, min_position)))
 
     @get("/analytics/executions/hourly", summary="Get hourly execution data")
     async def hourly(
         self,
-        request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         hours: Annotated[int, QueryParameter(ge=1, le=168, description="Number of hours")] = 24,
         min_position: MinPosition = None,
     ) -> Series:
-        return await self._series(request, org_id, workspace_id, "hour", hours, min_position)
+        return await self._series(views, org_id, workspace_id, "hour", hours, min_position)
 
     @get("/analytics/executions/daily", summary="Get daily execution data")
     async def daily(
         self,
-        request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         days: Annotated[int, QueryParameter(ge=1, le=90, description="Number of days")] = 30,
         min_position: MinPosition = None,
     ) -> Series:
-        return await self._series(request, org_id, workspace_id, "day", days, min_position)
+        return await self._series(views, org_id, workspace_id, "day", days, min_position)
 
     @staticmethod
     async def _series(
-        request: Request, org_id: str, workspace_id: str, period: str, count: int, min_position: int | None
+        views: Views, org_id: str, workspace_id: str, period: str, count: int, min_position: int | None
     ) -> Series:
-        await _values(request, org_id, workspace_id, min_position)
-        async with system_of(request).pool.connection() as conn:
+        await _values(views, org_id, workspace_id, min_position)
+        async with views.connection() as conn:
             points = await analytics.series(conn, workspace_id, period, count, datetime.now(UTC))
         return Series(
             metric="executions",
@@ -160,9 +156,14 @@ class WorkspaceAnalyticsController(Controller):
 
     @get("/apps/{app_id:str}/analytics", summary="Get app analytics")
     async def app(
-        self, request: Request, org_id: PathId, workspace_id: PathId, app_id: PathId, min_position: MinPosition = None
+        self,
+        views: NamedDependency[Views],
+        org_id: PathId,
+        workspace_id: PathId,
+        app_id: PathId,
+        min_position: MinPosition = None,
     ) -> AppAnalytics:
-        values = await _values(request, org_id, workspace_id, min_position, of=("apps", app_id))
+        values = await _values(views, org_id, workspace_id, min_position, of=("apps", app_id))
         return AppAnalytics(
             app_id=app_id,
             **{k: values.get(f"app:{app_id}.{k}", 0) for k in ("augmentations", "namespaces", "endpoints", "releases")},
@@ -171,13 +172,13 @@ class WorkspaceAnalyticsController(Controller):
     @get("/namespaces/{namespace_id:str}/analytics", summary="Get namespace analytics")
     async def namespace(
         self,
-        request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         namespace_id: PathId,
         min_position: MinPosition = None,
     ) -> NamespaceAnalytics:
-        values = await _values(request, org_id, workspace_id, min_position, of=("namespaces", namespace_id))
+        values = await _values(views, org_id, workspace_id, min_position, of=("namespaces", namespace_id))
         return NamespaceAnalytics(
             namespace_id=namespace_id,
             threads=values.get(f"namespace:{namespace_id}.threads", 0),
@@ -186,9 +187,9 @@ class WorkspaceAnalyticsController(Controller):
 
     @get("/analytics/actions", summary="Get action analytics")
     async def actions(
-        self, request: Request, org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
+        self, views: NamedDependency[Views], org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
     ) -> ActionAnalytics:
-        v = await _values(request, org_id, workspace_id, min_position)
+        v = await _values(views, org_id, workspace_id, min_position)
         return ActionAnalytics(
             total_actions=v.get("actions.total", 0),
             enabled_actions=v.get("actions.enabled", 0),
@@ -198,9 +199,9 @@ class WorkspaceAnalyticsController(Controller):
 
     @get("/analytics/secrets", summary="Get secret analytics")
     async def secrets(
-        self, request: Request, org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
+        self, views: NamedDependency[Views], org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
     ) -> SecretAnalytics:
-        v = await _values(request, org_id, workspace_id, min_position)
+        v = await _values(views, org_id, workspace_id, min_position)
         return SecretAnalytics(
             total_secrets=v.get("secrets.total", 0),
             active_secrets=v.get("secrets.active", 0),
@@ -209,9 +210,9 @@ class WorkspaceAnalyticsController(Controller):
 
     @get("/analytics/sources", summary="Get source analytics")
     async def sources(
-        self, request: Request, org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
+        self, views: NamedDependency[Views], org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
     ) -> SourceAnalytics:
-        v = await _values(request, org_id, workspace_id, min_position)
+        v = await _values(views, org_id, workspace_id, min_position)
         return SourceAnalytics(
             total_sources=v.get("sources.total", 0),
             indexed_sources=v.get("sources.status.indexed", 0),

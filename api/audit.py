@@ -8,11 +8,12 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from api.auth import authenticate, authorize
-from api.common import Cursor, Limit, PathId, Time, system_of, time_window
+from api.auth import Authorizer
+from api.common import Cursor, Limit, PathId, Time, Views, time_window
 from api.errors import Unauthorized
 from projections import audit
 from projections.pagination import decode_cursor, encode_cursor
@@ -29,12 +30,12 @@ After = Annotated[int | None, QueryParameter(ge=0, description="Only events afte
 _encoder = msgspec.json.Encoder()
 
 
-async def _still_valid(request: Request) -> bool:
+async def _still_valid(authorizer: NamedDependency[Authorizer], request: Request) -> bool:
     """Whether the stream's token still authenticates, asked before each read of the log: a revocation ends an
     open stream as it ends the token's next request, within the token cache's 2 s (from the cache, confirmed
     against the store every second; the store itself once the cache has dropped a revoked token)."""
     try:
-        await authenticate(request)
+        await authorizer.authenticate(request)
     except Unauthorized:
         return False
     return True
@@ -43,13 +44,12 @@ async def _still_valid(request: Request) -> bool:
 class AuditController(Controller):
     path = "/v1/orgs/{org_id:str}/events"
     tags = ["Audit"]
-    before_request = authorize
     opt = {"permission": "audit:read"}
 
     @get("/", summary="Read the org's raw events in log order")
     async def read(
         self,
-        request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         after: After = None,
         limit: Limit = 50,
@@ -61,7 +61,7 @@ class AuditController(Controller):
     ) -> EventPage:
         start = decode_cursor(cursor) or after or 0
         query = audit.Query(type=type, aggregate_id=aggregate_id, **time_window(start_time, end_time))
-        async with system_of(request).pool.connection() as conn:
+        async with views.connection() as conn:
             total, rows = await audit.page(conn, org_id, after or 0, start, limit + 1, query)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -73,6 +73,8 @@ class AuditController(Controller):
     async def stream(
         self,
         request: Request,
+        authorizer: NamedDependency[Authorizer],
+        views: NamedDependency[Views],
         org_id: PathId,
         after: After = None,
         last_event_id: Annotated[
@@ -84,12 +86,11 @@ class AuditController(Controller):
     ) -> ServerSentEvent:
         # the ids this stream sends are positions: anything else is refused (422), not silently read as `after`
         start = last_event_id if last_event_id is not None else after or 0
-        pool = system_of(request).pool
 
         async def tail() -> AsyncIterator[ServerSentEventMessage]:
             position = start
-            while await _still_valid(request):
-                async with pool.connection() as conn:
+            while await _still_valid(authorizer, request):
+                async with views.connection() as conn:
                     rows = await audit.events(conn, org_id, position, 500)
                 for row in rows:
                     position = row.position

@@ -1,6 +1,7 @@
-"""Who is calling, and may they do this? Runs before any input is parsed, as the controllers' before-request
-hook rather than a Litestar guard: Litestar hands each guard a copy of the route handler, made for every
-request, which was a tenth of the CPU of a GET workspace."""
+"""Who is calling, and may they do this? Runs before any input is parsed, as the before-request hook of
+the router holding every `/v1/orgs` controller (`api.app`) rather than a Litestar guard: Litestar hands
+each guard a copy of the route handler, made for every request, which was a tenth of the CPU of a GET
+workspace."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import msgspec
 from litestar.connection import ASGIConnection
 
 from api.errors import Unauthorized
+from api.limits import RateLimiter
 from commands.aggregates import Context
+from commands.tokens import TokenVerifier
 from domain import access
 from domain.errors import FieldError, Forbidden, ValidationFailed
 from domain.events import Actor
@@ -55,56 +58,75 @@ def is_secret(presented: str, secret: str | None) -> bool:
     return bool(secret) and hmac.compare_digest(presented.encode(), secret.encode())
 
 
-def refuse(connection: ASGIConnection) -> Unauthorized:
-    """A failed authentication: charged to the client's address under the general limit (429 when over)."""
-    connection.app.state.system.limiter.take_unauthenticated(client_address(connection))
-    return Unauthorized()
+class Authorizer:
+    """Authenticates a request's bearer token (the root token, or an org token the verifier knows) and checks
+    the org in its path and the permission its route names, charging the rate limiter as it goes."""
 
+    def __init__(
+        self,
+        tokens: TokenVerifier,
+        limiter: RateLimiter,
+        root_token: str | None,
+        metrics_token: str | None = None,
+    ) -> None:
+        self.tokens = tokens
+        self.limiter = limiter
+        self.root_token = root_token
+        self.metrics_token = metrics_token
 
-async def authenticate(connection: ASGIConnection) -> Principal:
-    system = connection.app.state.system
-    presented = bearer_of(connection)
-    if presented is None:
-        raise Unauthorized()
-    if is_secret(presented, system.settings.root_token):
-        return Principal(actor=ROOT_ACTOR, role="owner", org_id=None)
-    verifier = system.tokens
-    token = verifier.verify_cached(presented)
-    if token is None and verifier.needs_lookup(presented):
-        address = client_address(connection)
-        system.limiter.check_lookup(address)
-        token = await anyio.to_thread.run_sync(verifier.verify, presented)
+    def refuse(self, connection: ASGIConnection) -> Unauthorized:
+        """A failed authentication: charged to the client's address under the general limit (429 when over)."""
+        self.limiter.take_unauthenticated(client_address(connection))
+        return Unauthorized()
+
+    async def authenticate(self, connection: ASGIConnection) -> Principal:
+        presented = bearer_of(connection)
+        if presented is None:
+            raise Unauthorized()
+        if is_secret(presented, self.root_token):
+            return Principal(actor=ROOT_ACTOR, role="owner", org_id=None)
+        verifier = self.tokens
+        token = verifier.verify_cached(presented)
+        if token is None and verifier.needs_lookup(presented):
+            address = client_address(connection)
+            self.limiter.check_lookup(address)
+            token = await anyio.to_thread.run_sync(verifier.verify, presented)
+            if token is None:
+                self.limiter.take_failed_lookup(address)
         if token is None:
-            system.limiter.take_failed_lookup(address)
-    if token is None:
-        raise Unauthorized()
-    actor = Actor(
-        principal_type=token.principal_type,
-        principal_id=token.user_id or token.token_id,
-        user_id=token.user_id,
-        token_id=token.token_id,
-    )
-    return Principal(actor=actor, role=token.role, org_id=token.org_id)
+            raise Unauthorized()
+        actor = Actor(
+            principal_type=token.principal_type,
+            principal_id=token.user_id or token.token_id,
+            user_id=token.user_id,
+            token_id=token.token_id,
+        )
+        return Principal(actor=actor, role=token.role, org_id=token.org_id)
 
+    async def authorize(self, connection: ASGIConnection) -> None:
+        """The before-request hook of every `/v1/orgs` route: authenticates (401), checks the org in the path
+        (422), then the permission (403) the route handler's `opt` names."""
+        try:
+            principal = await self.authenticate(connection)
+        except Unauthorized:
+            raise self.refuse(connection) from None
+        connection.state.principal = principal  # known from here on, also to the activity record of a refusal
+        connection.state.trace_id = trace_id_of(connection)
+        self.limiter.take(principal.actor.token_id or principal.actor.principal_id)
+        permission = connection.route_handler.opt.get("permission", "")
+        _check_path(connection.path_params)
+        org_id = connection.path_params.get("org_id")
+        if org_id is not None:
+            if principal.org_id is not None and principal.org_id != org_id:
+                raise Forbidden(permission or "org:access")
+        if permission and not principal.may(permission):
+            raise Forbidden(permission)
 
-async def authorize(connection: ASGIConnection) -> None:
-    """Authenticates (401), checks the org in the path (422), then the permission (403) the route handler's
-    `opt` names."""
-    try:
-        principal = await authenticate(connection)
-    except Unauthorized:
-        raise refuse(connection) from None
-    connection.state.principal = principal  # known from here on, also to the activity record of a refusal
-    connection.state.trace_id = trace_id_of(connection)
-    connection.app.state.system.limiter.take(principal.actor.token_id or principal.actor.principal_id)
-    permission = connection.route_handler.opt.get("permission", "")
-    _check_path(connection.path_params)
-    org_id = connection.path_params.get("org_id")
-    if org_id is not None:
-        if principal.org_id is not None and principal.org_id != org_id:
-            raise Forbidden(permission or "org:access")
-    if permission and not principal.may(permission):
-        raise Forbidden(permission)
+    def authorize_scraper(self, connection: ASGIConnection) -> None:
+        """`/metrics`: the metrics token or the root token, nothing else (401)."""
+        presented = bearer_of(connection) or ""
+        if not any(is_secret(presented, secret) for secret in (self.metrics_token, self.root_token)):
+            raise self.refuse(connection)
 
 
 def _check_path(params: dict) -> None:

@@ -51,6 +51,10 @@ class ViewCache(Generic[V]):
         self.hits += 1
         return entry[1]
 
+    @property
+    def size(self) -> int:
+        return len(self._entries)
+
     def ticket(self) -> int:
         """Taken before reading the view on a miss, and given back with what was read (`put`)."""
         return self._generation

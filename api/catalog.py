@@ -6,12 +6,14 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from api.auth import authorize, context_of
-from api.common import Cursor, Limit, MinPosition, PathId, command_answer, require_workspace_view, system_of
+from api.auth import context_of
+from api.common import Cursor, Limit, MinPosition, PathId, Views, command_answer
 from api.schemas import MessageBody
 from commands import catalog as use_cases
+from commands.aggregates import Aggregates
 from domain.catalog import KINDS, CatalogItem, Field, Kind
 from domain.errors import NotFound
 from domain.secrets import masked_url
@@ -85,12 +87,11 @@ def catalog_controller(kind: Kind) -> type[Controller]:
     class CatalogController(Controller):
         path = f"/v1/orgs/{{org_id:str}}/workspaces/{{workspace_id:str}}/{name}"
         tags = ["Catalog"]
-        before_request = authorize
 
         @get("/", opt={"permission": f"{resource}:read"}, summary=f"List {name.title()}")
         async def list_items(
             self,
-            request: Request,
+            views: NamedDependency[Views],
             org_id: PathId,
             workspace_id: PathId,
             limit: Limit = 50,
@@ -98,10 +99,9 @@ def catalog_controller(kind: Kind) -> type[Controller]:
             min_position: MinPosition = None,
         ) -> ItemList:
             after = decode_cursor(cursor)
-            system = system_of(request)
-            await system.wait_for(VIEWS, min_position)
-            async with system.pool.connection() as conn:
-                await require_workspace_view(request, conn, org_id, workspace_id, min_position)
+            await views.wait_for(VIEWS, min_position)
+            async with views.connection() as conn:
+                await views.require_workspace(conn, org_id, workspace_id, min_position)
                 total, rows = await listing.list_items(conn, org_id, workspace_id, name, after, limit)
             page = Page(rows, limit, key_of=lambda row: row[0])
             return ItemList(
@@ -119,26 +119,28 @@ def catalog_controller(kind: Kind) -> type[Controller]:
             sync_to_thread=True,
         )
         def create_item(
-            self, request: Request, org_id: PathId, workspace_id: PathId, data: JSONBody[Create]
+            self,
+            request: Request,
+            aggregates: NamedDependency[Aggregates],
+            org_id: PathId,
+            workspace_id: PathId,
+            data: JSONBody[Create],
         ) -> Response[Item]:
-            outcome = use_cases.add_item(
-                system_of(request).aggregates, context_of(request), workspace_id, name, fields_of(data)
-            )
+            outcome = use_cases.add_item(aggregates, context_of(request), workspace_id, name, fields_of(data))
             return command_answer(view(outcome.state), outcome, 201)
 
         @get("/{item_id:str}", opt={"permission": f"{resource}:read"}, summary=f"Get {resource.title()}")
         async def get_item(
             self,
-            request: Request,
+            views: NamedDependency[Views],
             org_id: PathId,
             workspace_id: PathId,
             item_id: PathId,
             min_position: MinPosition = None,
         ) -> Item:
-            system = system_of(request)
-            await system.wait_for(VIEWS, min_position)
-            async with system.pool.connection() as conn:
-                await require_workspace_view(request, conn, org_id, workspace_id, min_position)
+            await views.wait_for(VIEWS, min_position)
+            async with views.connection() as conn:
+                await views.require_workspace(conn, org_id, workspace_id, min_position)
                 state = await listing.get_item(conn, org_id, workspace_id, name, item_id)
                 if state is None:  # not in the view (yet): one just created is in the event store
                     state = await use_cases.stored_item(conn, org_id, workspace_id, name, item_id)
@@ -153,10 +155,16 @@ def catalog_controller(kind: Kind) -> type[Controller]:
             sync_to_thread=True,
         )
         def update_item(
-            self, request: Request, org_id: PathId, workspace_id: PathId, item_id: PathId, data: JSONBody[Update]
+            self,
+            request: Request,
+            aggregates: NamedDependency[Aggregates],
+            org_id: PathId,
+            workspace_id: PathId,
+            item_id: PathId,
+            data: JSONBody[Update],
         ) -> Response[Item]:
             outcome = use_cases.change_item(
-                system_of(request).aggregates, context_of(request), workspace_id, name, item_id, fields_of(data)
+                aggregates, context_of(request), workspace_id, name, item_id, fields_of(data)
             )
             return command_answer(view(outcome.state), outcome)
 
@@ -168,11 +176,14 @@ def catalog_controller(kind: Kind) -> type[Controller]:
             sync_to_thread=True,
         )
         def delete_item(
-            self, request: Request, org_id: PathId, workspace_id: PathId, item_id: PathId
+            self,
+            request: Request,
+            aggregates: NamedDependency[Aggregates],
+            org_id: PathId,
+            workspace_id: PathId,
+            item_id: PathId,
         ) -> Response[MessageBody]:
-            outcome = use_cases.remove_item(
-                system_of(request).aggregates, context_of(request), workspace_id, name, item_id
-            )
+            outcome = use_cases.remove_item(aggregates, context_of(request), workspace_id, name, item_id)
             return command_answer(MessageBody(f"{resource.title()} deleted successfully"), outcome)
 
     CatalogController.__name__ = f"{resource.title()}Controller"

@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from litestar import Request, Response
+from litestar import Response
 from litestar.params import FromPath, HeaderParameter, QueryParameter
+from psycopg_pool import AsyncConnectionPool
 
+from api.cache import ViewCache
 from api.schemas import Workspace
 from commands.aggregates import Outcome, load_stored
 from domain.errors import FieldError, NotFound, ValidationFailed
 from domain.workspace import WORKSPACE
+from projections.read_your_writes import ReadYourWrites
 from projections.workspaces import get_workspace
 
 PathId = FromPath[str]
@@ -37,49 +40,61 @@ def command_answer(body: Any, outcome: Outcome, status_code: int = 200) -> Respo
     return Response(body, status_code=status_code, headers={EVENT_POSITION: str(outcome.position)})
 
 
-def system_of(request: Request):
-    return request.app.state.system
+class Views:
+    """The read models as a query handler reads them: connections to them, read-your-writes waiting, and the
+    workspace every read under a workspace needs (from the API process's cache when it has it).
 
+    One dependency for all of it, so that a query handler asks for one (`api.app` says why that matters)."""
 
-async def find_workspace(
-    request: Request, org_id: str, workspace_id: str, min_position: int | None, conn=None
-) -> Workspace | None:
-    """The workspace as its view holds it, from the API process's cache when it has it (`api.cache`); on `conn`
-    when given, else on a connection taken only if the cache has not got it. A read that waited for a position
-    (`X-Min-Position`) asks the view, and refreshes the cache with what it read: the cache may not have heard
-    yet of the changes up to that position. A workspace the view has not got (yet) is looked up in the event
-    store, so one that a command just created is found at once, by every API process."""
-    system = system_of(request)
+    def __init__(
+        self, pool: AsyncConnectionPool, read_your_writes: ReadYourWrites, workspace_cache: ViewCache[Workspace]
+    ) -> None:
+        self.pool = pool
+        self.read_your_writes = read_your_writes
+        self.workspace_cache = workspace_cache
 
-    async def on_connection(read):
-        if conn is not None:
-            return await read(conn)
-        async with system.pool.connection() as own:
-            return await read(own)
+    def connection(self):
+        return self.pool.connection()
 
-    async def load() -> Workspace | None:
-        state = await on_connection(lambda on: get_workspace(on, org_id, workspace_id))
-        return None if state is None else Workspace.of(state)
+    async def wait_for(self, names: list[str], position: int | None) -> None:
+        if position:
+            await self.read_your_writes.wait_for(names, position)
 
-    cache = system.workspace_cache
-    if min_position is not None:
-        workspace = await cache.refresh(org_id, workspace_id, load)
-    else:
-        workspace = await cache.read(org_id, workspace_id, load)
-    if workspace is None:
-        # Never cached: the cache hears only of changes the view has applied, so it would go on serving this
-        # one after a deletion that the view has not caught up with.
-        state = await on_connection(lambda on: load_stored(on, WORKSPACE, workspace_id, org_id))
-        workspace = None if state is None else Workspace.of(state)
-    return workspace
+    async def find_workspace(
+        self, org_id: str, workspace_id: str, min_position: int | None, conn=None
+    ) -> Workspace | None:
+        """The workspace as its view holds it, from the cache (`api.cache`) when it has it; on `conn` when given,
+        else on a connection taken only if the cache has not got it. A read that waited for a position
+        (`X-Min-Position`) asks the view, and refreshes the cache with what it read: the cache may not have
+        heard yet of the changes up to that position. A workspace the view has not got (yet) is looked up in the
+        event store, so one that a command just created is found at once, by every API process."""
 
+        async def on_connection(read):
+            if conn is not None:
+                return await read(conn)
+            async with self.pool.connection() as own:
+                return await read(own)
 
-async def require_workspace_view(
-    request: Request, conn, org_id: str, workspace_id: str, min_position: int | None = None
-) -> None:
-    """Things inside a deleted or unknown workspace answer 404 for the workspace (not one just created)."""
-    if await find_workspace(request, org_id, workspace_id, min_position, conn) is None:
-        raise NotFound("workspace", workspace_id)
+        async def load() -> Workspace | None:
+            state = await on_connection(lambda on: get_workspace(on, org_id, workspace_id))
+            return None if state is None else Workspace.of(state)
+
+        cache = self.workspace_cache
+        if min_position is not None:
+            workspace = await cache.refresh(org_id, workspace_id, load)
+        else:
+            workspace = await cache.read(org_id, workspace_id, load)
+        if workspace is None:
+            # Never cached: the cache hears only of changes the view has applied, so it would go on serving this
+            # one after a deletion that the view has not caught up with.
+            state = await on_connection(lambda on: load_stored(on, WORKSPACE, workspace_id, org_id))
+            workspace = None if state is None else Workspace.of(state)
+        return workspace
+
+    async def require_workspace(self, conn, org_id: str, workspace_id: str, min_position: int | None = None) -> None:
+        """Things inside a deleted or unknown workspace answer 404 for the workspace (not one just created)."""
+        if await self.find_workspace(org_id, workspace_id, min_position, conn) is None:
+            raise NotFound("workspace", workspace_id)
 
 
 Time = Annotated[str | None, QueryParameter(description="ISO 8601 timestamp")]

@@ -2,10 +2,12 @@
 
 Litestar turns the query string, headers, path and body into handler arguments with rules of its own: invalid
 UTF-8 becomes U+FFFD, a NUL stays a NUL, an integer is as large as it is written, JSON is as deep as it comes.
-PostgreSQL refuses NUL in text and integers past bigint, and Python refuses JSON nested near its recursion
-limit, each with an exception that would answer 500. This middleware refuses all of that with the seeds' 422
-first, for every route: what the route declares is read from its handler's signature, so a new route cannot
-forget it. Cursors carry their own contents and are decoded, with the same limits, by `projections.pagination`.
+PostgreSQL refuses NUL in text and integers past bigint, each with an exception that would answer 500. This
+middleware refuses all of that with the seeds' 422 first, for every route: what the route declares is read from
+its handler's signature, so a new route cannot forget it. Cursors carry their own contents and are decoded, with
+the same limits, by `projections.pagination`. JSON nested past what msgspec's decoder follows is refused where
+the body is decoded (`api.errors`), after authentication: measuring depth here, in Python and before anyone is
+authenticated, let any client hold the event loop for a fifth of a second per megabyte.
 
 A refusal answers after the route's own guards and before-request hook (authentication, the org, the
 permission), as every other validation error does: a caller without a valid token hears 401, never what was
@@ -18,6 +20,7 @@ import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+import msgspec
 from litestar.constants import RESERVED_KWARGS
 from litestar.enums import ParamType
 from litestar.params import BodyKwarg, ParameterKwarg
@@ -25,12 +28,9 @@ from litestar.params import BodyKwarg, ParameterKwarg
 from domain.errors import FieldError, ValidationFailed
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # PostgreSQL bigint
-MAX_JSON_DEPTH = 64
 INTEGER = re.compile(r"\s*[+-]?\d+\s*")
 # RFC 9110 field values without obs-text: anything else is decoded as Latin-1 by guesswork.
 HEADER_VALUE = re.compile(rb"[\t\x20-\x7e]*")
-# A JSON string (brackets inside it do not nest) or a bracket.
-JSON_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
@@ -41,7 +41,10 @@ class RouteInputs:
         self.integers: dict[tuple[str, str], Any] = {}  # (source, name) -> its ParameterKwarg or None
         self.headers: set[bytes] = set()  # as ASGI gives them: lower-case bytes
         self.body_required: bool | None = None  # None: the route takes no body
+        dependencies = handler.resolve_dependencies()  # services the app provides (`api.app`), not input
         for name, field in handler.parsed_fn_signature.parameters.items():
+            if name in dependencies:
+                continue
             kwarg = field.kwarg_definition
             if isinstance(kwarg, BodyKwarg) or name == "data":
                 self.body_required = not (field.has_default or field.is_optional)
@@ -105,21 +108,21 @@ def _integer_problem(name: str, value: str, parameter) -> FieldError | None:
     return None
 
 
-def json_depth(body: bytes) -> int:
-    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
-        return 0  # cannot nest deeper than it has brackets: no scan for ordinary bodies
-    depth = deepest = 0
-    for token in JSON_NESTING.finditer(body):
-        bracket = token.group()
-        if bracket in (b"[", b"{"):
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > MAX_JSON_DEPTH:
-                    break
-        elif bracket in (b"]", b"}"):
-            depth -= 1
-    return deepest
+def nul_location(value: Any, path: tuple = ()) -> tuple | None:
+    """Where a decoded JSON value holds a NUL, in a string or a key, if anywhere."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return (*path, key)
+            if (found := nul_location(item, (*path, key))) is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := nul_location(item, (*path, index))) is not None:
+                return found
+    return None
 
 
 class DecodingMiddleware:
@@ -223,17 +226,16 @@ async def _check_body(scope, receive, inputs: RouteInputs) -> None:
         if inputs.body_required:
             raise ValidationFailed([FieldError((), "A JSON body is required", "missing")])
         return
-    if json_depth(body) > MAX_JSON_DEPTH:
-        raise ValidationFailed(
-            [
-                FieldError(
-                    (),
-                    f"JSON may nest at most {MAX_JSON_DEPTH} levels deep",
-                    "json_invalid",
-                    ctx={"max_depth": MAX_JSON_DEPTH},
-                )
-            ]
-        )
+    if b"\\u0000" in body:  # rare: only then is the body decoded here, once the caller is known
+        await _guards_first(scope, receive, None)
+        try:
+            location = nul_location(msgspec.json.decode(body))
+        except (msgspec.DecodeError, RecursionError):
+            return  # the handler's decoding says what is wrong with it
+        if location is not None:
+            raise ValidationFailed(
+                [FieldError(location, "Text must not contain NUL (\\u0000)", "string_pattern_mismatch")]
+            )
 
 
 def _refuse(errors: list[FieldError | None], source: str) -> None:
@@ -245,6 +247,10 @@ def _refuse(errors: list[FieldError | None], source: str) -> None:
 async def _guards_first(scope, receive, send) -> None:
     """What the route would have done before decoding its arguments: its guards and before-request hook, whose
     refusals (401, 403, a malformed id in the path) come before any about the input."""
+    state = scope.setdefault("state", {})
+    if state.get("mm.guards_run"):
+        return
+    state["mm.guards_run"] = True
     handler = scope["route_handler"]
     request = handler.resolve_request_class()(scope, receive, send)
     if handler.resolve_guards():

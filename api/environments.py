@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from api.auth import authorize, context_of
-from api.common import Cursor, Limit, MinPosition, PathId, command_answer, require_workspace_view, system_of
+from api.auth import context_of
+from api.common import Cursor, Limit, MinPosition, PathId, Views, command_answer
 from api.schemas import (
     Deployed,
     Deployment,
@@ -22,6 +23,7 @@ from api.schemas import (
     Undeployed,
 )
 from commands import environments as use_cases
+from commands.aggregates import Aggregates
 from domain.environments import Environment
 from domain.errors import NotFound
 from projections import environments as listing
@@ -48,12 +50,11 @@ async def _environment(conn, org_id: str, workspace_id: str, environment_id: str
 class EnvironmentController(Controller):
     path = "/v1/orgs/{org_id:str}/workspaces/{workspace_id:str}/environments"
     tags = ["Environments"]
-    before_request = authorize
 
     @get("/", opt={"permission": "environment:read"}, summary="List Environments")
     async def list_environments(
         self,
-        request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         limit: Limit = 50,
@@ -61,10 +62,9 @@ class EnvironmentController(Controller):
         min_position: MinPosition = None,
     ) -> EnvironmentList:
         after = decode_cursor(cursor)
-        system = system_of(request)
-        await system.wait_for(VIEWS, min_position)
-        async with system.pool.connection() as conn:
-            await require_workspace_view(request, conn, org_id, workspace_id, min_position)
+        await views.wait_for(VIEWS, min_position)
+        async with views.connection() as conn:
+            await views.require_workspace(conn, org_id, workspace_id, min_position)
             total, rows = await listing.list_environments(conn, org_id, workspace_id, after, limit)
         page = Page(rows, limit, key_of=lambda row: row[0])
         return EnvironmentList(
@@ -82,10 +82,15 @@ class EnvironmentController(Controller):
         sync_to_thread=True,
     )
     def create_environment(
-        self, request: Request, org_id: PathId, workspace_id: PathId, data: JSONBody[EnvironmentCreate]
+        self,
+        request: Request,
+        aggregates: NamedDependency[Aggregates],
+        org_id: PathId,
+        workspace_id: PathId,
+        data: JSONBody[EnvironmentCreate],
     ) -> Response[EnvironmentAnswer]:
         outcome = use_cases.create_environment(
-            system_of(request).aggregates, context_of(request), workspace_id, **msgspec.structs.asdict(data)
+            aggregates, context_of(request), workspace_id, **msgspec.structs.asdict(data)
         )
         view = EnvironmentView.of(org_id, workspace_id, outcome.state)
         return command_answer(EnvironmentAnswer("Environment created successfully", view), outcome, 201)
@@ -93,16 +98,15 @@ class EnvironmentController(Controller):
     @get("/{environment_id:str}", opt={"permission": "environment:read"}, summary="Get Environment")
     async def get_environment(
         self,
-        request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         environment_id: PathId,
         min_position: MinPosition = None,
     ) -> EnvironmentView:
-        system = system_of(request)
-        await system.wait_for(VIEWS, min_position)
-        async with system.pool.connection() as conn:
-            await require_workspace_view(request, conn, org_id, workspace_id, min_position)
+        await views.wait_for(VIEWS, min_position)
+        async with views.connection() as conn:
+            await views.require_workspace(conn, org_id, workspace_id, min_position)
             environment = await _environment(conn, org_id, workspace_id, environment_id)
         return EnvironmentView.of(org_id, workspace_id, environment)
 
@@ -115,13 +119,14 @@ class EnvironmentController(Controller):
     def update_environment(
         self,
         request: Request,
+        aggregates: NamedDependency[Aggregates],
         org_id: PathId,
         workspace_id: PathId,
         environment_id: PathId,
         data: JSONBody[EnvironmentUpdate],
     ) -> Response[EnvironmentAnswer]:
         outcome = use_cases.update_environment(
-            system_of(request).aggregates, context_of(request), workspace_id, environment_id, **_fields(data)
+            aggregates, context_of(request), workspace_id, environment_id, **_fields(data)
         )
         view = EnvironmentView.of(org_id, workspace_id, outcome.state)
         return command_answer(EnvironmentAnswer("Environment updated successfully", view), outcome)
@@ -134,11 +139,14 @@ class EnvironmentController(Controller):
         sync_to_thread=True,
     )
     def delete_environment(
-        self, request: Request, org_id: PathId, workspace_id: PathId, environment_id: PathId
+        self,
+        request: Request,
+        aggregates: NamedDependency[Aggregates],
+        org_id: PathId,
+        workspace_id: PathId,
+        environment_id: PathId,
     ) -> Response[MessageBody]:
-        outcome = use_cases.delete_environment(
-            system_of(request).aggregates, context_of(request), workspace_id, environment_id
-        )
+        outcome = use_cases.delete_environment(aggregates, context_of(request), workspace_id, environment_id)
         return command_answer(MessageBody("Environment deleted successfully"), outcome)
 
     @post(
@@ -151,13 +159,14 @@ class EnvironmentController(Controller):
     def deploy(
         self,
         request: Request,
+        aggregates: NamedDependency[Aggregates],
         org_id: PathId,
         workspace_id: PathId,
         environment_id: PathId,
         data: JSONBody[DeployRequest],
     ) -> Response[Deployed]:
         outcome = use_cases.deploy_release(
-            system_of(request).aggregates,
+            aggregates,
             context_of(request),
             workspace_id,
             environment_id,
@@ -178,27 +187,30 @@ class EnvironmentController(Controller):
         sync_to_thread=True,
     )
     def undeploy(
-        self, request: Request, org_id: PathId, workspace_id: PathId, environment_id: PathId, app_id: PathId
+        self,
+        request: Request,
+        aggregates: NamedDependency[Aggregates],
+        org_id: PathId,
+        workspace_id: PathId,
+        environment_id: PathId,
+        app_id: PathId,
     ) -> Response[Undeployed]:
-        outcome = use_cases.undeploy_app(
-            system_of(request).aggregates, context_of(request), workspace_id, environment_id, app_id
-        )
+        outcome = use_cases.undeploy_app(aggregates, context_of(request), workspace_id, environment_id, app_id)
         return command_answer(Undeployed("App undeployed from environment", outcome.state.deployment_id), outcome)
 
     @get("/{environment_id:str}/deployments", opt={"permission": "deployment:read"}, summary="List Deployments")
     async def list_deployments(
         self,
-        request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         environment_id: PathId,
         limit: Limit = 50,
         min_position: MinPosition = None,
     ) -> DeploymentList:
-        system = system_of(request)
-        await system.wait_for(VIEWS, min_position)
-        async with system.pool.connection() as conn:
-            await require_workspace_view(request, conn, org_id, workspace_id, min_position)
+        await views.wait_for(VIEWS, min_position)
+        async with views.connection() as conn:
+            await views.require_workspace(conn, org_id, workspace_id, min_position)
             await _environment(conn, org_id, workspace_id, environment_id)
             total, rows = await listing.list_deployments(conn, org_id, environment_id, limit)
         return DeploymentList(

@@ -18,8 +18,9 @@ from litestar.utils.scope.state import ScopeState
 
 from api.limits import RateLimited, retry_after_header
 from api.schemas import ErrorBody, ValidationErrorBody, ValidationErrorItem
-from commands.store import CommitterStopped
 from domain.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from eventstore import CommitterStopped
+from projections.read_your_writes import NotCaughtUp
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,26 @@ def _unavailable(_: Request, exc: Exception) -> Response:
     )
 
 
+def _not_caught_up(_: Request, exc: NotCaughtUp) -> Response:
+    return envelope(
+        503,
+        "PROJECTION_NOT_CAUGHT_UP",
+        str(exc),
+        {"required_position": exc.position, "positions": exc.reached},
+        headers={"Retry-After": "1"},
+    )
+
+
+def _recursion(request: Request, exc: RecursionError) -> Response:
+    """msgspec's decoder refuses JSON nested past Python's recursion limit with a RecursionError of its own,
+    raised while the body is decoded (after authentication): bad input, not a fault."""
+    if "while deserializing" in str(exc):
+        return unprocessable(
+            [ValidationErrorItem(loc=["body"], msg="The JSON body is nested too deeply", type="json_invalid")]
+        )
+    return _internal(request, exc)
+
+
 def _internal(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return envelope(500, "INTERNAL_SERVER_ERROR", "An unexpected error occurred")
@@ -220,11 +241,13 @@ _HANDLERS: dict[Any, Any] = {
     ),
     HTTPException: _http_exception,
     Unavailable: _unavailable,
+    NotCaughtUp: _not_caught_up,
     CommitterStopped: _unavailable,
     psycopg.OperationalError: _unavailable,
     psycopg_pool.PoolTimeout: _unavailable,
     StoreOperationalError: _unavailable,
     StoreInterfaceError: _unavailable,
+    RecursionError: _recursion,
     Exception: _internal,
 }
 

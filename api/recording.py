@@ -9,8 +9,8 @@ cannot lose the record of a change. Records carry who called (never the token it
 what was touched and how it went.
 
 Only requests authenticated for the org in their path are recorded there: anyone could otherwise write
-records of their choosing into any org's feeds. The others are counted (`unrecorded`, for /metrics) and
-logged.
+records of their choosing into any org's feeds. The others are counted (`mm_activity_unrecorded_total`, in
+/metrics) and logged. Every request is counted and timed there too (`api.metrics`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import logging
 import re
 import secrets
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 from api.auth import ORG_ID, TRACEPARENT
+from api.metrics import Metrics
+from pipeline.activity import ActivityPublisher
 from projections.activity import ActivityRecord, new_id
 
 log = logging.getLogger(__name__)
@@ -118,11 +119,10 @@ def classify(method: str, rest: str) -> dict[str, Any]:
 
 
 class ActivityMiddleware:
-    def __init__(self, app, publisher_of, requests: Counter | None = None, unrecorded: Counter | None = None) -> None:
+    def __init__(self, app, publisher: ActivityPublisher | None, metrics: Metrics) -> None:
         self.app = app
-        self.publisher_of = publisher_of  # () -> ActivityPublisher | None (None: recording off)
-        self.requests = requests if requests is not None else Counter()  # (method, status) -> count
-        self.unrecorded = unrecorded if unrecorded is not None else Counter()  # reason -> requests not recorded
+        self.publisher = publisher  # None: recording off
+        self.metrics = metrics  # counts and times every request, and counts those left unrecorded
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -144,7 +144,7 @@ class ActivityMiddleware:
                 status["code"] = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), (b"x-trace-id", trace_id.encode())]}
                 if match and scope["method"] in MUTATING and status["code"] < 400:
-                    publisher = self.publisher_of()
+                    publisher = self.publisher
                     if publisher is not None and self._attributed(scope, state, match):
                         recorded = True
                         await publisher.record_durably(self._record(scope, state, match, status["code"], started))
@@ -153,10 +153,10 @@ class ActivityMiddleware:
         try:
             await self.app(scope, receive, send_with_trace)
         finally:
-            self.requests[(scope["method"], status["code"])] += 1
+            self.metrics.request(scope["method"], status["code"], time.perf_counter() - started)
             if match and not recorded:
                 if self._attributed(scope, state, match, status["code"]):
-                    publisher = self.publisher_of()
+                    publisher = self.publisher
                     if publisher is not None:
                         publisher.record(self._record(scope, state, match, status["code"], started))
 
@@ -168,7 +168,7 @@ class ActivityMiddleware:
             return True
         if status_code is not None:
             reason = "unauthenticated" if principal is None else "other_org"
-            self.unrecorded[reason] += 1
+            self.metrics.unrecorded(reason)
             client = scope.get("client") or ("unknown", 0)
             # Anyone can send these, so they are not worth a line each unless a real token was misused.
             log.log(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, Response, delete, get, post
+from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from api.auth import authorize, context_of
-from api.common import Cursor, Limit, MinPosition, PathId, command_answer, system_of
+from api.auth import context_of
+from api.common import Cursor, Limit, MinPosition, PathId, Views, command_answer
 from api.schemas import MessageBody, Token, TokenCreate, TokenIssued, TokenList
 from commands import tokens as use_cases
+from commands.aggregates import Aggregates
+from commands.tokens import TokenVerifier
 from domain import access
 from domain.errors import Forbidden
 from domain.token import check_issue, user_of_new_token
@@ -19,19 +22,19 @@ from projections.pagination import Page, decode_cursor
 class TokenController(Controller):
     path = "/v1/orgs/{org_id:str}/tokens"
     tags = ["Tokens"]
-    before_request = authorize
 
     @post("/", opt={"permission": "token:create"}, summary="Issue Token", status_code=201, sync_to_thread=True)
-    def issue_token(self, request: Request, org_id: PathId, data: JSONBody[TokenCreate]) -> Response[TokenIssued]:
+    def issue_token(
+        self, request: Request, aggregates: NamedDependency[Aggregates], org_id: PathId, data: JSONBody[TokenCreate]
+    ) -> Response[TokenIssued]:
         check_issue(data.name, data.role, data.principal_type, data.user_id)
         principal = request.state.principal
         issuer_role = None if principal.org_id is None else principal.role
         if issuer_role is not None and not access.may_issue(issuer_role, data.role):
             raise Forbidden(f"token:create:{data.role}")
         user_id = user_of_new_token(issuer_role, principal.actor.user_id, data.principal_type, data.user_id)
-        system = system_of(request)
         outcome, secret = use_cases.issue_token(
-            system.aggregates,
+            aggregates,
             context_of(request),
             name=data.name,
             role=data.role,
@@ -53,16 +56,15 @@ class TokenController(Controller):
     @get("/", opt={"permission": "token:read"}, summary="List Tokens")
     async def list_tokens(
         self,
-        request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         limit: Limit = 50,
         cursor: Cursor = None,
         min_position: MinPosition = None,
     ) -> TokenList:
         after = decode_cursor(cursor)
-        system = system_of(request)
-        await system.wait_for([listing.NAME], min_position)
-        async with system.pool.connection() as conn:
+        await views.wait_for([listing.NAME], min_position)
+        async with views.connection() as conn:
             total, rows = await listing.list_tokens(conn, org_id, after, limit)
         page = Page(rows, limit, key_of=lambda row: row[0])
         return TokenList(
@@ -92,10 +94,16 @@ class TokenController(Controller):
         status_code=200,
         sync_to_thread=True,
     )
-    def revoke_token(self, request: Request, org_id: PathId, token_id: PathId) -> Response[MessageBody]:
-        system = system_of(request)
+    def revoke_token(
+        self,
+        request: Request,
+        aggregates: NamedDependency[Aggregates],
+        tokens: NamedDependency[TokenVerifier],
+        org_id: PathId,
+        token_id: PathId,
+    ) -> Response[MessageBody]:
         principal = request.state.principal
         issuer_role = None if principal.org_id is None else principal.role
-        outcome = use_cases.revoke_token(system.aggregates, context_of(request), token_id, issuer_role)
-        system.tokens.forget(token_id)
+        outcome = use_cases.revoke_token(aggregates, context_of(request), token_id, issuer_role)
+        tokens.forget(token_id)
         return command_answer(MessageBody(message="Token revoked"), outcome)

@@ -6,12 +6,14 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
 
-from api.auth import authorize, context_of
-from api.common import Cursor, Limit, MinPosition, PathId, command_answer, find_workspace, system_of
+from api.auth import context_of
+from api.common import Cursor, Limit, MinPosition, PathId, Views, command_answer
 from api.schemas import MessageBody, Workspace, WorkspaceCreate, WorkspaceList, WorkspaceUpdate
 from commands import workspaces as use_cases
+from commands.aggregates import Aggregates
 from domain.errors import FieldError, NotFound, ValidationFailed
 from domain.workspace import UpdateWorkspace
 from projections import workspaces as listing
@@ -21,12 +23,11 @@ from projections.pagination import Page, decode_cursor
 class WorkspaceController(Controller):
     path = "/v1/orgs/{org_id:str}/workspaces"
     tags = ["Workspaces"]
-    before_request = authorize
 
     @get("/", opt={"permission": "workspace:read"}, summary="List Workspaces")
     async def list_workspaces(
         self,
-        request: Request,
+        views: NamedDependency[Views],
         org_id: PathId,
         organization_id: Annotated[str | None, QueryParameter()] = None,
         limit: Limit = 50,
@@ -46,9 +47,8 @@ class WorkspaceController(Controller):
                 source="query",
             )
         after = decode_cursor(cursor)
-        system = system_of(request)
-        await system.wait_for([listing.NAME], min_position)
-        async with system.pool.connection() as conn:
+        await views.wait_for([listing.NAME], min_position)
+        async with views.connection() as conn:
             total, rows = await listing.list_workspaces(conn, org_id, after, limit)
         page = Page(rows, limit, key_of=lambda row: row[0])
         return WorkspaceList(
@@ -60,29 +60,32 @@ class WorkspaceController(Controller):
 
     @post("/", opt={"permission": "workspace:create"}, summary="Create Workspace", status_code=201, sync_to_thread=True)
     def create_workspace(
-        self, request: Request, org_id: PathId, data: JSONBody[WorkspaceCreate]
+        self, request: Request, aggregates: NamedDependency[Aggregates], org_id: PathId, data: JSONBody[WorkspaceCreate]
     ) -> Response[Workspace]:
-        outcome = use_cases.create_workspace(
-            system_of(request).aggregates, context_of(request), **msgspec.structs.asdict(data)
-        )
+        outcome = use_cases.create_workspace(aggregates, context_of(request), **msgspec.structs.asdict(data))
         return command_answer(Workspace.of(outcome.state), outcome, status_code=201)
 
     @get("/{workspace_id:str}", opt={"permission": "workspace:read"}, summary="Get Workspace")
     async def get_workspace(
-        self, request: Request, org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
+        self, views: NamedDependency[Views], org_id: PathId, workspace_id: PathId, min_position: MinPosition = None
     ) -> Workspace:
-        await system_of(request).wait_for([listing.NAME], min_position)
-        workspace = await find_workspace(request, org_id, workspace_id, min_position)
+        await views.wait_for([listing.NAME], min_position)
+        workspace = await views.find_workspace(org_id, workspace_id, min_position)
         if workspace is None:
             raise NotFound("workspace", workspace_id)
         return workspace
 
     @put("/{workspace_id:str}", opt={"permission": "workspace:update"}, summary="Update Workspace", sync_to_thread=True)
     def update_workspace(
-        self, request: Request, org_id: PathId, workspace_id: PathId, data: JSONBody[WorkspaceUpdate]
+        self,
+        request: Request,
+        aggregates: NamedDependency[Aggregates],
+        org_id: PathId,
+        workspace_id: PathId,
+        data: JSONBody[WorkspaceUpdate],
     ) -> Response[Workspace]:
         update = UpdateWorkspace(**msgspec.structs.asdict(data))
-        outcome = use_cases.update_workspace(system_of(request).aggregates, context_of(request), workspace_id, update)
+        outcome = use_cases.update_workspace(aggregates, context_of(request), workspace_id, update)
         return command_answer(Workspace.of(outcome.state), outcome)
 
     @delete(
@@ -92,6 +95,8 @@ class WorkspaceController(Controller):
         status_code=200,
         sync_to_thread=True,
     )
-    def delete_workspace(self, request: Request, org_id: PathId, workspace_id: PathId) -> Response[MessageBody]:
-        outcome = use_cases.delete_workspace(system_of(request).aggregates, context_of(request), workspace_id)
+    def delete_workspace(
+        self, request: Request, aggregates: NamedDependency[Aggregates], org_id: PathId, workspace_id: PathId
+    ) -> Response[MessageBody]:
+        outcome = use_cases.delete_workspace(aggregates, context_of(request), workspace_id)
         return command_answer(MessageBody(message="Workspace deleted successfully"), outcome)

@@ -1,6 +1,6 @@
 """The executor's HTTP client: CPU per call of httpx against aiohttp, posting a run's JSON to a local endpoint
 that answers at once, with as many calls in flight as the executor allows (its `concurrency`, 64). A diagnostic
-without a goal: it is the measurement behind the executor's choice of aiohttp (scheduler/executor.py).
+without a goal: it is the measurement behind the executor's choice of aiohttp (executor/http.py).
 
     python -m bench.clients [--calls 20000] [--in-flight 64] [--rounds 2]
 

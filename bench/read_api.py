@@ -20,6 +20,7 @@ import msgspec
 from litestar import Litestar, get
 
 import api.app
+import api.recording
 from mechamental import cli
 
 
@@ -39,13 +40,9 @@ async def constant() -> Constant:
 _create_app = api.app.create_app
 
 
-def create_app_with_baseline(system) -> Litestar:
-    app = _create_app(system)
+def create_app_with_baseline(services) -> Litestar:
+    app = _create_app(services)
     app.register(constant)
-    switch = os.environ.get("MECHAMENTAL_BENCH_RECORDING_SWITCH")
-    if switch and system.activity is not None:
-        # The app is made inside the running roles, so the task lives on their event loop.
-        app.state.recording_switch = asyncio.get_running_loop().create_task(follow(Path(switch), system))
     return app
 
 
@@ -56,22 +53,32 @@ class Discard:
         pass
 
 
-async def follow(switch: Path, system) -> None:
-    """Records activity while the switch says so: the publisher keeps running (flushing what it has) either
+class SwitchedActivity(api.recording.ActivityMiddleware):
+    """Records activity while the switch file says so: the publisher keeps running (flushing what it has) either
     way; only the middleware's access to it comes and goes."""
-    modes = {"on": system.activity, "off": None, "discard": Discard()}
-    while True:
-        try:
-            mode = switch.read_text().strip()
-        except OSError:
-            mode = "on"
-        system.activity = modes.get(mode, modes["on"])
-        await asyncio.sleep(0.05)
+
+    def __init__(self, app, publisher, metrics) -> None:
+        super().__init__(app, publisher, metrics)
+        switch = os.environ.get("MECHAMENTAL_BENCH_RECORDING_SWITCH")
+        if switch and publisher is not None:
+            self.modes = {"on": publisher, "off": None, "discard": Discard()}
+            # Made inside the running roles, so the task lives on their event loop.
+            self.following = asyncio.get_running_loop().create_task(self.follow(Path(switch)))
+
+    async def follow(self, switch: Path) -> None:
+        while True:
+            try:
+                mode = switch.read_text().strip()
+            except OSError:
+                mode = "on"
+            self.publisher = self.modes.get(mode, self.modes["on"])
+            await asyncio.sleep(0.05)
 
 
-# The roles build the app through this name when they start, also in API worker processes, which import
-# this module again (as their __main__'s module) before they start.
+# The roles build the app and its middleware through these names when they start, also in API worker processes,
+# which import this module again (as their __main__'s module) before they start.
 api.app.create_app = create_app_with_baseline
+api.recording.ActivityMiddleware = SwitchedActivity
 
 if __name__ == "__main__":
     sys.exit(cli.main(["api"]))

@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 from bench import harness, seed
-from commands.store import EventStore, datastore_from_url
+from domain.aggregates import AGGREGATES
+from eventstore import Codec, EventStore
+from eventstore.postgres import PostgresEventStore, datastore_from_url
 
 BATCH = 5000
 
@@ -55,7 +57,7 @@ class PostgresCpu(threading.Thread):
 
 def raw_read_rate(url: str) -> tuple[int, float, float]:
     """(events, events per second, Python CPU seconds) reading the whole log as the rebuild reads it."""
-    store = EventStore(datastore_from_url(url, pool_size=1, max_overflow=0))
+    store = PostgresEventStore(datastore_from_url(url, pool_size=1, max_overflow=0), Codec(AGGREGATES))
     try:
         started, cpu, position, count = time.perf_counter(), time.process_time(), 0, 0
         while batch := store.read(position, BATCH):

@@ -47,8 +47,8 @@ from psycopg.conninfo import conninfo_to_dict
 from bench import harness
 from bench.harness import percentile
 from bench.load import Connection
-from domain import action, run  # noqa: F401 - registers the event types read below
-from domain.events import decode
+from domain.aggregates import AGGREGATES
+from eventstore import Codec
 from mechamental.embedded import free_port
 
 GOAL_SECONDS = 2.0
@@ -306,6 +306,7 @@ class Slot:
 def read_slots(database_url: str, watch: CommitWatch) -> dict[datetime, Slot]:
     slots: dict[datetime, Slot] = defaultdict(Slot)
     run_slot: dict[str, datetime] = {}
+    codec = Codec(AGGREGATES)
     with psycopg.connect(database_url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT notification_id, originator_id, topic, state FROM stored_events WHERE topic = ANY(%s) "
@@ -313,7 +314,7 @@ def read_slots(database_url: str, watch: CommitWatch) -> dict[datetime, Slot]:
             (["ScheduledRunFired", "ScheduledSlotSkipped", "RunSucceeded", "AttemptFailed"],),
         )
         for position, stream_id, topic, state in rows:
-            meta, event = decode(topic, bytes(state))
+            meta, event = codec.decode(topic, bytes(state))
             if topic == "ScheduledRunFired":
                 slot = slots[event.slot]
                 slot.fired[stream_id] += 1

@@ -38,14 +38,16 @@ from eventsourcing.persistence import StoredEvent
 from api.recording import classify
 from bench import harness
 from commands.provisioning import BucketProvisioner, bucket_name
-from commands.store import Append, Claim, EventStore, datastore_from_url
 from commands.tokens import hash_secret
-from domain.action import ACTION, ActionConfig, CreateAction, FireSchedule, UpdateAction, resolve_thread
+from domain.action import ACTION, ActionConfig, CreateAction, FireSchedule, UpdateAction, run_request
+from domain.aggregates import AGGREGATES
 from domain.catalog import CATALOG, AddItem, ChangeItem
 from domain.environments import ENVIRONMENTS, CreateEnvironment, DeployRelease, UndeployApp, environments_stream
-from domain.events import SYSTEM_ACTOR, Actor, AggregateType, EventMeta, encode
-from domain.run import RUN, FinishAttempt, RequestRun, StartAttempt
+from domain.events import SYSTEM_ACTOR, Actor, AggregateType, EventMeta
+from domain.run import RUN, AttemptOutcome, FinishAttempt, StartAttempt
 from domain.token import TOKEN, IssueToken, RevokeToken
+from eventstore import Append, Claim, Codec, EventStore
+from eventstore.postgres import PostgresEventStore, datastore_from_url
 from domain.workspace import (
     REGIONS,
     WORKSPACE,
@@ -108,7 +110,7 @@ class EventLog:
         for event in events:
             state = kind.evolve(state, event, meta)
             version += 1
-            self._events.append(StoredEvent(stream_id, version, *encode(event, meta)))
+            self._events.append(StoredEvent(stream_id, version, *self.store.codec.encode(event, meta)))
         self.states[stream_id] = (state, version)
         self.decided += len(events)
         return len(events)
@@ -330,37 +332,23 @@ class Workload:
 
     def _run(self, ws: Workspace, scheduled: tuple[str, str, str] | None = None) -> Iterator[None]:
         """A manual run of a trigger action, or the run of a scheduled slot (app, action, run id)."""
-        app_id, action_id, run_id = scheduled or (*self.rng.choice(ws.trigger_actions), _id("run"))
-        config = self.log.state(action_id).config
-        request = RequestRun(
-            run_id=run_id,
-            execution_id="exe_" + run_id.removeprefix("run_"),
-            action_id=action_id,
-            workspace_id=ws.workspace_id,
-            app_id=app_id,
-            endpoint_id=config.endpoint_id,
-            trigger_type="scheduled" if scheduled else "manual",
-            resolved_payload=config.payload,
-            resolved_thread_id=resolve_thread(config, action_id, run_id, self.now, config.payload, None),
-            max_retries=config.max_retries,
-            retry_delay_seconds=config.retry_delay_seconds,
-            now=self.now,
-        )
+        _, action_id, run_id = scheduled or (*self.rng.choice(ws.trigger_actions), _id("run"))
+        action = self.log.state(action_id)
+        request = run_request(action, run_id, "scheduled" if scheduled else "manual", self.now, {}, None)
         self._do(ws, RUN, run_id, request, SYSTEM_ACTOR if scheduled else None)
         yield
         self._do(ws, RUN, run_id, StartAttempt(self.now, 65.0), SYSTEM_ACTOR)
         yield
         failed = self.rng.random() < 0.1
         usage = {"input": self.rng.randrange(50, 2000), "output": self.rng.randrange(10, 800)}
-        finish = FinishAttempt(
-            attempt=1,
-            now=self.now,
+        outcome = AttemptOutcome(
             error_code="HTTP_502" if failed else None,
             error_message="Bad gateway" if failed else None,
             stages_completed=3,
             total_stages=3,
             token_usage=None if failed else usage,
         )
+        finish = FinishAttempt(1, self.now, outcome)
         self._do(ws, RUN, run_id, finish, SYSTEM_ACTOR)
         self.log.forget(run_id)
         yield
@@ -533,7 +521,7 @@ SEEDED = "bench_seed"  # mm_settings key: present once a seed has completed
 
 def seed(url: str, env: dict[str, str], events: int, activity_rows: int, rng: random.Random) -> None:
     harness.migrate(env)
-    store = EventStore(datastore_from_url(url, pool_size=1, max_overflow=1))
+    store = PostgresEventStore(datastore_from_url(url, pool_size=1, max_overflow=1), Codec(AGGREGATES))
     try:
         log = EventLog(store, events)
         workload = Workload(log, events, rng)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -16,18 +14,19 @@ from domain.action import (
     ActionState,
     CreateAction,
     DeleteAction,
-    FireSchedule,
     ScheduledRunFired,
     SetEnabled,
     TriggerAction,
     UpdateAction,
-    check_payload,
-    resolve_thread,
+    check_trigger,
+    run_request,
+    schedule_tick,
+    triggered_run_id,
 )
 from domain.catalog import CATALOG
-from domain.errors import Conflict, FieldError, NotFound, Rules, ValidationFailed
+from domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from domain.events import SYSTEM_ACTOR
-from domain.run import RUN, FinishAttempt, RequestRun, RunState, StartAttempt
+from domain.run import RUN, AttemptOutcome, FinishAttempt, RunState, StartAttempt
 from domain.workspace import WORKSPACE
 
 
@@ -114,40 +113,6 @@ def delete_action(aggregates: Aggregates, ctx: Context, workspace_id: str, app_i
     return Outcome(*aggregates.run(ctx, use_case))
 
 
-def _request_run(
-    tx: Transaction,
-    action: ActionState,
-    run_id: str,
-    trigger_type: str,
-    now: datetime,
-    payload: dict[str, Any],
-    thread_id: str | None,
-    missed_slots: int = 0,
-) -> RunState:
-    resolved_payload = {**action.config.payload, **payload}
-    return tx.decide(
-        RUN,
-        run_id,
-        RequestRun(
-            run_id=run_id,
-            execution_id="exe_" + run_id.removeprefix("run_"),
-            action_id=action.action_id,
-            workspace_id=action.workspace_id,
-            app_id=action.app_id,
-            endpoint_id=action.config.endpoint_id,
-            trigger_type=trigger_type,
-            resolved_payload=resolved_payload,
-            resolved_thread_id=resolve_thread(
-                action.config, action.action_id, run_id, now, resolved_payload, thread_id
-            ),
-            max_retries=action.config.max_retries,
-            retry_delay_seconds=action.config.retry_delay_seconds,
-            now=now,
-            missed_slots=missed_slots,
-        ),
-    )
-
-
 def trigger_action(
     aggregates: Aggregates,
     ctx: Context,
@@ -159,15 +124,8 @@ def trigger_action(
     idempotency_key: str | None,
 ) -> Outcome:
     """A manual run. With an idempotency key the run id derives from it, so a repeat answers the same run."""
-    if idempotency_key:
-        digest = hashlib.sha256(f"{ctx.org_id}|{action_id}|{idempotency_key}".encode()).hexdigest()[:32]
-        run_id = f"run_{digest}"
-    else:
-        run_id = new_id("run")
-    rules = Rules()
-    rules.text("thread_id", thread_id, min_length=1, max_length=200)
-    check_payload(rules, "payload", payload)
-    rules.check()
+    run_id = triggered_run_id(ctx.org_id, action_id, idempotency_key) if idempotency_key else new_id("run")
+    check_trigger(payload, thread_id)
 
     def use_case(tx: Transaction) -> RunState:
         action = require_action(tx, workspace_id, app_id, action_id)
@@ -175,7 +133,8 @@ def trigger_action(
         if existing is not None:
             return existing  # the same Idempotency-Key again: the same run, nothing new
         tx.decide(ACTION, action_id, TriggerAction(run_id))
-        return _request_run(tx, action, run_id, "manual", aggregates.clock(), payload, thread_id)
+        request = run_request(action, run_id, "manual", aggregates.clock(), payload, thread_id)
+        return tx.decide(RUN, run_id, request)
 
     return Outcome(*aggregates.run(ctx, use_case))
 
@@ -189,19 +148,15 @@ def fire_schedule(aggregates: Aggregates, org_id: str, action_id: str, trace_id:
         action = tx.load(ACTION, action_id)
         if action is None or action.deleted:
             return None
-        workspace = tx.load(WORKSPACE, action.workspace_id)
-        app = tx.load(CATALOG, action.app_id)
-        if workspace is None or workspace.deleted or app is None or app.deleted:
-            tx.decide(ACTION, action_id, DeleteAction())  # its workspace or app is gone: so is the action
-            return None
+        workspace, app = tx.load(WORKSPACE, action.workspace_id), tx.load(CATALOG, action.app_id)
         previous = tx.load(RUN, action.last_run_id) if action.last_run_id else None
         now = aggregates.clock()
-        busy = previous is not None and not previous.finished
-        after = tx.decide(ACTION, action_id, FireSchedule(now=now, previous_run_busy=busy))
+        after = tx.decide(ACTION, action_id, schedule_tick(now, workspace=workspace, app=app, previous_run=previous))
         fired = [e for e in tx.pending(action_id) if isinstance(e, ScheduledRunFired)]
         if not fired:
             return None
-        return _request_run(tx, after, fired[0].run_id, "scheduled", now, {}, None, fired[0].missed_slots)
+        request = run_request(after, fired[0].run_id, "scheduled", now, {}, None, fired[0].missed_slots)
+        return tx.decide(RUN, fired[0].run_id, request)
 
     try:
         return aggregates.run(ctx, use_case)[0]
@@ -224,11 +179,13 @@ def start_attempt(
     return state if state.status == "running" else None
 
 
-def finish_attempt(aggregates: Aggregates, org_id: str, run_id: str, trace_id: str, **outcome: Any) -> RunState | None:
+def finish_attempt(
+    aggregates: Aggregates, org_id: str, run_id: str, trace_id: str, attempt: int, outcome: AttemptOutcome
+) -> RunState | None:
     ctx = Context(org_id=org_id, actor=SYSTEM_ACTOR, trace_id=trace_id)
     try:
         state, _ = aggregates.run(
-            ctx, lambda tx: tx.decide(RUN, run_id, FinishAttempt(now=aggregates.clock(), **outcome))
+            ctx, lambda tx: tx.decide(RUN, run_id, FinishAttempt(attempt, aggregates.clock(), outcome))
         )
     except Conflict:
         return None  # the lease expired and another executor took the run over

@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 import msgspec
 from eventsourcing.persistence import StoredEvent
 
-from commands.store import Append, Claim, ClaimTaken, ConcurrencyConflict, EventStore, read_stream
 from domain.errors import CONTROL_CHARACTERS, Conflict, NotFound
-from domain.events import Actor, AggregateType, DomainEvent, EventMeta, aggregate_of, decode, encode
+from domain.events import Actor, AggregateType, DomainEvent, EventMeta
+from eventstore import Append, Claim, ClaimTaken, Codec, ConcurrencyConflict, EventStore
+from eventstore.postgres import read_stream
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
@@ -52,24 +53,13 @@ class Outcome(msgspec.Struct, frozen=True):
     position: int
 
 
-def fold(kind: AggregateType, history: list[StoredEvent]) -> tuple[Any, int]:
-    """The state a stream's events add up to, and its version."""
-    if history and aggregate_of(history[0].topic) != kind.name:
-        return None, 0  # an id of another kind of thing (a workspace id passed as a token id, say)
-    state, version = None, 0
-    for stored in history:
-        meta, event = decode(stored.topic, stored.state)
-        state, version = kind.evolve(state, event, meta), stored.originator_version
-    return state, version
-
-
 async def load_stored(conn, kind: AggregateType, stream_id: str, org_id: str) -> Any:
     """The live state of a stream of this org as the event store holds it (None when absent, another org's or
     deleted), on the caller's async connection: for a read its view cannot answer yet, since the views lag the
-    store by the time the pipeline takes."""
+    store by the time the pipeline takes. Read with a codec of this aggregate alone: its stream holds nothing else."""
     if not valid_id(stream_id):
         return None
-    state, _ = fold(kind, await read_stream(conn, stream_id))
+    state, _ = Codec((kind,)).fold(kind, await read_stream(conn, stream_id))
     if state is None or state.org_id != org_id or getattr(state, "deleted", False):
         return None
     return state
@@ -91,7 +81,7 @@ class Transaction:
         if stream_id not in self._loaded:
             if not valid_id(stream_id):  # no such stream can exist: do not ask the database
                 return None
-            state, version = fold(kind, self.store.load(stream_id))
+            state, version = self.store.codec.fold(kind, self.store.load(stream_id))
             if state is not None and state.org_id != self.ctx.org_id:
                 state = None  # another org's stream: as if it did not exist, and never written
             self._loaded[stream_id] = (kind, state, version)
@@ -137,7 +127,7 @@ class Transaction:
     def commit(self) -> int | None:
         if not self._pending:
             return None
-        stored, expected = [], {}
+        stored, expected, encode = [], {}, self.store.codec.encode
         for stream_id, (_, _, version) in self._loaded.items():
             events = self._pending.get(stream_id)
             if not events:
@@ -157,11 +147,12 @@ class Aggregates:
 
     MAX_ATTEMPTS = 5
 
-    def __init__(self, store: EventStore, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, store: EventStore, clock: Clock = utc_now, on_command: Callable[[float], None] | None = None
+    ) -> None:
         self.store = store
         self.clock = clock
-        self.commands = 0  # committed commands, and the seconds they took, for /metrics
-        self.command_seconds = 0.0
+        self.on_command = on_command  # given each committed command's seconds (/metrics)
 
     def run(self, ctx: Context, use_case: Callable[[Transaction], T]) -> tuple[T, int]:
         """Runs `use_case` in a fresh transaction until it commits; returns its result and position."""
@@ -173,8 +164,8 @@ class Aggregates:
                 position = tx.commit()
             except ConcurrencyConflict:
                 continue  # someone else wrote first: decide again on the newer state
-            self.commands += 1
-            self.command_seconds += time.perf_counter() - started
+            if self.on_command is not None:
+                self.on_command(time.perf_counter() - started)
             return result, position if position is not None else self.store.head()
         raise Conflict("The resource kept changing while this request ran; try again")
 
@@ -189,7 +180,7 @@ class Aggregates:
 
     def load(self, kind: AggregateType, stream_id: str, org_id: str | None) -> tuple[Any, int]:
         """A read outside any command: the state (None when absent or another org's) and its version."""
-        state, version = fold(kind, self.store.load(stream_id))
+        state, version = self.store.codec.fold(kind, self.store.load(stream_id))
         if state is not None and org_id is not None and state.org_id != org_id:
             return None, 0
         return state, version

@@ -10,7 +10,8 @@ from typing import Any
 import msgspec
 
 from domain.errors import Conflict, FieldError, NotFound, Rules, ValidationFailed
-from domain.events import AggregateType, DomainEvent, EventMeta, register
+from domain.events import AggregateType, DomainEvent, EventMeta
+from domain.run import RequestRun, RunState, execution_id
 from domain.schedule import next_slot, previous_slot, slots_between, valid_cron, valid_timezone
 
 THREAD_MODES = ("new_each_run", "fixed", "template")
@@ -90,10 +91,13 @@ class TriggerAction(msgspec.Struct, frozen=True):
 
 
 class FireSchedule(msgspec.Struct, frozen=True):
-    """The scheduler's tick: fire the due slot (coalescing missed ones), or skip it while a run is busy."""
+    """The scheduler's tick: fire the due slot (coalescing missed ones), or skip it while the previous run is
+    busy; an orphaned action (its workspace or app is gone) is deleted instead. `schedule_tick` makes one from
+    the streams the tick read."""
 
     now: datetime
     previous_run_busy: bool
+    orphaned: bool = False
 
 
 # Events
@@ -139,8 +143,7 @@ class ScheduledSlotSkipped(DomainEvent, frozen=True):
     next_run_at: datetime | None
 
 
-register(
-    "action",
+EVENTS = (
     ActionCreated,
     ActionUpdated,
     ActionEnabled,
@@ -186,12 +189,16 @@ def check_config(config: ActionConfig, now: datetime, *, new_schedule: bool) -> 
     r = Rules()
     r.text("name", config.name, min_length=1, max_length=100)
     r.text("description", config.description, min_length=0, max_length=2000)
+    # Both are checked whenever they are given, whatever the mode: a mode that does not use them still stores them
+    # (and the store cannot hold a NUL).
+    if config.thread_id:
+        r.text("thread_id", config.thread_id, min_length=1, max_length=MAX_THREAD_ID_LENGTH)
+    if config.thread_id_template:
+        r.text("thread_id_template", config.thread_id_template, min_length=1, max_length=200)
     if config.thread_mode not in THREAD_MODES:
         r.fail("thread_mode", f"Input should be one of: {', '.join(THREAD_MODES)}", "enum", config.thread_mode)
     elif config.thread_mode == "fixed" and not config.thread_id:
         r.fail("thread_id", "thread_id is required when thread_mode is 'fixed'", "missing", config.thread_id)
-    elif config.thread_mode == "fixed":
-        r.text("thread_id", config.thread_id, min_length=1, max_length=MAX_THREAD_ID_LENGTH)
     elif config.thread_mode == "template":
         template = config.thread_id_template
         if not template:
@@ -202,7 +209,6 @@ def check_config(config: ActionConfig, now: datetime, *, new_schedule: bool) -> 
                 template,
             )
         else:
-            r.text("thread_id_template", template, min_length=1, max_length=200)
             for placeholder in TEMPLATE_FIELD.findall(template):
                 if placeholder not in ("action_id", "run_id", "date") and not (
                     placeholder.startswith("payload.") and len(placeholder) > 8
@@ -307,8 +313,69 @@ def _within_utc(moment: datetime) -> bool:
 
 def scheduled_run_id(action_id: str, slot: datetime) -> str:
     """The run of a slot has an id derived from the action and the slot: firing a slot twice is a no-op."""
-    digest = hashlib.sha256(f"{action_id}|{slot.isoformat()}".encode()).hexdigest()[:32]
-    return f"run_{digest}"
+    return _derived_run_id(action_id, slot.isoformat())
+
+
+def triggered_run_id(org_id: str, action_id: str, idempotency_key: str) -> str:
+    """A manual run under an Idempotency-Key has an id derived from it: a repeat names the same run."""
+    return _derived_run_id(org_id, action_id, idempotency_key)
+
+
+def _derived_run_id(*parts: str) -> str:
+    return "run_" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def previous_run_busy(previous: RunState | None) -> bool:
+    """The busy-run rule's question: a slot whose previous run has not finished is skipped."""
+    return previous is not None and not previous.finished
+
+
+def orphaned(workspace: Any, app: Any) -> bool:
+    """An action lives in its workspace and its app (their states, None when absent): without either it is an
+    orphan, deleted at its next tick."""
+    return workspace is None or workspace.deleted or app is None or app.deleted
+
+
+def schedule_tick(now: datetime, *, workspace: Any, app: Any, previous_run: RunState | None) -> FireSchedule:
+    """The scheduler's tick for an action, from the states of the streams it depends on."""
+    return FireSchedule(now=now, previous_run_busy=previous_run_busy(previous_run), orphaned=orphaned(workspace, app))
+
+
+def check_trigger(payload: dict[str, Any], thread_id: str | None) -> None:
+    """What a manual trigger may add to the action's run: a thread id and payload keys within bounds."""
+    rules = Rules()
+    rules.text("thread_id", thread_id, min_length=1, max_length=200)
+    check_payload(rules, "payload", payload)
+    rules.check()
+
+
+def run_request(
+    action: ActionState,
+    run_id: str,
+    trigger_type: str,
+    now: datetime,
+    payload: dict[str, Any],
+    thread_id: str | None,
+    missed_slots: int = 0,
+) -> RequestRun:
+    """The run an action starts: its endpoint and retry settings, the trigger's payload over the action's, and
+    the thread it talks in."""
+    resolved_payload = {**action.config.payload, **payload}
+    return RequestRun(
+        run_id=run_id,
+        execution_id=execution_id(run_id),
+        action_id=action.action_id,
+        workspace_id=action.workspace_id,
+        app_id=action.app_id,
+        endpoint_id=action.config.endpoint_id,
+        trigger_type=trigger_type,
+        resolved_payload=resolved_payload,
+        resolved_thread_id=resolve_thread(action.config, action.action_id, run_id, now, resolved_payload, thread_id),
+        max_retries=action.config.max_retries,
+        retry_delay_seconds=action.config.retry_delay_seconds,
+        now=now,
+        missed_slots=missed_slots,
+    )
 
 
 def next_run(config: ActionConfig, now: datetime, *, fired_once: bool = False) -> datetime | None:
@@ -360,6 +427,8 @@ def decide(state: ActionState | None, command: ActionCommand) -> list[DomainEven
             # Nothing to record on the action: the run is the record. Concurrent triggers then only read
             # the action and never race each other for it.
             return []
+        case FireSchedule(orphaned=True):
+            return [ActionDeleted()]
         case FireSchedule():
             slot = state.next_run_at
             if slot is None or slot > command.now or not config.is_enabled:
@@ -432,7 +501,7 @@ def evolve(state: ActionState | None, event: DomainEvent, meta: EventMeta) -> Ac
     raise TypeError(f"not an action event: {event!r}")
 
 
-ACTION = AggregateType("action", decide, evolve, creates=(CreateAction,))
+ACTION = AggregateType("action", decide, evolve, creates=(CreateAction,), events=EVENTS)
 
 
 def resolve_thread(

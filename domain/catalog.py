@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from domain.errors import Conflict, Rules
-from domain.events import AggregateType, DomainEvent, EventMeta, register
-from domain.secrets import MASK, carries_mask, masked_url
+from domain.events import AggregateType, DomainEvent, EventMeta
+from domain.secrets import MASK, URL_FIELDS, carries_mask, masked_url
 
 
 class Field(msgspec.Struct, frozen=True):
@@ -108,7 +108,13 @@ KINDS: dict[str, Kind] = {
     )
 }
 
+# Readers see url-typed fields masked as a whole (`domain.secrets.redacted`), found by name.
+assert {name for k in KINDS.values() for name, f in k.fields.items() if f.type == "url"} <= URL_FIELDS
+
 URL = re.compile(r"https?://[^\s/?#]+[^\s]*", re.IGNORECASE)
+# What RFC 3986 does not allow in a URL unencoded: whitespace, control characters, `"`, `<`, `>`, `\`, `^`, `` ` ``,
+# `{`, `|`, `}`. Such characters also end a URL in free text for many readers (and for the masking of older versions).
+_NOT_IN_URL = re.compile(r'[\x00-\x20\x7f-\x9f"<>\\^`{|}]|\s')
 _TYPES = {"text": str, "url": str, "choice": str, "ref": str, "int": int, "bool": bool}
 _TYPE_ERRORS = {
     str: ("string_type", "a valid string"),
@@ -170,7 +176,7 @@ class CatalogItemRemoved(DomainEvent, frozen=True):
     pass
 
 
-register("catalog", CatalogItemAdded, CatalogItemChanged, CatalogItemRemoved)
+EVENTS = (CatalogItemAdded, CatalogItemChanged, CatalogItemRemoved)
 
 CatalogCommand = AddItem | ChangeItem | RemoveItem
 
@@ -201,7 +207,15 @@ def check_fields(kind: Kind, values: dict[str, Any], *, partial: bool) -> dict[s
             rules.fail(name, f"Input should be {description}", type_name, value)
         elif expected is str:
             rules.text(name, value, min_length=spec.min_length, max_length=spec.max_length)
-            if spec.type == "url" and value and not _callable_url(value):
+            if spec.type == "url" and value and _NOT_IN_URL.search(value):
+                rules.fail(
+                    name,
+                    "Input should be a URL without spaces, control characters or any of \" < > \\ ^ ` { | } "
+                    "(percent-encode them)",
+                    "url_parsing",
+                    value,
+                )
+            elif spec.type == "url" and value and not _callable_url(value):
                 rules.fail(
                     name,
                     "Input should be an http(s) URL with a host (and a port from 1 to 65535)",
@@ -302,4 +316,4 @@ def evolve(state: CatalogItem | None, event: DomainEvent, meta: EventMeta) -> Ca
     raise TypeError(f"not a catalog event: {event!r}")
 
 
-CATALOG = AggregateType("catalog", decide, evolve, creates=(AddItem,))
+CATALOG = AggregateType("catalog", decide, evolve, creates=(AddItem,), events=EVENTS)

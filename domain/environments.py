@@ -13,7 +13,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from domain.errors import Conflict, NotFound, Rules
-from domain.events import AggregateType, DomainEvent, EventMeta, register
+from domain.events import AggregateType, DomainEvent, EventMeta
 
 SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # no leading or trailing hyphen
 
@@ -135,8 +135,7 @@ class AppUndeployed(DomainEvent, frozen=True):
     previous_release_id: str
 
 
-register(
-    "environment",
+EVENTS = (
     EnvironmentCreated,
     EnvironmentUpdated,
     DefaultEnvironmentChanged,
@@ -305,4 +304,6 @@ def evolve(state: Environments | None, event: DomainEvent, meta: EventMeta) -> E
     return replace(state, environments=environments)
 
 
-ENVIRONMENTS = AggregateType("environment", decide, evolve, creates=(CreateEnvironment,))
+ENVIRONMENTS = AggregateType(
+    "environment", decide, evolve, creates=(CreateEnvironment,), events=EVENTS
+)

@@ -30,7 +30,7 @@ class ValidationFailed(DomainError):
     """`source` is where the invalid input came from: body, query, path or header."""
 
     def __init__(self, errors: list[FieldError], source: str = "body") -> None:
-        super().__init__("; ".join(f"{'.'.join(e.field)}: {e.msg}" for e in errors))
+        super().__init__("; ".join(f"{'.'.join(map(str, e.field))}: {e.msg}" for e in errors))
         self.errors = errors
         self.source = source
 

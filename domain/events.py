@@ -1,14 +1,15 @@
-"""What every event carries besides its own data, and how events are written to and read from the log.
+"""What every event carries besides its own data, and what each aggregate declares about its events.
 
-An event is stored as its type name (the store's topic) and a JSON envelope
-`{"v": schema version, "meta": EventMeta, "data": the event}`.
+Each aggregate module declares its event types and upcasters as constants on its `AggregateType`;
+`domain.aggregates.AGGREGATES` lists every aggregate, and the codec (`eventstore.codec.Codec`) is built
+from that list when a process starts. Nothing is registered by importing a module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -33,24 +34,28 @@ class EventMeta(msgspec.Struct, frozen=True, gc=False):
 
 
 class DomainEvent(msgspec.Struct, frozen=True, gc=False):
-    """Base of every event. Subclasses are named in the past tense and registered with `register`."""
+    """Base of every event. Subclasses are named in the past tense and listed in their aggregate's `events`."""
 
-    aggregate: ClassVar[str] = ""
+
+class Upcaster(NamedTuple):
+    """How a stored shape of the event `topic` at schema version `from_version` becomes its shape at the next."""
+
+    topic: str
+    from_version: int
+    step: Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class AggregateType(NamedTuple):
-    """What the command layer needs to run any aggregate: its name, its pure functions, its creating commands."""
+    """What the command layer needs to run any aggregate: its name, its pure functions, its creating commands,
+    and what the codec needs to read its streams: its event types (a type's name is its stored topic) and the
+    upcasters of their older stored shapes."""
 
     name: str
     decide: Callable[[Any, Any], list[DomainEvent]]
     evolve: Callable[[Any, DomainEvent, EventMeta], Any]
     creates: tuple[type, ...]
-
-
-class Envelope(msgspec.Struct, frozen=True, gc=False):
-    meta: EventMeta
-    data: msgspec.Raw
-    v: int = 0  # the event data's schema version; events from before versioning have none
+    events: tuple[type[DomainEvent], ...] = ()
+    upcasters: tuple[Upcaster, ...] = ()
 
 
 class Recorded(msgspec.Struct, frozen=True, gc=False):
@@ -61,60 +66,8 @@ class Recorded(msgspec.Struct, frozen=True, gc=False):
     version: int
     meta: EventMeta
     event: DomainEvent
+    aggregate: str  # the name of the aggregate whose events are of this type
 
     @property
     def type(self) -> str:
         return type(self.event).__name__
-
-
-EVENT_TYPES: dict[str, type[DomainEvent]] = {}
-SCHEMA_VERSION = 1
-_encoder = msgspec.json.Encoder()
-_envelope_decoder = msgspec.json.Decoder(Envelope)
-_data_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
-
-
-def register(aggregate: str, *event_types: type[DomainEvent]) -> None:
-    for event_type in event_types:
-        event_type.aggregate = aggregate
-        EVENT_TYPES[event_type.__name__] = event_type
-        _data_decoders[event_type.__name__] = msgspec.json.Decoder(event_type)
-
-
-def encode(event: DomainEvent, meta: EventMeta) -> tuple[str, bytes]:
-    data = msgspec.Raw(_encoder.encode(event))
-    return type(event).__name__, _encoder.encode(Envelope(meta, data, SCHEMA_VERSION))
-
-
-Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
-
-
-def upcaster(topic: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
-    """Registers how a stored shape of an event at `from_version` becomes its shape at the next version."""
-
-    def register_upcaster(function: Upcaster) -> Upcaster:
-        UPCASTERS[(topic, from_version)] = function
-        return function
-
-    return register_upcaster
-
-
-def decode(topic: str, state: bytes) -> tuple[EventMeta, DomainEvent]:
-    """Reads a stored event as the current code knows it, upcasting older shapes on the way."""
-    envelope = _envelope_decoder.decode(state)
-    if envelope.v == SCHEMA_VERSION:
-        return envelope.meta, _data_decoders[topic].decode(envelope.data)
-    data = msgspec.json.decode(envelope.data)
-    for version in range(envelope.v, SCHEMA_VERSION):
-        if step := UPCASTERS.get((topic, version)):
-            data = step(data)
-    return envelope.meta, msgspec.convert(data, EVENT_TYPES[topic])
-
-
-def decode_meta(state: bytes) -> EventMeta:
-    return _envelope_decoder.decode(state).meta
-
-
-def aggregate_of(topic: str) -> str:
-    return EVENT_TYPES[topic].aggregate

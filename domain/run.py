@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from domain.errors import CONTROL_CHARACTERS, Conflict
-from domain.events import AggregateType, DomainEvent, EventMeta, register
+from domain.events import AggregateType, DomainEvent, EventMeta
 
 
 class RunState(msgspec.Struct):
@@ -83,6 +83,26 @@ def reported_usage(usage: Any) -> dict[str, int] | None:
     return kept
 
 
+def execution_id(run_id: str) -> str:
+    """The id an endpoint knows a run's execution by: the run's own, under its own prefix."""
+    return "exe_" + run_id.removeprefix("run_")
+
+
+class AttemptOutcome(msgspec.Struct, frozen=True):
+    """What one attempt came to, as its executor saw it: a success (no error code) or a coded failure with its
+    fixed message, and what the endpoint reported (stages, token usage)."""
+
+    error_code: str | None = None  # None: success
+    error_message: str | None = None
+    stages_completed: int | None = None
+    total_stages: int | None = None
+    token_usage: dict[str, int] | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error_code is None
+
+
 class RequestRun(msgspec.Struct, frozen=True):
     run_id: str
     execution_id: str
@@ -107,11 +127,7 @@ class StartAttempt(msgspec.Struct, frozen=True):
 class FinishAttempt(msgspec.Struct, frozen=True):
     attempt: int
     now: datetime
-    error_code: str | None = None  # None: success
-    error_message: str | None = None
-    stages_completed: int | None = None
-    total_stages: int | None = None
-    token_usage: dict[str, int] | None = None
+    outcome: AttemptOutcome = AttemptOutcome()
 
 
 class RunRequested(DomainEvent, frozen=True):
@@ -154,7 +170,7 @@ class AttemptFailed(DomainEvent, frozen=True):
     token_usage: dict[str, int] | None = None
 
 
-register("run", RunRequested, AttemptStarted, RunSucceeded, AttemptFailed)
+EVENTS = (RunRequested, AttemptStarted, RunSucceeded, AttemptFailed)
 
 RunCommand = RequestRun | StartAttempt | FinishAttempt
 
@@ -188,28 +204,29 @@ def decide(state: RunState | None, command: RunCommand) -> list[DomainEvent]:
             if state.status != "running" or state.attempt != command.attempt:
                 raise Conflict("This attempt is no longer the run's current attempt", attempt=command.attempt)
             duration = _elapsed(state, command.now)
-            if command.error_code is None:
-                return [RunSucceeded(attempt=command.attempt, duration_seconds=duration, **_report(command))]
+            outcome = command.outcome
+            if outcome.error_code is None:
+                return [RunSucceeded(attempt=command.attempt, duration_seconds=duration, **_report(outcome))]
             retries_left = state.attempt <= state.max_retries
             retry_at = command.now + timedelta(seconds=state.retry_delay_seconds) if retries_left else None
             return [
                 AttemptFailed(
                     attempt=command.attempt,
-                    error_code=command.error_code,
-                    error_message=command.error_message or command.error_code,
+                    error_code=outcome.error_code,
+                    error_message=outcome.error_message or outcome.error_code,
                     duration_seconds=duration,
                     retry_at=retry_at,
-                    **_report(command),
+                    **_report(outcome),
                 )
             ]
     raise TypeError(f"not a run command: {command!r}")
 
 
-def _report(command: FinishAttempt) -> dict[str, Any]:
+def _report(outcome: AttemptOutcome) -> dict[str, Any]:
     return {
-        "stages_completed": reported_count(command.stages_completed),
-        "total_stages": reported_count(command.total_stages),
-        "token_usage": reported_usage(command.token_usage),
+        "stages_completed": reported_count(outcome.stages_completed),
+        "total_stages": reported_count(outcome.total_stages),
+        "token_usage": reported_usage(outcome.token_usage),
     }
 
 
@@ -265,4 +282,4 @@ def evolve(state: RunState | None, event: DomainEvent, meta: EventMeta) -> RunSt
     raise TypeError(f"not a run event: {event!r}")
 
 
-RUN = AggregateType("run", decide, evolve, creates=(RequestRun,))
+RUN = AggregateType("run", decide, evolve, creates=(RequestRun,), events=EVENTS)

@@ -14,7 +14,13 @@ from urllib.parse import urlsplit, urlunsplit
 MASK = "***"
 # Fields whose value is a verifier of a credential (a token's secret hash): never shown, whatever the role.
 SECRET_FIELDS = frozenset({"secret_hash"})
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+# Fields whose whole value is a URL (the catalog's url-typed fields: `domain.catalog` checks it names no other),
+# masked as one URL wherever they appear in event data (an item's `fields`, a change's `changes`), whatever the
+# characters in it: a URL stored before its characters were checked may hold a quote or a space.
+URL_FIELDS = frozenset({"url"})
+# A URL in free text runs to the next whitespace: a quote or an angle bracket may be part of its user info
+# (`https://bob:hunter2'x@host`), and stopping there would leave the credential unmasked.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 
 
 def masked_url(url: str) -> str:
@@ -33,8 +39,11 @@ def masked_url(url: str) -> str:
 
 
 def _masked_pair(pair: str) -> str:
+    """A query pair with its value masked; a bare token (`?TOKENXYZ`, no `=`) is all value."""
     name, equals, value = pair.partition("=")
-    return f"{name}={MASK}" if equals and value else pair
+    if not equals:
+        return MASK if name else pair
+    return f"{name}={MASK}" if value else pair
 
 
 def masked_text(text: str) -> str:
@@ -48,19 +57,27 @@ def carries_mask(url: str) -> bool:
         parts = urlsplit(url)
     except ValueError:
         return False
-    values = [pair.partition("=")[2] for pair in parts.query.split("&")]
+    values = [value if equals else name for name, equals, value in (p.partition("=") for p in parts.query.split("&"))]
     return MASK in (parts.username, parts.password, parts.fragment, *values)
 
 
 def redacted(data: Any) -> Any:
-    """Event data as a reader may see it: secret fields withheld, URLs in any text masked."""
+    """Event data as a reader may see it: secret fields withheld, URL fields masked whole, URLs in any text masked."""
     if isinstance(data, dict):
-        return {key: MASK if key in SECRET_FIELDS else redacted(value) for key, value in data.items()}
+        return {key: _redacted_field(key, value) for key, value in data.items()}
     if isinstance(data, list):
         return [redacted(value) for value in data]
     if isinstance(data, str):
         return masked_text(data)
     return data
+
+
+def _redacted_field(key: Any, value: Any) -> Any:
+    if key in SECRET_FIELDS:
+        return MASK
+    if key in URL_FIELDS and isinstance(value, str) and value:
+        return masked_url(value)
+    return redacted(value)
 
 
 def may_need_redaction(raw: bytes) -> bool:

@@ -8,7 +8,7 @@ import msgspec
 
 from domain.access import PRINCIPAL_TYPES, ROLES
 from domain.errors import Conflict, Forbidden, NotFound, Rules
-from domain.events import AggregateType, DomainEvent, EventMeta, register
+from domain.events import AggregateType, DomainEvent, EventMeta
 
 
 class TokenState(msgspec.Struct):
@@ -54,7 +54,7 @@ class TokenRevoked(DomainEvent, frozen=True):
     pass
 
 
-register("token", TokenIssued, TokenRevoked)
+EVENTS = (TokenIssued, TokenRevoked)
 
 TokenCommand = IssueToken | RevokeToken
 
@@ -138,4 +138,4 @@ def evolve(state: TokenState | None, event: DomainEvent, meta: EventMeta) -> Tok
     raise TypeError(f"not a token event: {event!r}")
 
 
-TOKEN = AggregateType("token", decide, evolve, creates=(IssueToken,))
+TOKEN = AggregateType("token", decide, evolve, creates=(IssueToken,), events=EVENTS)

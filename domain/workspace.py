@@ -8,7 +8,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from domain.errors import Conflict, NotFound, Rules
-from domain.events import AggregateType, DomainEvent, EventMeta, register, upcaster
+from domain.events import AggregateType, DomainEvent, EventMeta, Upcaster
 
 REGIONS = (
     "us-east-1",
@@ -114,7 +114,6 @@ class WorkspaceBucketFailed(DomainEvent, frozen=True):
     reason: str
 
 
-@upcaster("WorkspaceCreated", 0)
 def _labels_became_tags(data: dict) -> dict:
     """Before versioning, a workspace had comma-separated `labels`, and neither region nor plan nor is_active."""
     labels = data.pop("labels", "") or ""
@@ -125,8 +124,13 @@ def _labels_became_tags(data: dict) -> dict:
     return data
 
 
-register(
-    "workspace", WorkspaceCreated, WorkspaceUpdated, WorkspaceDeleted, WorkspaceBucketProvisioned, WorkspaceBucketFailed
+UPCASTERS = (Upcaster("WorkspaceCreated", 0, _labels_became_tags),)
+EVENTS = (
+    WorkspaceCreated,
+    WorkspaceUpdated,
+    WorkspaceDeleted,
+    WorkspaceBucketProvisioned,
+    WorkspaceBucketFailed,
 )
 
 WorkspaceCommand = CreateWorkspace | UpdateWorkspace | DeleteWorkspace | RecordBucketProvisioned | RecordBucketFailed
@@ -241,4 +245,6 @@ def evolve(state: WorkspaceState | None, event: DomainEvent, meta: EventMeta) ->
     raise TypeError(f"not a workspace event: {event!r}")
 
 
-WORKSPACE = AggregateType("workspace", decide, evolve, creates=(CreateWorkspace,))
+WORKSPACE = AggregateType(
+    "workspace", decide, evolve, creates=(CreateWorkspace,), events=EVENTS, upcasters=UPCASTERS
+)

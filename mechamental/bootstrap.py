@@ -1,4 +1,4 @@
-"""Wiring: builds the system from settings and runs the process roles.
+"""The composition root: `build` makes a process's services from its settings, `run_roles` runs its roles on them.
 
 Every role (api, relay, projector) can run alone or together with the others in one process
 (`mechamental dev`); they only meet through PostgreSQL and NATS.
@@ -10,38 +10,38 @@ import asyncio
 import contextlib
 import gc
 import logging
-import time
-from collections import Counter
+from dataclasses import dataclass
 
 import uvicorn
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
 from api.cache import ChangeListener, ViewCache
-from api.errors import Unavailable
 from api.limits import RateLimiter
+from api.metrics import Metrics
 from commands.aggregates import Aggregates, Clock, utc_now
 from commands.provisioning import BucketProvisioner, DirectoryBuckets
-from commands.store import EventStore, datastore_from_url
 from commands.tokens import TokenVerifier
-from domain.errors import FieldError, ValidationFailed
+from domain.aggregates import AGGREGATES
 from domain.secrets import masked_url
+from eventstore import Codec, EventStore
+from eventstore.postgres import PostgresEventStore, datastore_from_url
+from executor.outbound import OutboundPolicy
+from executor.runner import Executor
 from mechamental.settings import Settings
 from pipeline import positions
 from pipeline.activity import ActivityConsumer, ActivityPublisher
 from pipeline.broker import ensure_stream
 from pipeline.relay import Relay
-from pipeline.roles import sleep_unless
 from pipeline.subscription import Subscription
 from projections import activity
 from projections.actions import ActionListing
 from projections.analytics import Analytics
 from projections.catalog import CatalogListing
 from projections.environments import EnvironmentListing
+from projections.read_your_writes import ReadYourWrites
 from projections.tokens import TokenListing
 from projections.workspaces import WorkspaceListing
-from scheduler.executor import Executor
-from scheduler.outbound import OutboundPolicy
 from scheduler.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -58,184 +58,129 @@ def consumer_names() -> list[str]:
     return [positions.RELAY, *(model.name for model in read_models()), BucketProvisioner.name]
 
 
-class System:
-    def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
-        self.settings = settings
-        self.store = EventStore(datastore_from_url(settings.database_url))
-        self.aggregates = Aggregates(self.store, clock)
-        self.tokens = TokenVerifier(self.aggregates)
-        self.pool = AsyncConnectionPool(
-            settings.database_url,
-            min_size=1,
-            max_size=20,
-            open=False,
-            kwargs={"autocommit": True, "connect_timeout": 3},
-            timeout=3,  # a query waits this long for a connection, then the caller hears 503
-        )
-        self.nats: NATS | None = None
-        self._nats_retry: asyncio.Task | None = None
-        self.requests: Counter = Counter()  # (method, status) -> answered requests, for /metrics
-        self.unrecorded: Counter = Counter()  # reason -> /v1/orgs requests not recorded in the org's activity
-        self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
-        # Workspaces by id: GET workspace, and the check that a workspace exists behind every read under it.
-        self.workspace_cache = ViewCache(WorkspaceListing.name, settings.read_cache_entries)
-        self.activity = (
-            ActivityPublisher(self.pool, lambda: self.nats, stream=self.activity_stream, prefix=settings.subject_prefix)
-            if settings.activity_recording
-            else None
-        )
+def activity_stream(settings: Settings) -> str:
+    return f"{settings.stream}_ACTIVITY"
 
-    @property
-    def activity_stream(self) -> str:
-        return f"{self.settings.stream}_ACTIVITY"
+
+class NatsConnection:
+    """This process's NATS client once it has one: connected at `open`, else retried every second in the
+    background (the event store feeds the views meanwhile)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client: NATS | None = None
+        self._retry: asyncio.Task | None = None
+
+    def current(self) -> NATS | None:
+        return self.client
+
+    async def open(self) -> None:
+        self.client = await connect_nats(self.url)
+        if self.client is None:
+            self._retry = asyncio.create_task(self._connect_later())
+
+    async def _connect_later(self) -> None:
+        while self.client is None:
+            await asyncio.sleep(1.0)
+            self.client = await connect_nats(self.url)
+
+    async def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        if self.client is not None and not self.client.is_closed:
+            with contextlib.suppress(Exception):
+                await self.client.close()
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the roles and the API of one process use, made once by `build`; `open` connects, `close` lets go."""
+
+    settings: Settings
+    store: EventStore
+    aggregates: Aggregates  # runs commands against the store
+    pool: AsyncConnectionPool  # async connections to the read models (and the store's reads)
+    nats: NatsConnection
+    tokens: TokenVerifier
+    limiter: RateLimiter
+    workspace_cache: ViewCache  # workspaces by id: GET workspace, and the check behind every read under one
+    read_your_writes: ReadYourWrites
+    metrics: Metrics
+    activity: ActivityPublisher | None  # None: recording off
+    consumers: tuple[str, ...]  # everything that tracks a position in the log
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
-        self.nats = await connect_nats(self.settings.nats_url)
-        if self.nats is None:
-            self._nats_retry = asyncio.create_task(self._connect_nats_later())
-
-    async def _connect_nats_later(self) -> None:
-        while self.nats is None:
-            await asyncio.sleep(1.0)
-            self.nats = await connect_nats(self.settings.nats_url)
+        await self.nats.open()
 
     async def close(self) -> None:
-        if self._nats_retry is not None:
-            self._nats_retry.cancel()
-        if self.nats is not None and not self.nats.is_closed:
-            with contextlib.suppress(Exception):
-                await self.nats.close()
+        await self.nats.close()
         await self.pool.close()
         await asyncio.to_thread(self.store.close)
 
-    def subscriptions(self) -> list[Subscription]:
-        # The views share one consumer and one transaction per batch; the provisioner, which calls out and
-        # issues commands, has its own, so it never holds the views back.
-        handlers = [read_models(), BucketProvisioner(self.aggregates, DirectoryBuckets(self.settings.buckets_dir))]
-        return [
-            Subscription(
-                handler,
-                self.store,
-                self.pool,
-                self.settings.database_url,
-                lambda: self.nats,
-                stream=self.settings.stream,
-                prefix=self.settings.subject_prefix,
-            )
-            for handler in handlers
-        ]
 
-    def relay(self) -> Relay:
-        return Relay(
-            self.settings.database_url,
-            lambda: self.nats,
-            stream=self.settings.stream,
-            prefix=self.settings.subject_prefix,
+def build(settings: Settings, clock: Clock = utc_now) -> Services:
+    store = PostgresEventStore(datastore_from_url(settings.database_url), Codec(AGGREGATES))
+    workspace_cache: ViewCache = ViewCache(WorkspaceListing.name, settings.read_cache_entries)
+    metrics = Metrics([workspace_cache])
+    aggregates = Aggregates(store, clock, on_command=metrics.command)
+    pool = AsyncConnectionPool(
+        settings.database_url,
+        min_size=1,
+        max_size=20,
+        open=False,
+        kwargs={"autocommit": True, "connect_timeout": 3},
+        timeout=3,  # a query waits this long for a connection, then the caller hears 503
+    )
+    nats = NatsConnection(settings.nats_url)
+    activity_publisher = (
+        ActivityPublisher(pool, nats.current, stream=activity_stream(settings), prefix=settings.subject_prefix)
+        if settings.activity_recording
+        else None
+    )
+    return Services(
+        settings=settings,
+        store=store,
+        aggregates=aggregates,
+        pool=pool,
+        nats=nats,
+        tokens=TokenVerifier(aggregates),
+        limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        workspace_cache=workspace_cache,
+        read_your_writes=ReadYourWrites(pool, settings.min_position_timeout),
+        metrics=metrics,
+        activity=activity_publisher,
+        consumers=tuple(consumer_names()),
+    )
+
+
+def subscriptions(services: Services) -> list[Subscription]:
+    # The views share one consumer and one transaction per batch; the provisioner, which calls out and
+    # issues commands, has its own, so it never holds the views back.
+    settings = services.settings
+    handlers = [read_models(), BucketProvisioner(services.aggregates, DirectoryBuckets(settings.buckets_dir))]
+    return [
+        Subscription(
+            handler,
+            services.store,
+            services.pool,
+            settings.database_url,
+            services.nats.current,
+            stream=settings.stream,
+            prefix=settings.subject_prefix,
         )
+        for handler in handlers
+    ]
 
-    async def refresh_tokens(self, stop: asyncio.Event) -> None:
-        """Keeps the cached tokens confirmed (TokenVerifier.refresh) twice per freshness period, so requests
-        seldom read a token's stream themselves."""
-        while not await sleep_unless(stop, self.tokens.ttl / 2):
-            try:
-                async with self.pool.connection() as conn:
-                    await self.tokens.refresh(conn)
-            except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: entries run out, requests load them
-                log.info("token refresh: %s: %s", type(error).__name__, error)
 
-    async def wait_for(self, names: list[str], position: int | None) -> None:
-        """Read-your-writes: waits until every named view has applied `position`, or answers 503."""
-        if not position:
-            return
-        deadline = time.monotonic() + self.settings.min_position_timeout
-        delay = 0.002
-        checked_head = False
-        while True:
-            async with self.pool.connection() as conn:
-                reached = await positions.read_positions(conn, names)
-                if min(reached.values()) >= position:
-                    return
-                if not checked_head:  # a position the log has not reached yet can only be a client's mistake
-                    checked_head = True
-                    head = await positions.head(conn)
-                    if position > head:
-                        raise ValidationFailed(
-                            [
-                                FieldError(
-                                    ("x-min-position",),
-                                    f"No event has position {position}: the log ends at {head}",
-                                    "less_than_equal",
-                                    position,
-                                    {"le": head},
-                                )
-                            ],
-                            source="header",
-                        )
-            if time.monotonic() >= deadline:
-                raise Unavailable(
-                    "PROJECTION_NOT_CAUGHT_UP",
-                    f"The view has not reached position {position} yet; retry shortly",
-                    required_position=position,
-                    positions=reached,
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-
-    async def lag(self) -> list[tuple[str, int, int, int, float]]:
-        async with self.pool.connection(timeout=2) as conn:
-            return await positions.status(conn, consumer_names())
-
-    def metrics(self, lag: list[tuple[str, int, int, int, float]]) -> str:
-        """Prometheus text format."""
-        lines = [
-            "# TYPE mm_log_head gauge",
-            f"mm_log_head {lag[0][2] if lag else 0}",
-            "# TYPE mm_consumer_position gauge",
-            "# TYPE mm_consumer_lag_events gauge",
-            "# TYPE mm_consumer_lag_seconds gauge",
-        ]
-        for name, position, _, events, seconds in lag:
-            lines += [
-                f'mm_consumer_position{{consumer="{name}"}} {position}',
-                f'mm_consumer_lag_events{{consumer="{name}"}} {events}',
-                f'mm_consumer_lag_seconds{{consumer="{name}"}} {seconds}',
-            ]
-        lines += [
-            "# TYPE mm_commands_total counter",
-            f"mm_commands_total {self.aggregates.commands}",
-            "# TYPE mm_command_seconds_sum counter",
-            f"mm_command_seconds_sum {self.aggregates.command_seconds:.6f}",
-            "# TYPE mm_http_requests_total counter",
-        ]
-        lines += [
-            f'mm_http_requests_total{{method="{method}",status="{status}"}} {count}'
-            for (method, status), count in sorted(self.requests.items())
-        ]
-        lines.append("# TYPE mm_activity_unrecorded_total counter")
-        lines += [
-            f'mm_activity_unrecorded_total{{reason="{reason}"}} {self.unrecorded[reason]}'
-            for reason in ("unauthenticated", "other_org")
-        ]
-        cache = self.workspace_cache
-        lines += [
-            "# TYPE mm_view_cache_hits_total counter",
-            f'mm_view_cache_hits_total{{view="{cache.view}"}} {cache.hits}',
-            "# TYPE mm_view_cache_serving gauge",
-            f'mm_view_cache_serving{{view="{cache.view}"}} {int(cache.listening)}',
-        ]
-        return "\n".join(lines) + "\n"
-
-    async def check_backends(self) -> dict[str, str]:
-        checks = {}
-        try:
-            async with self.pool.connection(timeout=2) as conn:
-                await conn.execute("SELECT 1")
-            checks["postgres"] = "ok"
-        except Exception as error:  # noqa: BLE001 - reported, not raised
-            checks["postgres"] = f"unavailable: {type(error).__name__}"
-        checks["nats"] = "ok" if self.nats is not None and self.nats.is_connected else "unavailable"
-        return checks
+def relay(services: Services) -> Relay:
+    return Relay(
+        services.settings.database_url,
+        services.nats.current,
+        codec=services.store.codec,
+        stream=services.settings.stream,
+        prefix=services.settings.subject_prefix,
+    )
 
 
 async def connect_nats(url: str, timeout: float = 5.0) -> NATS | None:
@@ -260,7 +205,8 @@ async def connect_nats(url: str, timeout: float = 5.0) -> NATS | None:
 
 def migrate(settings: Settings) -> None:
     """Creates every table and the JetStream stream. Idempotent."""
-    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=0))
+    datastore = datastore_from_url(settings.database_url, pool_size=1, max_overflow=0)
+    store = PostgresEventStore(datastore, Codec(AGGREGATES))
     try:
         store.create_tables()
     finally:
@@ -301,46 +247,47 @@ async def run_roles(
     from api.app import create_app
     from api.recording import ActivityMiddleware
 
-    system = System(settings)
-    await system.open()
+    services = build(settings)
+    await services.open()
     tasks: list[asyncio.Task] = []
     server = None
     try:
         if "relay" in roles:
-            tasks.append(asyncio.create_task(system.relay().run(stop), name="relay"))
+            tasks.append(asyncio.create_task(relay(services).run(stop), name="relay"))
         if "scheduler" in roles:
-            scheduler = Scheduler(system.aggregates, system.pool, settings.database_url)
+            scheduler = Scheduler(services.aggregates, services.pool, settings.database_url)
             tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
         if "executor" in roles:
             policy = OutboundPolicy(allow=settings.outbound_allow, deny=settings.outbound_deny)
             executor = Executor(
-                system.aggregates,
-                system.pool,
+                services.aggregates,
+                services.pool,
                 policy=policy,
                 timeout=settings.executor_timeout,
                 concurrency=settings.executor_concurrency,
                 org_concurrency=settings.executor_org_concurrency,
-                activity=system.activity,
+                activity=services.activity,
             )
             tasks.append(asyncio.create_task(executor.run(stop), name="executor"))
-        if system.activity is not None and roles & {"api", "executor"}:
-            tasks.append(asyncio.create_task(system.activity.run(stop), name="activity-publisher"))
+        if services.activity is not None and roles & {"api", "executor"}:
+            tasks.append(asyncio.create_task(services.activity.run(stop), name="activity-publisher"))
         if "projector" in roles:
-            tasks += [asyncio.create_task(s.run(stop), name=s.name) for s in system.subscriptions()]
+            tasks += [asyncio.create_task(s.run(stop), name=s.name) for s in subscriptions(services)]
             consumer = ActivityConsumer(
-                system.pool,
-                lambda: system.nats,
-                stream=system.activity_stream,
+                services.pool,
+                services.nats.current,
+                stream=activity_stream(settings),
                 prefix=settings.subject_prefix,
                 retention_days=settings.activity_retention_days,
             )
             tasks.append(asyncio.create_task(consumer.run(stop), name="activity"))
         if "api" in roles:
-            tasks.append(asyncio.create_task(system.refresh_tokens(stop), name="token-refresh"))
+            refresh = services.tokens.keep_confirmed(services.pool, stop)
+            tasks.append(asyncio.create_task(refresh, name="token-refresh"))
             if settings.read_cache_entries > 0:
-                listener = ChangeListener(settings.database_url, [system.workspace_cache])
+                listener = ChangeListener(settings.database_url, [services.workspace_cache])
                 tasks.append(asyncio.create_task(listener.run(stop), name="view-cache"))
-            app = ActivityMiddleware(create_app(system), lambda: system.activity, system.requests, system.unrecorded)
+            app = ActivityMiddleware(create_app(services), services.activity, services.metrics)
             config = uvicorn.Config(
                 AccessLog(app) if settings.access_log else app,
                 host=settings.host,
@@ -376,4 +323,4 @@ async def run_roles(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        await system.close()
+        await services.close()

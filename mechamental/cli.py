@@ -434,7 +434,9 @@ def dev(settings: Settings) -> int:
 def create_token(settings: Settings, args: argparse.Namespace) -> int:
     from api.auth import ORG_ID
     from commands.aggregates import Aggregates, Context
-    from commands.store import EventStore, datastore_from_url
+    from domain.aggregates import AGGREGATES
+    from eventstore import Codec
+    from eventstore.postgres import PostgresEventStore, datastore_from_url
     from commands.tokens import issue_token
     from domain.errors import ValidationFailed
     from domain.events import Actor
@@ -442,7 +444,8 @@ def create_token(settings: Settings, args: argparse.Namespace) -> int:
     if not ORG_ID.fullmatch(args.org):
         print(f"invalid org id {args.org!r}", file=sys.stderr)
         return 2
-    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=0))
+    datastore = datastore_from_url(settings.database_url, pool_size=1, max_overflow=0)
+    store = PostgresEventStore(datastore, Codec(AGGREGATES))
     try:
         ctx = Context(
             org_id=args.org, actor=Actor("operator", os.environ.get("USER", "operator")), trace_id=secrets.token_hex(16)
@@ -475,7 +478,9 @@ def projection_status(settings: Settings) -> int:
 
 
 def rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    from commands.store import EventStore, datastore_from_url
+    from domain.aggregates import AGGREGATES
+    from eventstore import Codec
+    from eventstore.postgres import PostgresEventStore, datastore_from_url
     from mechamental.bootstrap import read_models
     from projections.rebuild import RebuildRunning, progress_bar
     from projections.rebuild import rebuild as replay
@@ -485,7 +490,8 @@ def rebuild(settings: Settings, args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown view(s): {', '.join(sorted(unknown))}; views: {', '.join(models)}", file=sys.stderr)
         return 2
-    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1))
+    datastore = datastore_from_url(settings.database_url, pool_size=1, max_overflow=1)
+    store = PostgresEventStore(datastore, Codec(AGGREGATES))
     try:
         names = args.names or list(models)  # rebuilt together: one pass over the log for all of them
         label = names[0] if len(names) == 1 else f"{len(names)} views"

@@ -302,7 +302,7 @@ class ActivityConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         # One consumer stores at a time: acking a message acks every one before it (AckPolicy.ALL), so a
         # second consumer's ack could cover messages the first has not stored yet.
-        await lead(self.pool.conninfo, f"subscriber.{self.name}", stop, self._consume)
+        await lead(self.pool.conninfo, f"subscriber.{self.name}", stop, lambda _lock, stop: self._consume(stop))
 
     async def _consume(self, stop: asyncio.Event) -> None:
         subscription = None

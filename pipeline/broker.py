@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import nats.js.api as js_api
-from eventsourcing.persistence import StoredEvent
 from nats.js import JetStreamContext
 
-from commands.store import to_recorded
-from domain.events import Recorded, aggregate_of
+from domain.events import Recorded
+from eventstore import Codec
 
 HEADER_POSITION = "Mm-Position"
 HEADER_PREVIOUS = "Mm-Previous"
@@ -69,7 +68,7 @@ async def pull_subscribe(js: JetStreamContext, subject: str, durable: str, strea
 
 
 def to_message(
-    prefix: str, store_id: str, previous: int, notification: Any, org_id: str
+    prefix: str, store_id: str, previous: int, notification: Any, org_id: str, aggregate: str
 ) -> tuple[str, bytes, dict[str, str]]:
     topic = notification.topic
     headers = {
@@ -84,19 +83,16 @@ def to_message(
     if len(payload) > MAX_INLINE_BYTES:
         headers[HEADER_IN_STORE] = "1"
         payload = b""
-    return events_subject(prefix, org_id, aggregate_of(topic), topic), payload, headers
+    return events_subject(prefix, org_id, aggregate, topic), payload, headers
 
 
-def from_message(headers: dict[str, str], data: bytes) -> tuple[Recorded | None, int, int]:
+def from_message(codec: Codec, headers: dict[str, str], data: bytes) -> tuple[Recorded | None, int, int]:
     """The event a message carries (None when it must be read from the store), its position, and the
     position of the event before it in the log."""
     position, previous = int(headers[HEADER_POSITION]), int(headers[HEADER_PREVIOUS])
     if headers.get(HEADER_IN_STORE):
         return None, position, previous
-    stored = StoredEvent(
-        originator_id=headers[HEADER_STREAM_ID],
-        originator_version=int(headers[HEADER_VERSION]),
-        topic=headers[HEADER_TYPE],
-        state=data,
+    recorded = codec.recorded(
+        position, headers[HEADER_STREAM_ID], int(headers[HEADER_VERSION]), headers[HEADER_TYPE], data
     )
-    return to_recorded(position, stored), position, previous
+    return recorded, position, previous

@@ -80,12 +80,6 @@ async def read_positions(conn: AsyncConnection, names: list[str]) -> dict[str, i
     return {name: found.get(name, 0) for name in names}
 
 
-async def try_leadership(conn: AsyncConnection, role: str) -> bool:
-    """One active process per role: a session advisory lock, released when its connection ends."""
-    row = await (await conn.execute("SELECT pg_try_advisory_lock(hashtext('mechamental.' || %s))", (role,))).fetchone()
-    return bool(row and row[0])
-
-
 async def head(conn: AsyncConnection) -> int:
     """The position of the newest event in the log."""
     row = await (await conn.execute("SELECT coalesce(max(position), 0) FROM mm_event_index")).fetchone()

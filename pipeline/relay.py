@@ -20,20 +20,18 @@ a commit its read did not see notifies after that read began, so the wait ends a
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 
 import psycopg
 from nats.aio.client import Client as NATS
 
-from commands.store import EVENTS_TABLE, read_notifications
-from domain.events import decode_meta
+from eventstore import Codec
+from eventstore.codec import decode_meta
+from eventstore.postgres import EVENTS_TABLE, read_notifications
 from pipeline import positions
 from pipeline.broker import ensure_stream, to_message
-from pipeline.roles import sleep_unless
-
-log = logging.getLogger(__name__)
+from pipeline.roles import lead
 
 
 class Relay:
@@ -42,6 +40,7 @@ class Relay:
         database_url: str,
         nats: Callable[[], NATS | None],
         *,
+        codec: Codec,
         stream: str,
         prefix: str,
         batch_size: int = 1000,
@@ -50,6 +49,7 @@ class Relay:
     ) -> None:
         self.database_url = database_url
         self.nats = nats
+        self.codec = codec  # for each event's subject: the aggregate its type belongs to
         self.stream = stream
         self.prefix = prefix
         self.batch_size = batch_size
@@ -58,48 +58,37 @@ class Relay:
         self.published = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self._lead(stop)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # noqa: BLE001 - PostgreSQL or NATS trouble: start over
-                log.warning("relay: %s: %s; retrying", type(error).__name__, error)
-                await sleep_unless(stop, 1.0)
+        await lead(self.database_url, positions.RELAY, stop, self._publish)
 
-    async def _lead(self, stop: asyncio.Event) -> None:
-        async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn:
-            await conn.execute("SET synchronous_commit = off")  # see the module's docstring
-            while not await positions.try_leadership(conn, positions.RELAY):
-                if await sleep_unless(stop, 1.0):
-                    return
-            log.info("relay: leading")
-            store_id = await positions.store_id(conn)
-            async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as listener:
-                await listener.execute(f"LISTEN {EVENTS_TABLE}")
-                client = self.nats()
-                if client is None or not client.is_connected:
-                    raise ConnectionError("NATS is not connected")
-                js = client.jetstream(publish_async_max_pending=4096)
-                await ensure_stream(js, self.stream, self.prefix)
-                async with conn.transaction():
-                    last = await positions.lock_position(conn, positions.RELAY)
-                saved, save_due = last, None  # save_due: when `last` is to be recorded, None when it is
-                while not stop.is_set():
-                    last, full = await self._publish_batch(js, conn, store_id, last)
-                    now = time.monotonic()
-                    if last > saved and save_due is None:
-                        save_due = now + self.save_every
-                    if save_due is not None and now >= save_due:
-                        await positions.save_position(conn, positions.RELAY, last)
-                        saved, save_due = last, None
-                    if not full:
-                        wait = self.poll_interval
-                        if save_due is not None:
-                            wait = min(wait, max(0.0, save_due - now))
-                        await self._wait_for_writes(listener, stop, wait)
-                if last > saved:  # stopping: record what was published, so a successor starts there
+    async def _publish(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> None:
+        """Publishes while leading, recording the position on `conn`, the connection that holds the lock."""
+        await conn.execute("SET synchronous_commit = off")  # see the module's docstring
+        store_id = await positions.store_id(conn)
+        async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as listener:
+            await listener.execute(f"LISTEN {EVENTS_TABLE}")
+            client = self.nats()
+            if client is None or not client.is_connected:
+                raise ConnectionError("NATS is not connected")
+            js = client.jetstream(publish_async_max_pending=4096)
+            await ensure_stream(js, self.stream, self.prefix)
+            async with conn.transaction():
+                last = await positions.lock_position(conn, positions.RELAY)
+            saved, save_due = last, None  # save_due: when `last` is to be recorded, None when it is
+            while not stop.is_set():
+                last, full = await self._publish_batch(js, conn, store_id, last)
+                now = time.monotonic()
+                if last > saved and save_due is None:
+                    save_due = now + self.save_every
+                if save_due is not None and now >= save_due:
                     await positions.save_position(conn, positions.RELAY, last)
+                    saved, save_due = last, None
+                if not full:
+                    wait = self.poll_interval
+                    if save_due is not None:
+                        wait = min(wait, max(0.0, save_due - now))
+                    await self._wait_for_writes(listener, stop, wait)
+            if last > saved:  # stopping: record what was published, so a successor starts there
+                await positions.save_position(conn, positions.RELAY, last)
 
     async def _publish_batch(self, js, conn: psycopg.AsyncConnection, store_id: str, last: int) -> tuple[int, bool]:
         """Publishes the events after `last`, up to `batch_size`, and waits for JetStream's acks; returns the
@@ -111,7 +100,8 @@ class Relay:
         previous = last
         for notification in notifications:
             org_id = decode_meta(notification.state).org_id
-            subject, payload, headers = to_message(self.prefix, store_id, previous, notification, org_id)
+            aggregate = self.codec.aggregate_of(notification.topic)
+            subject, payload, headers = to_message(self.prefix, store_id, previous, notification, org_id, aggregate)
             acks.append(await js.publish_async(subject, payload, headers=headers))
             previous = notification.id
         try:

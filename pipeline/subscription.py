@@ -23,8 +23,8 @@ import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
-from commands.store import EventStore
 from domain.events import Recorded
+from eventstore import EventStore
 from pipeline import positions
 from pipeline.broker import all_events, from_message, pull_subscribe
 from pipeline.roles import lead, sleep_unless
@@ -73,7 +73,7 @@ class Subscription:
         self.durable = f"{prefix}_{self.name}"
 
     async def run(self, stop: asyncio.Event) -> None:
-        await lead(self.database_url, f"subscriber.{self.name}", stop, self._consume)
+        await lead(self.database_url, f"subscriber.{self.name}", stop, lambda _lock, stop: self._consume(stop))
 
     async def _consume(self, stop: asyncio.Event) -> None:
         subscription = None
@@ -105,7 +105,7 @@ class Subscription:
         decoded = []
         for message in messages:
             try:
-                decoded.append(from_message(message.headers or {}, message.data))
+                decoded.append(from_message(self.store.codec, message.headers or {}, message.data))
             except Exception as error:  # noqa: BLE001
                 log.warning("%s: skipping unreadable message on %s: %r", self.name, message.subject, error)
         return decoded

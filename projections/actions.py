@@ -117,9 +117,9 @@ class ActionListing:
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
         action_events, run_events = [], []
         for record in batch:
-            if record.event.aggregate == "run":
+            if record.aggregate == "run":
                 run_events.append(record)
-            elif record.event.aggregate == "action":
+            elif record.aggregate == "action":
                 action_events.append(record)
         if action_events:
             await self._apply_actions(conn, action_events)

@@ -163,7 +163,7 @@ class Analytics:
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
         relevant, entities, runs = [], [], []
         for record in batch:
-            aggregate = record.event.aggregate
+            aggregate = record.aggregate
             if aggregate == "run":
                 runs.append(record)
             elif aggregate in ("catalog", "action"):
@@ -192,7 +192,7 @@ class Analytics:
         threads: list[tuple[str, str]] = []
         namespace_threads: list[tuple[str, str, str]] = []
         for record in relevant:  # in log order; runs are most of them, so they come first and by exact type
-            event, at, aggregate = record.event, record.meta.occurred_at, record.event.aggregate
+            event, at, aggregate = record.event, record.meta.occurred_at, record.aggregate
             if aggregate == "run":
                 workspace_id = run_workspaces.get(record.stream_id)
                 if workspace_id is None:

@@ -14,10 +14,11 @@ from typing import Any
 import msgspec
 import psycopg
 
-from commands.chain import GENESIS, event_hash
-from commands.store import EVENTS_TABLE
-from domain.events import EVENT_TYPES, Envelope
+from domain.aggregates import AGGREGATES
 from domain.secrets import may_need_redaction, redacted
+from eventstore.chain import GENESIS, event_hash
+from eventstore.codec import Envelope
+from eventstore.postgres import EVENTS_TABLE
 from projections.pages import counted_page
 
 
@@ -44,6 +45,8 @@ class Query(msgspec.Struct, frozen=True):
 
 
 _envelope = msgspec.json.Decoder(Envelope)
+# The aggregate each event type belongs to, as the domain declares it (auditors see the stored data, undecoded).
+_AGGREGATE_OF = {event_type.__name__: kind.name for kind in AGGREGATES for event_type in kind.events}
 _encoder = msgspec.json.Encoder()
 _COLUMNS = "i.position, i.stream_id, i.version, i.topic, i.hash, s.state"
 _READ = (
@@ -56,12 +59,11 @@ def _event(row) -> AuditEvent:
     position, stream_id, version, topic, digest, state = row
     state = bytes(state)
     envelope = _envelope.decode(state)
-    event_type = EVENT_TYPES.get(topic)
     return AuditEvent(
         position=position,
         event_id=f"{stream_id}@{version}",
         type=topic,
-        aggregate_type=event_type.aggregate if event_type else "unknown",
+        aggregate_type=_AGGREGATE_OF.get(topic, "unknown"),
         aggregate_id=stream_id,
         aggregate_version=version,
         occurred_at=envelope.meta.occurred_at,

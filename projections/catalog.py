@@ -46,7 +46,7 @@ class CatalogListing:
     ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
-        events = [r for r in batch if r.event.aggregate == "catalog"]
+        events = [r for r in batch if r.aggregate == "catalog"]
         if not events:
             return
         found = await rows_for(

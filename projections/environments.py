@@ -102,7 +102,7 @@ class EnvironmentListing:
     ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
-        events = [r for r in batch if r.event.aggregate == "environment"]
+        events = [r for r in batch if r.aggregate == "environment"]
         if not events:
             return
         found = await rows_for(

@@ -22,9 +22,11 @@ from collections.abc import Callable
 
 import psycopg
 
-from commands.store import EventStore, read_notifications
-from domain.events import Recorded, decode
+from domain.events import Recorded
+from eventstore import Codec, EventStore
+from eventstore.postgres import read_notifications
 from pipeline import positions
+from pipeline.roles import LeadershipTaken, leadership
 from projections import changes
 
 Progress = Callable[[int, int, float], None]  # done, total, events per second
@@ -59,27 +61,30 @@ async def rebuild(
     live); returns the position they reached."""
     # In name order, the order the live projector locks their positions in, so the swap never deadlocks it.
     handlers = sorted(handlers if isinstance(handlers, list) else [handlers], key=lambda h: h.name)
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        for handler in handlers:
-            if not await positions.try_leadership(conn, f"rebuild.{handler.name}"):
-                raise RebuildRunning(f"a rebuild of {handler.name} is already running")
-        reached = await _prepare(conn, handlers)
-        total = await asyncio.to_thread(store.head)
-        await _replay_views(database_url, handlers, reached, batch_size, progress, total)
-        await _build_indexes(conn, handlers)
-        await _analyze(conn, handlers)
-        if swap:
-            return await _swap(conn, handlers, reached, batch_size)
-        return min(reached.values())
+    try:
+        async with leadership(database_url, [f"rebuild.{handler.name}" for handler in handlers]) as conn:
+            reached = await _prepare(conn, handlers)
+            total = await asyncio.to_thread(store.head)
+            await _replay_views(database_url, store.codec, handlers, reached, batch_size, progress, total)
+            await _build_indexes(conn, handlers)
+            await _analyze(conn, handlers)
+            if swap:
+                return await _swap(conn, store.codec, handlers, reached, batch_size)
+            return min(reached.values())
+    except LeadershipTaken as taken:
+        name = taken.role.removeprefix("rebuild.")
+        raise RebuildRunning(f"a rebuild of {name} is already running") from None
 
 
-async def _replay_views(database_url: str, handlers, reached, batch_size: int, progress, total: int) -> None:
+async def _replay_views(
+    database_url: str, codec: Codec, handlers, reached, batch_size: int, progress, total: int
+) -> None:
     async with (
         await psycopg.AsyncConnection.connect(database_url, autocommit=True) as reader,
         contextlib.AsyncExitStack() as stack,
     ):
         writers = [await stack.enter_async_context(await _writer(database_url, h)) for h in handlers]
-        await _replay(reader, writers, handlers, reached, batch_size, progress, total)
+        await _replay(reader, codec, writers, handlers, reached, batch_size, progress, total)
 
 
 async def _writer(database_url: str, handler) -> psycopg.AsyncConnection:
@@ -128,14 +133,14 @@ async def _analyze(conn: psycopg.AsyncConnection, handlers) -> None:
             await conn.execute(f"ANALYZE {schema_of(handler)}.{table}")
 
 
-async def _replay(conn, writers, handlers, reached, batch_size: int, progress, total: int) -> int:
+async def _replay(conn, codec: Codec, writers, handlers, reached, batch_size: int, progress, total: int) -> int:
     """Reads the log in batches on `conn` (ahead of the views) and hands every batch to every view. Each view
     applies its batches on its own connection, one transaction each with its rebuild position, at its own pace
     (a few batches behind the reader at most), so while one waits for PostgreSQL another has Python to run."""
     start = min(reached.values())
     queues: list[asyncio.Queue[list[Recorded] | None]] = [asyncio.Queue(maxsize=2) for _ in handlers]
     advanced = asyncio.Condition()  # a view committed a batch, or a task stopped
-    tasks = [asyncio.create_task(_read(conn, start, batch_size, queues, advanced))]
+    tasks = [asyncio.create_task(_read(conn, codec, start, batch_size, queues, advanced))]
     tasks += [
         asyncio.create_task(_follow(writer, handler, reached, queue, advanced))
         for writer, handler, queue in zip(writers, handlers, queues, strict=True)
@@ -167,18 +172,19 @@ async def _replay(conn, writers, handlers, reached, batch_size: int, progress, t
     return min(reached.values())
 
 
-async def read_log(conn: psycopg.AsyncConnection, after: int, limit: int) -> list[Recorded]:
+async def read_log(conn: psycopg.AsyncConnection, codec: Codec, after: int, limit: int) -> list[Recorded]:
     """The notification log after a position, decoded, on the event loop: a reading thread's Python (decoding
     above all) would contend for the GIL with the views'."""
+    recorded = codec.recorded
     return [
-        Recorded(n.id, n.originator_id, n.originator_version, *decode(n.topic, n.state))
+        recorded(n.id, n.originator_id, n.originator_version, n.topic, n.state)
         for n in await read_notifications(conn, after, limit)
     ]
 
 
-async def _read(conn, position: int, batch_size: int, queues, advanced: asyncio.Condition) -> None:
+async def _read(conn, codec: Codec, position: int, batch_size: int, queues, advanced: asyncio.Condition) -> None:
     try:
-        while batch := await read_log(conn, position, batch_size):
+        while batch := await read_log(conn, codec, position, batch_size):
             position = batch[-1].position
             for queue in queues:
                 await queue.put(batch)
@@ -222,12 +228,12 @@ async def _apply(conn, handlers, reached: dict[str, int], batch: list[Recorded])
     await conn.execute("SET LOCAL search_path TO public")
 
 
-async def _swap(conn, handlers, reached: dict[str, int], batch_size: int) -> int:
+async def _swap(conn, codec: Codec, handlers, reached: dict[str, int], batch_size: int) -> int:
     async with conn.transaction():
         for handler in handlers:
             await positions.lock_position(conn, handler.name)  # the live projector waits here until the swap commits
         position = min(reached.values())
-        while batch := await read_log(conn, position, batch_size):
+        while batch := await read_log(conn, codec, position, batch_size):
             await _apply(conn, handlers, reached, batch)
             position = batch[-1].position
             for handler in handlers:

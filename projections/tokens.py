@@ -46,7 +46,7 @@ class TokenListing:
     ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
-        events = [r for r in batch if r.event.aggregate == "token"]
+        events = [r for r in batch if r.aggregate == "token"]
         if not events:
             return
         issued = [(r, r.event) for r in events if isinstance(r.event, TokenIssued)]

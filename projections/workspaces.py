@@ -39,10 +39,10 @@ class WorkspaceListing:
         only rows it read, so none holds a workspace before its creation commits; and a batch with nothing to
         announce sends no NOTIFY, whose commit PostgreSQL serialises with every other notifying commit (the
         event store's appends among them)."""
-        return {r.stream_id for r in batch if r.event.aggregate == "workspace" and r.version > 1}
+        return {r.stream_id for r in batch if r.aggregate == "workspace" and r.version > 1}
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
-        events = [r for r in batch if r.event.aggregate == "workspace"]
+        events = [r for r in batch if r.aggregate == "workspace"]
         if not events:
             return
         found = await rows_for(

@@ -1,1 +1,1 @@
-"""Time into commands: the scheduler fires scheduled actions, the executor runs their runs."""
+"""Time into commands: the scheduler fires scheduled actions at their slots (the executor/ package runs their runs)."""

@@ -37,26 +37,20 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import psycopg
-from eventsourcing.persistence import StoredEvent
-from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from commands.actions import fire_schedule
-from commands.aggregates import Aggregates, fold
-from commands.store import EVENTS_TABLE, Append, ConcurrencyConflict, EventStore, retried_once
-from domain.action import ACTION, scheduled_run_id
+from commands.aggregates import Aggregates
+from domain.action import ACTION, previous_run_busy, scheduled_run_id
 from domain.run import RUN
-from pipeline import positions
-from pipeline.roles import sleep_unless
+from eventstore import Append, ConcurrencyConflict, EventStore, Overlay
+from eventstore.batching import Commit, chunks, merged, written
+from pipeline.roles import lead, sleep_unless
 
 log = logging.getLogger(__name__)
 
 DUE_SQL = (
     "SELECT org_id, action_id, next_run_at FROM rm_actions WHERE NOT deleted AND next_run_at <= %s ORDER BY next_run_at"
-)
-STREAMS_SQL = (
-    f"SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE} "
-    "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
 )
 
 
@@ -138,19 +132,7 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
-            while not stop.is_set():
-                try:
-                    async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as lock:
-                        while not await positions.try_leadership(lock, "scheduler"):
-                            if await sleep_unless(stop, 1.0):
-                                return
-                        log.info("scheduler: leading")
-                        await self._lead(lock, stop)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: start over
-                    log.warning("scheduler: %s: %s; retrying", type(error).__name__, error)
-                    await sleep_unless(stop, 1.0)
+            await lead(self.database_url, "scheduler", stop, self._lead)
         finally:
             self._workers.shutdown(wait=False, cancel_futures=True)
 
@@ -266,8 +248,8 @@ class Scheduler:
         `busy_waits`: an action whose previous run is still busy is not decided (`waiting`); deciding it would
         only say "skip" for now, and deciding is most of the cost."""
         snapshot = Snapshot(self.store, page)
-        rehearsal = Rehearsal(self.store, snapshot.streams)
-        aggregates = Aggregates(rehearsal, lambda: as_of)  # type: ignore[arg-type] - a store for reading
+        rehearsal = Overlay(self.store, snapshot.streams)
+        aggregates = Aggregates(rehearsal, lambda: as_of)
         decisions = []
         for due in page:
             if busy_waits and snapshot.previous_run_busy(due.action_id):
@@ -285,7 +267,7 @@ class Scheduler:
     def _plan(self, decisions: list[Decision]) -> Plan:
         writes = [decision for decision in decisions if decision.append is not None]
         groups, alone = _mergeable_groups(writes, self.actions_per_append)
-        return Plan(decisions, groups, [_merged(group) for group in groups], alone)
+        return Plan(decisions, groups, [merged([decision.write for decision in group]) for group in groups], alone)
 
     def _write(self, plans: list[Plan], now: datetime) -> int:
         """Writes the plans' decisions; an action whose append is refused (something it read has changed) is
@@ -311,7 +293,7 @@ class Scheduler:
         first, took the CPU (the last landed 2-3 s after the slot, for 10,000 fires on two cores). The price:
         other writers wait for the lock while the slot's transaction runs."""
         outcomes: list[bool] = []
-        for chunk in _chunks(appends, self.events_per_commit):
+        for chunk in chunks(appends, self.events_per_commit):
             for future in self.store.append_together(chunk):
                 try:
                     future.result()
@@ -344,7 +326,8 @@ class Snapshot:
     the runs their due slots would start. Two queries, whatever the page's size."""
 
     def __init__(self, store: EventStore, page: list[Due]) -> None:
-        self.streams = read_streams(store, [due.action_id for due in page])
+        self.streams = store.load_many([due.action_id for due in page])
+        fold = store.codec.fold
         self._previous_runs: dict[str, str] = {}
         wanted = set()
         for due in page:
@@ -357,54 +340,15 @@ class Snapshot:
                 self._previous_runs[action.action_id] = action.last_run_id
             if action.next_run_at is not None:
                 wanted.add(scheduled_run_id(action.action_id, action.next_run_at))
-        self.streams.update(read_streams(store, sorted(wanted - self.streams.keys())))
+        self.streams.update(store.load_many(sorted(wanted - self.streams.keys())))
+        self._fold = fold
 
     def previous_run_busy(self, action_id: str) -> bool:
         run_id = self._previous_runs.get(action_id)
         if run_id is None:
             return False
-        run, _ = fold(RUN, self.streams[run_id])
-        return run is not None and not run.finished
-
-
-class Rehearsal:
-    """A store for deciding ahead: reads come from a snapshot (else the store), appends are kept, not written."""
-
-    def __init__(self, store: EventStore, snapshot: dict[str, list[StoredEvent]]) -> None:
-        self._store = store
-        self._snapshot = snapshot
-        self._kept: Append | None = None
-
-    def load(self, stream_id: str) -> list[StoredEvent]:
-        events = self._snapshot.get(stream_id)
-        return self._store.load(stream_id) if events is None else events
-
-    def append(self, append: Append) -> list[int]:
-        self._kept = append
-        return [0] * len(append.events)  # no positions yet: nothing was written
-
-    def head(self) -> int:
-        return 0
-
-    def take(self) -> Append | None:
-        kept, self._kept = self._kept, None
-        return kept
-
-
-def read_streams(store: EventStore, stream_ids: list[str]) -> dict[str, list[StoredEvent]]:
-    """Many streams in one query; a stream with no events maps to []."""
-    if not stream_ids:
-        return {}
-
-    def read() -> dict[str, list[StoredEvent]]:
-        streams: dict[str, list[StoredEvent]] = {stream_id: [] for stream_id in stream_ids}
-        with store.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
-            cursor.execute(STREAMS_SQL, (stream_ids,))
-            for stream_id, version, topic, state in cursor.fetchall():
-                streams[stream_id].append(StoredEvent(stream_id, version, topic, bytes(state)))
-        return streams
-
-    return retried_once(store.datastore, read)
+        run, _ = self._fold(RUN, self.streams[run_id])
+        return previous_run_busy(run)
 
 
 def _by_slot(rows: Iterable[Due]) -> Iterator[tuple[datetime, list[Due]]]:
@@ -414,62 +358,23 @@ def _by_slot(rows: Iterable[Due]) -> Iterator[tuple[datetime, list[Due]]]:
     return iter(sorted(slots.items()))
 
 
-def _written(append: Append) -> set[str]:
-    return {str(event.originator_id) for event in append.events}
-
-
 def _mergeable_groups(decisions: list[Decision], size: int) -> tuple[list[list[Decision]], list[Decision]]:
-    """Groups of up to `size` decisions that can share an append (no two read one stream at different versions,
-    none reads what another writes), and the decisions that fit no group, to be appended alone."""
+    """Groups of up to `size` decisions whose appends can share one (`eventstore.batching`), and the decisions
+    that fit no group, to be appended alone."""
     groups: list[list[Decision]] = []
     alone: list[Decision] = []
     group: list[Decision] = []
-    read: dict[str, int] = {}
-    written: set[str] = set()
+    commit = Commit()
     for decision in decisions:
-        mine = _written(decision.write)
-        reads = decision.write.expected
-        clash = (
-            any(read.get(stream, version) != version or stream in written for stream, version in reads.items())
-            or not mine.isdisjoint(read)
-            or not mine.isdisjoint(written)
-        )
-        if clash:
+        writes = written(decision.write)
+        if not commit.admits(decision.write, writes):
             alone.append(decision)
             continue
         group.append(decision)
-        read.update(reads)
-        written |= mine
+        commit.add(decision.write, writes)
         if len(group) == size:
             groups.append(group)
-            group, read, written = [], {}, set()
+            group, commit = [], Commit()
     if group:
         groups.append(group)
     return groups, alone
-
-
-def _chunks(appends: list[Append], events: int) -> Iterator[list[Append]]:
-    """Consecutive runs of the appends with at most `events` events in all (or a single larger append)."""
-    chunk: list[Append] = []
-    size = 0
-    for append in appends:
-        if chunk and size + len(append.events) > events:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(append)
-        size += len(append.events)
-    if chunk:
-        yield chunk
-
-
-def _merged(group: list[Decision]) -> Append:
-    appends = [decision.write for decision in group]
-    expected: dict[str, int] = {}
-    for append in appends:
-        expected.update(append.expected)
-    return Append(
-        events=[event for append in appends for event in append.events],
-        expected=expected,
-        claims=[claim for append in appends for claim in append.claims],
-        releases=[release for append in appends for release in append.releases],
-    )

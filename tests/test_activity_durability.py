@@ -21,6 +21,7 @@ from mechamental.embedded import free_port
 from pipeline.activity import ActivityPublisher
 from projections import activity
 from tests.conftest import ROOT_TOKEN
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "mechamental.cli"]
@@ -44,15 +45,13 @@ def api_process(settings, tmp_path, nats_url: str | None = None) -> tuple[subpro
     log = open(tmp_path / f"api-{port}.log", "ab")  # noqa: SIM115 - the process owns it
     process = subprocess.Popen([*CLI, "api"], env=env, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/healthz").status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, "the api process did not come up"
-        time.sleep(0.1)
+
+    def healthy() -> bool:
+        assert process.poll() is None, "the api process exited"
+        return httpx.get(base + "/healthz").status_code == 200
+
+    eventually(healthy, timeout=60, interval=0.1, what="the api process to come up", ignoring=(httpx.TransportError,))
+    return process, base
 
 
 def records_of(settings, org: str) -> list[tuple[str, str, int]]:
@@ -65,10 +64,12 @@ def records_of(settings, org: str) -> list[tuple[str, str, int]]:
 
 
 def wait_records(settings, org: str, count: int, timeout: float = 20) -> list[tuple[str, str, int]]:
-    deadline = time.monotonic() + timeout
-    while len(rows := records_of(settings, org)) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return rows
+    return eventually(
+        lambda: records_of(settings, org),
+        until=lambda rows: len(rows) >= count,
+        timeout=timeout,
+        what=f"{count} records",
+    )
 
 
 @pytest.mark.parametrize("nats", ["up", "down"])

@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from pipeline.activity import ActivityConsumer, ActivityPublisher
 from projections import activity
 from tests.conftest import as_token, assert_422, assert_envelope, issue_token
+from tests.support import eventually, eventually_async
 
 RECORD_KEYS = {
     "id",
@@ -55,11 +56,8 @@ def stored(settings, org: str) -> int:
 
 
 def wait_stored(settings, org: str, count: int) -> None:
-    deadline = time.monotonic() + 20
-    while stored(settings, org) < count:
-        assert time.monotonic() < deadline, f"only {stored(settings, org)} of {count} records stored"
-        time.sleep(0.05)
-    time.sleep(0.2)
+    eventually(lambda: stored(settings, org), until=lambda n: n >= count, timeout=20, what=f"{count} records stored")
+    time.sleep(0.2)  # then no more: a record that should not exist cannot be waited for, only given time to appear
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute(
             "SELECT action, resource_type, convert_from(record, 'UTF8') FROM activity WHERE org_id = %s", (org,)
@@ -371,7 +369,7 @@ class FakeSubscription:
 
     async def fetch(self, batch: int, timeout: float) -> list[FakeMessage]:
         if not self.answers:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a fetch that times out takes a while, as a real one would
             raise TimeoutError
         return self.answers.pop(0)
 
@@ -403,7 +401,7 @@ class PacedSubscription:
 
     async def fetch(self, batch: int, timeout: float) -> list[FakeMessage]:
         if timeout < self.every:
-            await asyncio.sleep(timeout)
+            await asyncio.sleep(timeout)  # pacing the load: the timing is what the test is about
             raise TimeoutError
         await asyncio.sleep(self.every)
         self.made += self.size
@@ -455,11 +453,16 @@ def consume_published(settings, org: str, batches: list[list[activity.ActivityRe
                 prepare(consumer)
                 stop = asyncio.Event()
                 task = asyncio.create_task(consumer._consume(stop))  # leadership is the session projector's
-                deadline = time.monotonic() + 10
-                while stored(settings, org) < stored_count and time.monotonic() < deadline:
-                    await asyncio.sleep(0.1)
-                stop.set()
-                await task
+                try:
+                    await eventually_async(
+                        lambda: stored(settings, org),
+                        until=lambda n: n >= stored_count,
+                        interval=0.1,
+                        what=f"{stored_count} records stored",
+                    )
+                finally:
+                    stop.set()
+                    await task
                 info = await js.consumer_info(stream, f"{prefix}_activity")
                 assert info.num_ack_pending == 0 and info.num_pending == 0  # all acked: nothing is retried
         finally:

@@ -9,6 +9,7 @@ import httpx
 import psycopg
 
 from tests.conftest import ROOT_TOKEN, as_token, assert_envelope, issue_token, position_of
+from tests.support import ManualClock, eventually
 
 
 def test_missing_or_bad_token_is_401(system, org):
@@ -109,16 +110,19 @@ def test_cached_tokens_are_confirmed_in_one_query_and_a_revocation_elsewhere_evi
     import asyncio
 
     from commands.aggregates import Aggregates, Context
-    from commands.store import EventStore, datastore_from_url
+    from domain.aggregates import AGGREGATES
+    from eventstore import Codec
+    from eventstore.postgres import PostgresEventStore, datastore_from_url
     from commands.tokens import TokenVerifier, issue_token, revoke_token
     from domain.events import Actor
 
-    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1))
+    store = PostgresEventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1), Codec(AGGREGATES))
     try:
         aggregates = Aggregates(store)
         ctx = Context(org_id="org-refresh", actor=Actor("user", "u"), trace_id="t")
         (_, kept), (_, revoked) = (issue_token(aggregates, ctx, name=n, role="viewer") for n in ("kept", "revoked"))
-        verifier = TokenVerifier(aggregates, ttl=0.5)
+        clock = ManualClock()  # the cache's ttl runs on it: no waiting, and no race with a slow machine
+        verifier = TokenVerifier(aggregates, ttl=0.5, clock=clock)
         assert verifier.verify(kept) is not None and verifier.verify(revoked) is not None
         revoke_token(aggregates, ctx, revoked.split(".")[0], None)  # as another API process would: no eviction here
         assert verifier.verify_cached(revoked) is not None  # still cached, within its ttl
@@ -130,10 +134,10 @@ def test_cached_tokens_are_confirmed_in_one_query_and_a_revocation_elsewhere_evi
         asyncio.run(refresh())
         assert verifier.verify_cached(revoked) is None and verifier.verify(revoked) is None
         for _ in range(3):  # confirmed again and again, the unchanged token outlives its first ttl with no load
-            time.sleep(0.3)
+            clock.advance(0.3)
             asyncio.run(refresh())
             assert verifier.verify_cached(kept) is not None
-        time.sleep(0.6)  # unconfirmed for longer than the ttl: no longer trusted from the cache
+        clock.advance(0.6)  # unconfirmed for longer than the ttl: no longer trusted from the cache
         assert verifier.verify_cached(kept) is None
     finally:
         store.close()
@@ -147,13 +151,12 @@ def stored_records(settings, org: str) -> list[tuple[str, str | None]]:
 
 
 def wait_for_path(settings, org: str, path: str) -> list[tuple[str, str | None]]:
-    deadline = time.monotonic() + 20
-    while True:
-        rows = stored_records(settings, org)
-        if any(stored_path == path for stored_path, _ in rows):
-            return rows
-        assert time.monotonic() < deadline, f"the record of {path} never arrived: {rows}"
-        time.sleep(0.05)
+    return eventually(
+        lambda: stored_records(settings, org),
+        until=lambda rows: any(stored_path == path for stored_path, _ in rows),
+        timeout=20,
+        what=f"the record of {path}",
+    )
 
 
 def test_requests_without_a_valid_token_leave_no_record_in_the_org(api, system, settings, org):
@@ -166,7 +169,7 @@ def test_requests_without_a_valid_token_leave_no_record_in_the_org(api, system, 
     # Recorded after those by the same process: once it is stored, they would have been too.
     assert api.get(f"/v1/orgs/{org}/workspaces/ws_witness").status_code == 404
     rows = wait_for_path(settings, org, f"/v1/orgs/{org}/workspaces/ws_witness")
-    time.sleep(0.3)
+    time.sleep(0.3)  # then no more: records that must not exist cannot be waited for, only given time to show
     assert stored_records(settings, org) == rows == [(f"/v1/orgs/{org}/workspaces/ws_witness", "root")]
 
 
@@ -177,7 +180,7 @@ def test_another_orgs_token_leaves_no_record_in_the_org_it_calls(api, system, se
         assert_envelope(outsider.get(f"/v1/orgs/{target}/workspaces/ws_forged"), 403, "FORBIDDEN")
     assert api.get(f"/v1/orgs/{target}/workspaces/ws_witness").status_code == 404
     rows = wait_for_path(settings, target, f"/v1/orgs/{target}/workspaces/ws_witness")
-    time.sleep(0.3)
+    time.sleep(0.3)  # then no more: records that must not exist cannot be waited for, only given time to show
     assert stored_records(settings, target) == rows and [user for _, user in rows] == ["root"]
     assert "mallory" not in {user for _, user in stored_records(settings, org)}
     metrics = api.get("/metrics").text

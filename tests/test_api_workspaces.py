@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from tests.conftest import assert_422, assert_envelope, position_of
+from tests.support import eventually
 
 WORKSPACE_KEYS = {
     "workspace_id",
@@ -114,13 +114,11 @@ def test_paging_120_workspaces_by_50_shows_each_exactly_once(api, org):
 
 def test_bucket_becomes_ready(api, org):
     workspace_id = api.post(f"/v1/orgs/{org}/workspaces", json={"name": "alpha"}).json()["workspace_id"]
-    deadline = time.monotonic() + 10
-    while True:
-        body = api.get(f"/v1/orgs/{org}/workspaces/{workspace_id}").json()
-        if body.get("bucket_status") == "ready":
-            break
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
+    body = eventually(
+        lambda: api.get(f"/v1/orgs/{org}/workspaces/{workspace_id}").json(),
+        until=lambda body: body.get("bucket_status") == "ready",
+        what="the bucket to become ready",
+    )
     assert body["s3_bucket"] == "mm-" + workspace_id.replace("_", "-")
 
 

@@ -162,6 +162,36 @@ def test_json_nested_too_deep_and_a_missing_body_answer_422_on_every_body_route(
     assert not failures, "\n".join(failures)
 
 
+def test_nul_anywhere_in_a_body_answers_422_naming_where_on_every_body_route(api, org, operations):
+    """PostgreSQL cannot store NUL in text: whatever field a body carries it in (one a route only stores, such as
+    an action's unused `thread_id`), it is refused before anything decides on it."""
+    failures: list[str] = []
+    for method, path, operation in operations:
+        if "requestBody" not in operation:
+            continue
+        url = _url(path, org)
+        body = b'{"name": "a\\u0000b", "tags": ["x"], "thread_id": "t\\u0000"}'
+        response = _send(api, method, url, content=body, headers={"Content-Type": "application/json"})
+        _check(failures, f"{method} {path} NUL in a value", response, ["body", "name"])
+        response = _send(api, method, url, content=b'{"k\\u0000": 1}', headers={"Content-Type": "application/json"})
+        _check(failures, f"{method} {path} NUL in a key", response, ["body", "k\x00"])
+    assert not failures, "\n".join(failures)
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul(api, org):
+    created = api.post(f"/v1/orgs/{org}/workspaces", json={"name": "back\\u0000slash"})
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == "back\\u0000slash"
+
+
+def test_deep_json_from_a_stranger_is_refused_as_unauthenticated_before_it_is_read(api, org):
+    wide = b"[" + b"[]," * 300_000 + b"[]]"
+    with httpx.Client(base_url=api.base_url, timeout=10) as anonymous:
+        for body in (DEEP_JSON, wide, b'{"name": "\\u0000"}'):
+            response = anonymous.post(f"/v1/orgs/{org}/workspaces", content=body)
+            assert response.status_code == 401, response.text
+
+
 def test_every_request_body_refuses_unknown_fields_and_its_schema_says_so(api, org, operations, components):
     failures: list[str] = []
     for method, path, operation in operations:

@@ -18,6 +18,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from mechamental.embedded import free_port
 from tests.conftest import process_environment, scratch_database
+from tests.support import eventually
 
 CLI = [sys.executable, "-m", "mechamental.cli"]
 OPERATOR_COMMANDS = [
@@ -92,12 +93,16 @@ class Dev:
         command = [*CLI, "dev", "--data-dir", str(data_dir), "--port", str(self.port)]
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
-        deadline = time.monotonic() + 120
-        while "Ctrl-C stops everything" not in self.banner:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"dev did not start:\n{self.banner}\n{self.err.read_text()}")
-            time.sleep(0.1)
+
+        def started() -> bool:
+            assert self.process.poll() is None, "dev exited"
+            return "Ctrl-C stops everything" in self.banner
+
+        try:
+            eventually(started, timeout=120, interval=0.1, what="dev to print its banner")
+        except AssertionError as error:
+            self.stop()
+            raise AssertionError(f"dev did not start ({error}):\n{self.banner}\n{self.err.read_text()}") from None
 
     @property
     def banner(self) -> str:
@@ -183,6 +188,11 @@ def test_the_database_url_survives_a_restart_of_dev_and_moves_only_when_its_port
     assert f"port {conninfo_to_dict(first.database_url)['port']} is taken" in moved.banner
 
 
+def logged(dev: Dev, org: str) -> list[str]:
+    log = dev.err.read_text() + dev.out.read_text()
+    return [line for line in log.splitlines() if f"/v1/orgs/{org}/" in line]
+
+
 @pytest.mark.parametrize("on", [True, False], ids=["on", "off"])
 def test_the_access_log_has_a_line_per_request_when_on_and_none_when_off(server_urls, tmp_path, on):
     with process_environment(server_urls, tmp_path / "buckets", "access") as env:
@@ -194,11 +204,14 @@ def test_the_access_log_has_a_line_per_request_when_on_and_none_when_off(server_
             base = f"http://127.0.0.1:{dev.port}"
             assert httpx.get(f"{base}/v1/orgs/{org}/workspaces", headers=headers).status_code == 200
             assert httpx.get(f"{base}/v1/orgs/{org}/nothing-here").status_code in (401, 404)
-            time.sleep(0.5)
+            if on:  # a line is written as its response goes out: wait for both
+                eventually(lambda: len(logged(dev, org)) >= 2, what="two access log lines")
+            else:
+                time.sleep(0.5)  # a line that is never written cannot be waited for: give one the time to appear
         finally:
             dev.stop()
         log = dev.err.read_text() + dev.out.read_text()
-        lines = [line for line in log.splitlines() if f"/v1/orgs/{org}/" in line]
+        lines = logged(dev, org)
         if on:
             assert len(lines) == 2, log
             assert "GET" in lines[0] and f"/v1/orgs/{org}/workspaces" in lines[0] and " 200 " in lines[0]

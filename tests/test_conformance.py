@@ -4,7 +4,6 @@ the six activity verbs, and namespace thread counts."""
 from __future__ import annotations
 
 import secrets
-import time
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -12,6 +11,7 @@ import psycopg
 
 from projections import activity
 from tests.conftest import assert_422, assert_envelope, position_of
+from tests.support import eventually
 
 
 def _workspace(api, org: str) -> str:
@@ -65,17 +65,15 @@ def test_endpoint_activity_is_found_only_under_its_own_app(api, org):
 
 
 def _records(settings, org: str, path_part: str, count: int) -> list[tuple[str, str, str]]:
-    deadline = time.monotonic() + 20
-    while True:
+    def stored() -> list[tuple[str, str, str]]:
         with psycopg.connect(settings.database_url) as conn:
-            rows = conn.execute(
+            return conn.execute(
                 "SELECT action, resource_type, convert_from(record, 'UTF8')::jsonb ->> 'action' FROM activity "
                 "WHERE org_id = %s AND convert_from(record, 'UTF8')::jsonb ->> 'path' LIKE %s ORDER BY ts",
                 (org, f"%{path_part}%"),
             ).fetchall()
-        if len(rows) >= count or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.1)
+
+    return eventually(stored, until=lambda rows: len(rows) >= count, timeout=20, interval=0.1, what=f"{count} records")
 
 
 def test_deploys_are_recorded_with_the_six_verbs_and_the_filter_refuses_others(api, org, settings):
@@ -164,10 +162,13 @@ def test_namespace_analytics_counts_the_threads_its_actions_runs_start(api, org,
     ).json()
     for action_id in (action["action_id"],) * 3 + (fixed["action_id"],) * 2:
         assert api.post(f"{actions}/{action_id}/trigger", json={}).status_code == 202
-    deadline = time.monotonic() + 30
-    while api.get(f"{base}/analytics/executions").json()["total"] < 5:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    eventually(
+        lambda: api.get(f"{base}/analytics/executions").json()["total"],
+        until=lambda total: total >= 5,
+        timeout=30,
+        interval=0.1,
+        what="five executions",
+    )
     wait = {"X-Min-Position": position_of(api.put(f"{base}/apps/{app}", json={"name": "a2"}))}
     assert api.get(f"{base}/analytics/resources", headers=wait).json()["threads"] == 1 + 3 + 1
     assert api.get(f"{base}/namespaces/{docs}/analytics", headers=wait).json()["threads"] == 1 + 3

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -19,22 +18,15 @@ import pytest
 
 from mechamental.embedded import free_port
 from tests.conftest import process_environment
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "mechamental.cli"]
 
 
-def wait_until(predicate, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_until(predicate, timeout: float = 30, what: str | None = None):
+    """`eventually`, with the patience roles as processes need: a server still starting refuses connections."""
+    return eventually(predicate, timeout=timeout, interval=0.1, what=what, ignoring=(httpx.TransportError,))
 
 
 @pytest.fixture()

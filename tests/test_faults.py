@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from mechamental.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "mechamental.cli"]
@@ -67,6 +68,16 @@ class Cluster:
         self.postgres.stop()
 
 
+def ready(client: httpx.Client, what: str) -> None:
+    eventually(
+        lambda: client.get("/readyz").status_code == 200,
+        timeout=30,
+        interval=0.1,
+        what=what,
+        ignoring=(httpx.TransportError,),
+    )
+
+
 @pytest.fixture()
 def cluster(tmp_path):
     cluster = Cluster(tmp_path)
@@ -78,15 +89,7 @@ def cluster(tmp_path):
     client = httpx.Client(
         base_url=f"http://127.0.0.1:{cluster.port}", timeout=30, headers={"Authorization": f"Bearer {cluster.token}"}
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if client.get("/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the cluster did not come up"
-        time.sleep(0.1)
+    ready(client, "the cluster to come up")
     yield cluster, client
     client.close()
     cluster.stop()
@@ -102,7 +105,7 @@ def burst(client: httpx.Client, org: str, seconds: float) -> list[tuple[str, int
             try:
                 answer = client.post(f"/v1/orgs/{org}/workspaces", json={"name": "f"})
             except httpx.TransportError:
-                time.sleep(0.05)
+                time.sleep(0.05)  # pacing the load: a writer meeting an outage tries again at this rate
                 continue
             if answer.status_code == 201:
                 acknowledged.append((answer.json()["workspace_id"], int(answer.headers["X-Event-Position"])))
@@ -173,10 +176,13 @@ def test_postgres_restart_answers_503_then_recovers(cluster):
     assert time.monotonic() - started < 25  # an answer, not a hang
     assert client.get(f"/v1/orgs/{org}/workspaces").status_code == 503
     cluster.postgres.start()  # same data, same port
-    deadline = time.monotonic() + 30
-    while client.post(f"/v1/orgs/{org}/workspaces", json={"name": "y"}).status_code != 201:
-        assert time.monotonic() < deadline, "the API did not recover by itself"
-        time.sleep(0.2)
+    eventually(
+        lambda: client.post(f"/v1/orgs/{org}/workspaces", json={"name": "y"}).status_code,
+        until=lambda status: status == 201,
+        timeout=30,
+        interval=0.2,
+        what="the API to recover by itself",
+    )
     after = burst(client, org, 1)
     time.sleep(2.5)  # past the token cache's ttl: the next request reads the token's stream on a pooled connection
     viewer = client.get(f"/v1/orgs/{org}/workspaces", headers={"Authorization": f"Bearer {token}"})
@@ -199,28 +205,31 @@ def make_action(client: httpx.Client, org: str, **fields) -> tuple[str, str]:
 
 
 def views_equal_a_rebuild(url: str) -> None:
-    from commands.store import EventStore, datastore_from_url
+    from domain.aggregates import AGGREGATES
+    from eventstore import Codec
+    from eventstore.postgres import PostgresEventStore, datastore_from_url
     from mechamental.bootstrap import read_models
     from projections.rebuild import rebuild, tables_of
 
-    store = EventStore(datastore_from_url(url, pool_size=1, max_overflow=1))
+    store = PostgresEventStore(datastore_from_url(url, pool_size=1, max_overflow=1), Codec(AGGREGATES))
     try:
         names = [*(m.name for m in read_models()), "bucket_provisioner"]
-        deadline, quiet_since = time.monotonic() + 60, None
-        while True:  # quiet: nothing written for a while, and every consumer at the head
+        quiet_since: list[float] = []
+
+        def quiet_for() -> float:
+            """How long nothing has been written and every consumer has been at the head (0: not now)."""
             head = store.head()
             with psycopg.connect(url) as conn:
                 behind = conn.execute(
                     "SELECT count(*) FROM mm_positions WHERE name = ANY(%s) AND position < %s", (names, head)
                 ).fetchone()[0]
             if behind == 0 and store.head() == head:
-                quiet_since = quiet_since or time.monotonic()
-                if time.monotonic() - quiet_since > 1.0:
-                    break
-            else:
-                quiet_since = None
-            assert time.monotonic() < deadline, "the cluster did not go quiet"
-            time.sleep(0.1)
+                quiet_since[:] = quiet_since or [time.monotonic()]
+                return time.monotonic() - quiet_since[0]
+            quiet_since.clear()
+            return 0.0
+
+        eventually(quiet_for, until=lambda quiet: quiet > 1.0, timeout=60, interval=0.1, what="the cluster to go quiet")
         for model in read_models():
             asyncio.run(rebuild(url, store, model, swap=False))
             with psycopg.connect(url, autocommit=True) as conn:
@@ -252,37 +261,32 @@ def test_kill_9_of_each_role_during_writes(cluster):
                 runs.append(client.post(f"{actions}/{action_id}/trigger", json={}).json()["run_id"])
             except (httpx.TransportError, ValueError, KeyError):
                 pass  # the api may be the one being killed
-        time.sleep(0.3 + secrets.randbelow(700) / 1000)
+        time.sleep(0.3 + secrets.randbelow(700) / 1000)  # the kill lands at a random moment of the writes
         cluster.kill(role)
-        time.sleep(0.3)
+        time.sleep(0.3)  # the role stays dead a while: the others meet its absence
         cluster.start(role)
         writer.join()
         acknowledged += writes
-    deadline = time.monotonic() + 30
-    while True:  # the API restarted last may still be coming up
-        try:
-            if client.get("/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    ready(client, "the API restarted last to come up")
     newest = max(position for _, position in acknowledged)
     assert {w for w, _ in acknowledged} <= listed(client, org, newest)
     assert stored_once(cluster, [w for w, _ in acknowledged])
 
-    deadline = time.monotonic() + 60
-    while True:  # no run is stuck: every triggered run finishes, also those whose executor was killed
+    def open_and_known_runs() -> tuple[int, int]:
         with psycopg.connect(cluster.postgres.url) as conn:
-            open_runs, known = conn.execute(
+            return conn.execute(
                 "SELECT count(*) FILTER (WHERE status IN ('pending', 'running')), count(*) FROM rm_runs "
                 "WHERE run_id = ANY(%s)",
                 (runs,),
             ).fetchone()
-        if open_runs == 0 and known == len(runs):
-            break
-        assert time.monotonic() < deadline, f"{open_runs} runs stuck"
-        time.sleep(0.2)
+
+    eventually(  # no run is stuck: every triggered run finishes, also those whose executor was killed
+        open_and_known_runs,
+        until=lambda runs_now: runs_now == (0, len(runs)),
+        timeout=60,
+        interval=0.2,
+        what="every triggered run to finish (open runs, known runs)",
+    )
     with psycopg.connect(cluster.postgres.url) as conn:  # the once slot fired exactly once, across restarts
         fired = conn.execute(
             "SELECT count(*) FROM stored_events WHERE originator_id = %s AND topic = 'ScheduledRunFired'", (once_id,)

@@ -11,6 +11,78 @@ from tests.conftest import as_token, assert_envelope, issue_token
 
 WRITES = {"post", "put", "delete"}
 
+ORG = "/v1/orgs/{org_id}"
+CATALOG_KINDS = (
+    "apps", "releases", "endpoints", "augmentations", "namespaces", "threads", "sources", "secrets", "models",
+)  # fmt: skip
+CATALOG_OPERATIONS = (("get", ""), ("post", ""), ("get", "/{item_id}"), ("put", "/{item_id}"), ("delete", "/{item_id}"))
+# Every operation of the OpenAPI schema under an org, as (method, path under the org); the schema test below
+# keeps this list equal to what the API serves.
+OPERATIONS = [
+    (method, ORG + path)
+    for method, path in [
+        ("get", "/workspaces"),
+        ("post", "/workspaces"),
+        ("get", "/workspaces/{workspace_id}"),
+        ("put", "/workspaces/{workspace_id}"),
+        ("delete", "/workspaces/{workspace_id}"),
+        ("get", "/tokens"),
+        ("post", "/tokens"),
+        ("delete", "/tokens/{token_id}"),
+        ("get", "/workspaces/{workspace_id}/environments"),
+        ("post", "/workspaces/{workspace_id}/environments"),
+        ("get", "/workspaces/{workspace_id}/environments/{environment_id}"),
+        ("put", "/workspaces/{workspace_id}/environments/{environment_id}"),
+        ("delete", "/workspaces/{workspace_id}/environments/{environment_id}"),
+        ("post", "/workspaces/{workspace_id}/environments/{environment_id}/deploy"),
+        ("get", "/workspaces/{workspace_id}/environments/{environment_id}/deployments"),
+        ("delete", "/workspaces/{workspace_id}/environments/{environment_id}/deploy/{app_id}"),
+        ("get", "/workspaces/{workspace_id}/apps/{app_id}/actions"),
+        ("post", "/workspaces/{workspace_id}/apps/{app_id}/actions"),
+        ("get", "/workspaces/{workspace_id}/apps/{app_id}/actions/{action_id}"),
+        ("put", "/workspaces/{workspace_id}/apps/{app_id}/actions/{action_id}"),
+        ("delete", "/workspaces/{workspace_id}/apps/{app_id}/actions/{action_id}"),
+        ("post", "/workspaces/{workspace_id}/apps/{app_id}/actions/{action_id}/disable"),
+        ("post", "/workspaces/{workspace_id}/apps/{app_id}/actions/{action_id}/enable"),
+        ("get", "/workspaces/{workspace_id}/apps/{app_id}/actions/{action_id}/runs/{run_id}"),
+        ("get", "/workspaces/{workspace_id}/apps/{app_id}/actions/{action_id}/runs"),
+        ("post", "/workspaces/{workspace_id}/apps/{app_id}/actions/{action_id}/trigger"),
+        ("get", "/me/activity"),
+        ("get", "/me/activity/summary"),
+        ("get", "/activity"),
+        ("get", "/activity/summary"),
+        ("get", "/users/{user_id}/activity"),
+        ("get", "/users/{user_id}/activity/summary"),
+        ("get", "/workspaces/{workspace_id}/apps/{app_id}/activity"),
+        ("get", "/workspaces/{workspace_id}/augmentations/{augmentation_id}/activity"),
+        ("get", "/workspaces/{workspace_id}/apps/{app_id}/endpoints/{endpoint_id}/activity"),
+        ("get", "/workspaces/{workspace_id}/apps/{app_id}/endpoints/{endpoint_id}/activity/summary"),
+        ("get", "/workspaces/{workspace_id}/resources/{resource_id}/activity"),
+        ("get", "/workspaces/{workspace_id}/activity/search"),
+        ("get", "/workspaces/{workspace_id}/activity/actions/{action}"),
+        ("get", "/workspaces/{workspace_id}/activity"),
+        ("get", "/workspaces/{workspace_id}/activity/summary"),
+        ("get", "/analytics"),
+        ("get", "/workspaces/{workspace_id}/analytics/actions"),
+        ("get", "/workspaces/{workspace_id}/apps/{app_id}/analytics"),
+        ("get", "/workspaces/{workspace_id}/analytics/executions/daily"),
+        ("get", "/workspaces/{workspace_id}/analytics/executions"),
+        ("get", "/workspaces/{workspace_id}/analytics/executions/hourly"),
+        ("get", "/workspaces/{workspace_id}/namespaces/{namespace_id}/analytics"),
+        ("get", "/workspaces/{workspace_id}/analytics/resources"),
+        ("get", "/workspaces/{workspace_id}/analytics/secrets"),
+        ("get", "/workspaces/{workspace_id}/analytics/sources"),
+        ("get", "/workspaces/{workspace_id}/analytics"),
+        ("get", "/events"),
+        ("get", "/events/stream"),
+        *(
+            (method, f"/workspaces/{{workspace_id}}/{kind}{item}")
+            for kind in CATALOG_KINDS
+            for method, item in CATALOG_OPERATIONS
+        ),
+    ]
+]
+
 
 def operations(api) -> list[tuple[str, str]]:
     schema = api.get("/schema/openapi.json").json()
@@ -41,32 +113,35 @@ def callers(system):
     return org, tokens
 
 
-def test_every_endpoint_refuses_who_it_must(api, system, callers):
+def test_the_matrix_covers_every_endpoint_of_the_schema(api):
+    served = operations(api)
+    assert sorted(OPERATIONS) == sorted(served) and len(served) == len(set(served))
+    assert len(served) >= 49  # every endpoint of the reference, and the token and audit ones
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m.upper()} {p}" for m, p in OPERATIONS])
+def test_the_endpoint_refuses_who_it_must(system, callers, method, path):
     org, tokens = callers
-    checked = 0
-    for method, path in operations(api):
-        url = concrete(path, org)
-        body = {} if method in ("post", "put") else None
-        for label, headers in (
-            ("none", {}),
-            ("malformed", {"Authorization": "Bearer not-a-token"}),
-            ("revoked", {"Authorization": f"Bearer {tokens['revoked']}"}),
-        ):
-            response = httpx.request(method, system.url + url, headers=headers, json=body, timeout=30)
-            assert response.status_code == 401, (label, method, path)
-            assert_envelope(response, 401, "AUTHENTICATION_FAILED")
-        with as_token(system, tokens["other"]) as other:
-            response = other.request(method, url, json=body)
-            refused = assert_envelope(response, 403, "FORBIDDEN")
-            assert "iso-org" not in response.text.replace(url, "") and refused["details"]["required_permission"]
-        if method in WRITES:
-            with as_token(system, tokens["viewer"]) as viewer:
-                assert_envelope(viewer.request(method, url, json=body), 403, "FORBIDDEN")
-        if "/tokens" in path:
-            with as_token(system, tokens["member"]) as member:
-                assert_envelope(member.request(method, url, json=body), 403, "FORBIDDEN")
-        checked += 1
-    assert checked >= 49  # every endpoint of the reference, and the token and audit ones
+    url = concrete(path, org)
+    body = {} if method in ("post", "put") else None
+    for label, headers in (
+        ("none", {}),
+        ("malformed", {"Authorization": "Bearer not-a-token"}),
+        ("revoked", {"Authorization": f"Bearer {tokens['revoked']}"}),
+    ):
+        response = httpx.request(method, system.url + url, headers=headers, json=body, timeout=30)
+        assert response.status_code == 401, (label, method, path)
+        assert_envelope(response, 401, "AUTHENTICATION_FAILED")
+    with as_token(system, tokens["other"]) as other:
+        response = other.request(method, url, json=body)
+        refused = assert_envelope(response, 403, "FORBIDDEN")
+        assert "iso-org" not in response.text.replace(url, "") and refused["details"]["required_permission"]
+    if method in WRITES:
+        with as_token(system, tokens["viewer"]) as viewer:
+            assert_envelope(viewer.request(method, url, json=body), 403, "FORBIDDEN")
+    if "/tokens" in path:
+        with as_token(system, tokens["member"]) as member:
+            assert_envelope(member.request(method, url, json=body), 403, "FORBIDDEN")
 
 
 def test_no_token_or_authorization_header_is_ever_stored_or_logged(api, system, settings, caplog):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.limits import RateLimiter
+from api.limits import RateLimited, RateLimiter
+from api.metrics import Metrics
 from commands.tokens import TokenVerifier
 from mechamental.settings import Settings
 from tests.conftest import assert_422, assert_envelope
@@ -54,10 +56,26 @@ def test_deep_or_huge_payloads_are_422(api, org):
     assert_422(api.post(f"{base}/apps", json={"name": "n" * 101}), ["body", "name"])
 
 
+def api_services(settings: Settings, limiter: RateLimiter, tokens) -> SimpleNamespace:
+    """What `create_app` takes, with only what authentication asks for: these requests never reach storage."""
+    return SimpleNamespace(
+        settings=settings,
+        limiter=limiter,
+        tokens=tokens,
+        aggregates=None,
+        pool=None,
+        read_your_writes=None,
+        workspace_cache=None,
+        nats=SimpleNamespace(current=lambda: None),
+        consumers=(),
+        metrics=Metrics(),
+    )
+
+
 def test_the_rate_limit_answers_429_with_retry_after():
     settings = Settings(root_token="root")
-    system = SimpleNamespace(settings=settings, limiter=RateLimiter(per_second=0.5, burst=2), tokens=None)
-    with TestClient(app=create_app(system)) as client:
+    services = api_services(settings, RateLimiter(per_second=0.5, burst=2), tokens=None)
+    with TestClient(app=create_app(services)) as client:
         headers = {"Authorization": "Bearer root"}
         # A malformed org id stops the request right after the limiter, so no storage is needed here.
         answers = [client.get("/v1/orgs/bad%20org/workspaces", headers=headers) for _ in range(3)]
@@ -76,8 +94,8 @@ def test_with_the_limit_on_unauthenticated_requests_get_429_after_the_burst():
     settings = Settings(root_token="root")
     limiter = RateLimiter(per_second=0.5, burst=2)
     # Tokens that are not of the `tok_<id>.<secret>` form are refused before the store is asked.
-    system = SimpleNamespace(settings=settings, limiter=limiter, tokens=TokenVerifier(aggregates=None))
-    with TestClient(app=create_app(system)) as client:
+    services = api_services(settings, limiter, TokenVerifier(aggregates=None))
+    with TestClient(app=create_app(services)) as client:
         answers = [client.get("/v1/orgs/acme/workspaces") for _ in range(3)]
         answers.append(client.get("/v1/orgs/acme/workspaces", headers={"Authorization": "Bearer wrong"}))
         answers.append(client.get("/metrics"))
@@ -89,14 +107,16 @@ def test_with_the_limit_on_unauthenticated_requests_get_429_after_the_burst():
 
 def test_failed_token_lookups_are_bounded_per_address_with_the_limit_off(settings):
     from commands.aggregates import Aggregates
-    from commands.store import EventStore, datastore_from_url
+    from domain.aggregates import AGGREGATES
+    from eventstore import Codec
+    from eventstore.postgres import PostgresEventStore, datastore_from_url
 
-    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1))
+    store = PostgresEventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1), Codec(AGGREGATES))
     try:
         limiter = RateLimiter(per_second=0, burst=50, failures_per_second=0.5, failure_burst=3)
         verifier = TokenVerifier(Aggregates(store))
-        system = SimpleNamespace(settings=Settings(root_token="root"), limiter=limiter, tokens=verifier)
-        with TestClient(app=create_app(system)) as client:
+        services = api_services(Settings(root_token="root"), limiter, verifier)
+        with TestClient(app=create_app(services)) as client:
             unknown = [f"Bearer tok_{i}unknown.secret" for i in range(4)]  # each one a read of the store
             answers = [client.get("/v1/orgs/acme/workspaces", headers={"Authorization": a}) for a in unknown]
             # Failures that read nothing are not counted, and a valid token is not refused.
@@ -106,3 +126,24 @@ def test_failed_token_lookups_are_bounded_per_address_with_the_limit_off(setting
         store.close()
     assert [a.status_code for a in answers] == [401, 401, 401, 429, 401, 422]
     assert_envelope(answers[3], 429, "RATE_LIMITED")
+
+
+def test_rotating_client_addresses_resets_no_token_and_no_address_in_use():
+    # The buckets used to be cleared all at once past 100,000 callers: an attacker rotating addresses reset
+    # everyone's limits. Now the least recently used address goes, and tokens are kept apart from addresses.
+    limiter = RateLimiter(per_second=0.001, burst=2)
+    for _ in range(2):
+        limiter.take("tok_victim")
+        limiter.take_unauthenticated("203.0.113.7")
+    for caller in (lambda: limiter.take("tok_victim"), lambda: limiter.take_unauthenticated("203.0.113.7")):
+        with pytest.raises(RateLimited):
+            caller()
+    for i in range(120_000):
+        limiter.take_unauthenticated(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}")
+        if i % 10_000 == 0:  # an address in use stays limited, however many others come and go
+            with pytest.raises(RateLimited):
+                limiter.take_unauthenticated("203.0.113.7")
+    with pytest.raises(RateLimited):
+        limiter.take("tok_victim")
+    with pytest.raises(RateLimited):
+        limiter.take_unauthenticated("203.0.113.7")

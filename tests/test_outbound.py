@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from scheduler.executor import FAILURES, Executor
-from scheduler.outbound import CheckingResolver, DestinationDenied, OutboundPolicy
+from executor.http import FAILURES, EndpointClient
+from executor.outbound import CheckingResolver, DestinationDenied, OutboundPolicy
 from tests.test_api_actions import app, create, endpoint, wait_for_run  # noqa: F401 - app is a fixture
 
 NOT_GLOBAL = [
@@ -104,12 +104,12 @@ def test_names_are_checked_where_the_connection_is_made_and_literals_and_proxied
                 async with aiohttp.ClientSession(connector=connector) as client:
                     with pytest.raises(outcome or aiohttp.ClientError):  # an allowed call: the server hangs up
                         await client.post(f"http://localhost:{port}/run")
-            executor = Executor(None, None)  # type: ignore[arg-type] - only its check is asked
+            endpoints = EndpointClient()
             for target, proxy in (("http://127.0.0.1:9/", None), ("http://[::1]/", None), ("http://localhost/", "p")):
                 with pytest.raises(DestinationDenied):
-                    await executor._check(URL(target), proxy)
+                    await endpoints._check(URL(target), proxy)
             with pytest.raises(ValueError):  # a form aiohttp would not connect to either
-                await executor._check(URL("http://127.1/"), None)
+                await endpoints._check(URL("http://127.1/"), None)
 
     asyncio.run(scenario())
     assert len(calls) == 1  # only the allowed call connected

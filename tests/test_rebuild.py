@@ -10,15 +10,18 @@ import time
 import psycopg
 import pytest
 
-from commands.store import EventStore, datastore_from_url
+from domain.aggregates import AGGREGATES
+from eventstore import Codec
+from eventstore.postgres import PostgresEventStore, datastore_from_url
 from mechamental.bootstrap import read_models
-from pipeline import positions
+from pipeline.roles import try_leadership
 from projections.rebuild import RebuildRunning, rebuild, tables_of
+from tests.support import eventually
 
 
 @pytest.fixture()
 def store(settings):
-    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1))
+    store = PostgresEventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1), Codec(AGGREGATES))
     yield store
     store.close()
 
@@ -26,19 +29,22 @@ def store(settings):
 def quiesce(settings, store) -> int:
     """Waits until nothing is being written and every view has applied everything."""
     names = [m.name for m in read_models()]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def quiet_head() -> int | None:
         head = store.head()
         with psycopg.connect(settings.database_url) as conn:
             reached = dict(
                 conn.execute("SELECT name, position FROM mm_positions WHERE name = ANY(%s)", (names,)).fetchall()
             )
         if all(reached.get(n, 0) >= head for n in names) and store.head() == head:
-            time.sleep(0.3)
+            time.sleep(0.3)  # quiet is no write for a while: the pause is what is checked, not a wait
             if store.head() == head:
                 return head
-        time.sleep(0.1)
-    raise AssertionError("the system did not go quiet")
+        return None
+
+    return eventually(
+        quiet_head, until=lambda head: head is not None, timeout=30, interval=0.1, what="the system to go quiet"
+    )
 
 
 def differing_rows(conn, schema: str, table: str) -> int:
@@ -117,7 +123,8 @@ def test_a_swap_under_live_readers_never_shows_a_half_built_view(api, org, setti
     try:
         workspaces = next(m for m in read_models() if m.name == "workspaces")
         asyncio.run(rebuild(settings.database_url, store, workspaces, swap=True))
-        time.sleep(0.2)
+        swapped = len(answers)
+        eventually(lambda: len(answers) >= swapped + 3, what="three reads after the swap")
     finally:
         stop.set()
         reader.join()
@@ -158,7 +165,7 @@ def test_an_interrupted_rebuild_resumes_and_two_never_run_at_once(settings, stor
 
     async def hold_and_try() -> None:
         async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as holder:
-            assert await positions.try_leadership(holder, "rebuild.tokens")
+            assert await try_leadership(holder, "rebuild.tokens")
             with pytest.raises(RebuildRunning):
                 await rebuild(settings.database_url, store, tokens, swap=False)
 

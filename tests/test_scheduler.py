@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -18,14 +17,17 @@ from psycopg_pool import AsyncConnectionPool
 
 from commands.actions import create_action, finish_attempt, set_enabled, start_attempt
 from commands.aggregates import Aggregates, Context
-from commands.store import EVENTS_TABLE, EventStore, datastore_from_url
 from domain.action import ACTION
-from domain.events import SYSTEM_ACTOR, decode
-from domain.run import RUN
+from domain.aggregates import AGGREGATES
+from domain.events import SYSTEM_ACTOR
+from domain.run import RUN, AttemptOutcome
+from eventstore import Codec, EventStore
+from eventstore.postgres import EVENTS_TABLE, PostgresEventStore, datastore_from_url
 from pipeline import positions
 from projections.actions import DDL, runnable_runs
 from scheduler.scheduler import Scheduler
 from tests.conftest import ROOT_TOKEN, RunningRoles, migrated_settings, position_of, scratch_database
+from tests.support import eventually, eventually_async
 
 
 class Clock:
@@ -46,7 +48,7 @@ def world(api, org, settings):
     namespace = api.post(f"{base}/namespaces", json={"name": "ns"}).json()["namespace_id"]
     made = api.post(f"{base}/endpoints", json={"app_id": app_id, "name": "echo"})
     clock = Clock(datetime(2030, 1, 1, 12, 0, 30, tzinfo=UTC))
-    store = EventStore(datastore_from_url(settings.database_url))
+    store = PostgresEventStore(datastore_from_url(settings.database_url), Codec(AGGREGATES))
     aggregates = Aggregates(store, clock)
     ctx = Context(org_id=org, actor=SYSTEM_ACTOR, trace_id=secrets.token_hex(16))
     fields = {
@@ -84,13 +86,13 @@ def run_async(settings, scenario):
 
 
 async def views_reach(pool, position: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    async def reached() -> int:
         async with pool.connection() as conn:
-            if (await positions.read_positions(conn, ["actions"]))["actions"] >= position:
-                return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the actions view did not catch up")
+            return (await positions.read_positions(conn, ["actions"]))["actions"]
+
+    await eventually_async(
+        reached, until=lambda at: at >= position, interval=0.02, what=f"the actions view to reach {position}"
+    )
 
 
 def action_events(world, action_id: str | None = None) -> list[str]:
@@ -109,7 +111,7 @@ def more_actions(world, count: int) -> tuple[list[str], int]:
 def fired_runs(world, action_id: str | None = None) -> list:
     runs = []
     for stored in world["store"].load(action_id or world["action_id"]):
-        meta, event = decode(stored.topic, stored.state)
+        meta, event = world["store"].codec.decode(stored.topic, stored.state)
         if stored.topic == "ScheduledRunFired":
             state, _ = world["aggregates"].load(RUN, event.run_id, world["org"])
             runs.append((event, state))
@@ -120,7 +122,7 @@ def finish_runs(world, action_id: str | None = None) -> None:
     for _, run in fired_runs(world, action_id):
         if not run.finished:
             started = start_attempt(world["aggregates"], world["org"], run.run_id, 60, "t")
-            finish_attempt(world["aggregates"], world["org"], run.run_id, "t", attempt=started.attempt)
+            finish_attempt(world["aggregates"], world["org"], run.run_id, "t", started.attempt, AttemptOutcome())
 
 
 def test_each_slot_fires_once_even_with_two_schedulers(world):
@@ -189,13 +191,14 @@ def test_the_live_scheduler_fires_a_once_action_on_time_and_the_executor_runs_it
     assert created.status_code == 201, created.text
     action = created.json()
     runs_url = f"{base}/apps/{app_id}/actions/{action['action_id']}/runs"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+
+    def listed_runs() -> list:
         listed = api.get(runs_url)
-        runs = listed.json()["runs"] if listed.status_code == 200 else []
-        if runs and runs[0]["status"] == "success":
-            break
-        time.sleep(0.05)
+        return listed.json()["runs"] if listed.status_code == 200 else []
+
+    runs = eventually(
+        listed_runs, until=lambda runs: runs and runs[0]["status"] == "success", timeout=15, what="a successful run"
+    )
     [run] = runs
     assert (run["trigger_type"], run["status"]) == ("scheduled", "success")
     assert timedelta(0) <= datetime.fromisoformat(run["triggered_at"]) - slot < timedelta(seconds=1)
@@ -406,13 +409,6 @@ def an_action(client: httpx.Client, org: str, url: str | None) -> str:
     return f"{base}/apps/{app_id}/actions/{action_id}"
 
 
-def eventually(condition, seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "not within the time given"
-        time.sleep(0.05)
-
-
 def test_one_org_with_slow_endpoints_leaves_room_for_the_others(server_urls, tmp_path):
     """Four slots, two per org: an org whose endpoint hangs holds two, and another org's run finishes meanwhile."""
     held = HeldEndpoint()
@@ -425,13 +421,16 @@ def test_one_org_with_slow_endpoints_leaves_room_for_the_others(server_urls, tmp
             with httpx.Client(base_url=roles.url, headers=auth, timeout=30) as client:
                 slow, quick = an_action(client, "org-slow", held.url), an_action(client, "org-quick", None)
                 slow_runs = [client.post(f"{slow}/trigger", json={}).json()["run_id"] for _ in range(6)]
-                eventually(lambda: held.in_flight >= 2)
+                eventually(lambda: held.in_flight >= 2, timeout=15)
                 quick_run = client.post(f"{quick}/trigger", json={}).json()["run_id"]
-                eventually(lambda: client.get(f"{quick}/runs/{quick_run}").json().get("status") == "success", 10)
+                quick_status = f"{quick}/runs/{quick_run}"
+                eventually(lambda: client.get(quick_status).json().get("status") == "success", timeout=10)
                 assert (held.in_flight, held.most) == (2, 2)  # the slow org's calls still hang, never more than 2
                 held.release.set()
                 for run in slow_runs:
-                    eventually(lambda run=run: client.get(f"{slow}/runs/{run}").json().get("status") == "success")
+                    eventually(
+                        lambda run=run: client.get(f"{slow}/runs/{run}").json().get("status") == "success", timeout=15
+                    )
             assert held.most == 2
         finally:
             held.release.set()

@@ -16,12 +16,49 @@ from tests.conftest import as_token, assert_422, issue_token, position_of
         ("https://ghp_token@h.example/p", "https://***@h.example/p"),
         ("https://h.example/p?X-Amz-Signature=abc&sv=1", "https://h.example/p?X-Amz-Signature=***&sv=***"),
         ("https://h.example:8443/plain/path", "https://h.example:8443/plain/path"),
-        ("https://h.example/p?flag&empty=", "https://h.example/p?flag&empty="),
+        # A bare query token (no `=`) is a value too: README promises every query value masked.
+        ("https://h.example/p?TOKENXYZ", "https://h.example/p?***"),
+        ("https://h.example/p?flag&empty=", "https://h.example/p?***&empty="),
+        ("https://h.example/p?empty=&", "https://h.example/p?empty=&"),
+        # User info may hold characters that end a URL in text for some readers: the whole netloc's is masked.
+        ("https://bob:hunter2'x@example.com/p?k=v", "https://***@example.com/p?k=***"),
+        ('https://bob:hunter2"x<y>@example.com/p', "https://***@example.com/p"),
     ],
 )  # fmt: skip
 def test_a_url_is_masked_where_credentials_go(url, masked):
     assert masked_url(url) == masked
     assert carries_mask(masked) == (masked != url) and not carries_mask(url)
+
+
+def test_a_url_field_is_masked_whole_and_a_url_in_text_runs_to_whitespace():
+    quoted = "https://bob:hunter2'x@example.com/p?k=v"
+    odd = 'https://bob:hunter2"x y@example.com/p?TOKENXYZ'  # stored before URLs were checked for such characters
+    data = {
+        "fields": {"url": quoted, "name": "e"},
+        "changes": {"url": odd},
+        "error_message": f"cannot reach {quoted} or <{quoted}> now",
+    }
+    shown = redacted(data)
+    assert shown["fields"] == {"url": "https://***@example.com/p?k=***", "name": "e"}
+    assert "hunter2" not in shown["changes"]["url"] and "TOKENXYZ" not in shown["changes"]["url"]
+    assert "hunter2" not in shown["error_message"] and "k=v" not in shown["error_message"]
+    assert shown["error_message"].startswith("cannot reach https://***@example.com/p?k=*** or <https://***@")
+    assert masked_text("see http://h/x?TOKENXYZ") == "see http://h/x?***"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ['https://h.example/a"b', "https://h.example/<p>", "https://h.example/a b", "https://h.example/\\x",
+     "https://h.example/a\u0001", "https://h.example/a\u007f", "https://h.example/a{b}", "https://h.example/a|b",
+     "https://h.example/a\u0085"],
+)  # fmt: skip
+def test_a_url_with_characters_rfc_3986_does_not_allow_unencoded_is_refused(api, org, url):
+    ws = api.post(f"/v1/orgs/{org}/workspaces", json={"name": "w"}).json()["workspace_id"]
+    base = f"/v1/orgs/{org}/workspaces/{ws}"
+    app = api.post(f"{base}/apps", json={"name": "a"}).json()["app_id"]
+    assert_422(api.post(f"{base}/endpoints", json={"app_id": app, "name": "e", "url": url}), ["body", "url"])
+    endpoint = api.post(f"{base}/endpoints", json={"app_id": app, "name": "e", "url": "https://h.example/"}).json()
+    assert_422(api.put(f"{base}/endpoints/{endpoint['endpoint_id']}", json={"url": url}), ["body", "url"])
 
 
 def test_urls_inside_text_and_event_data_are_masked():

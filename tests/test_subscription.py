@@ -10,9 +10,11 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from commands.aggregates import Aggregates, Context
-from commands.store import EventStore, datastore_from_url
 from commands.workspaces import create_workspace
+from domain.aggregates import AGGREGATES
 from domain.events import SYSTEM_ACTOR
+from eventstore import Codec, EventStore
+from eventstore.postgres import PostgresEventStore, datastore_from_url
 from pipeline import positions
 from pipeline.subscription import Subscription
 
@@ -30,7 +32,7 @@ class SeenPositions:
 
 @pytest.fixture()
 def store(settings):
-    store = EventStore(datastore_from_url(settings.database_url))
+    store = PostgresEventStore(datastore_from_url(settings.database_url), Codec(AGGREGATES))
     yield store
     store.close()
 
@@ -159,7 +161,7 @@ def test_unreadable_messages_are_skipped_and_readable_ones_kept(settings, store,
 
     written = write_events(store, 1)
     [notification] = store.recorder.select_notifications(start=written[0], limit=1)
-    subject, payload, headers = to_message("p", "store", written[0] - 1, notification, "org")
+    subject, payload, headers = to_message("p", "store", written[0] - 1, notification, "org", "workspace")
     good = SimpleNamespace(subject=subject, headers=headers, data=payload)
     foreign = SimpleNamespace(subject="p.events.x", headers={"Mm-Position": "x"}, data=b"{}")
     unknown = SimpleNamespace(subject=subject, headers={**headers, "Mm-Type": "SomethingNew"}, data=payload)

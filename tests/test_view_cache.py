@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 
 import psycopg
 import pytest
 
 from api.cache import ChangeListener, ViewCache
-from commands.store import EventStore, datastore_from_url
+from domain.aggregates import AGGREGATES
+from eventstore import Codec
+from eventstore.postgres import PostgresEventStore, datastore_from_url
 from projections import changes
 from projections.rebuild import rebuild
 from projections.workspaces import WorkspaceListing
 from tests.conftest import as_token, issue_token, position_of
+from tests.support import eventually, eventually_async
 
 
 def cache_hits(api) -> int:
@@ -25,20 +27,22 @@ def cache_hits(api) -> int:
 
 def serving(api) -> None:
     """Waits until the API's cache serves: from when its listener hears its own heartbeat."""
-    deadline = time.monotonic() + 10
-    while 'mm_view_cache_serving{view="workspaces"} 1' not in api.get("/metrics").text:
-        assert time.monotonic() < deadline, "the workspace cache never started serving"
-        time.sleep(0.05)
+    eventually(
+        lambda: 'mm_view_cache_serving{view="workspaces"} 1' in api.get("/metrics").text,
+        what="the workspace cache to start serving",
+    )
 
 
 def settled_workspace(api, org: str, name: str) -> str:
     """A new workspace once its bucket is ready: nothing more changes it unasked; and the cache serving."""
     serving(api)
     ws = api.post(f"/v1/orgs/{org}/workspaces", json={"name": name}).json()["workspace_id"]
-    deadline = time.monotonic() + 10
-    while api.get(f"/v1/orgs/{org}/workspaces/{ws}").json().get("bucket_status") != "ready":
-        assert time.monotonic() < deadline, "the bucket never became ready"
-        time.sleep(0.02)
+    eventually(
+        lambda: api.get(f"/v1/orgs/{org}/workspaces/{ws}").json(),
+        until=lambda body: body.get("bucket_status") == "ready",
+        what="the bucket to become ready",
+        interval=0.02,
+    )
     return ws
 
 
@@ -55,16 +59,20 @@ def test_a_cached_workspace_is_served_until_its_change_commits_then_the_change(a
     # A read that must see the update's position reads the view, not the cache.
     assert api.get(path, headers={"X-Min-Position": position_of(updated)}).json()["name"] == "after"
     assert cache_hits(api) == hits + 1
-    deadline = time.monotonic() + 10
-    while api.get(path).json()["name"] != "after":  # without the announcement, "before" would stay for good
-        assert time.monotonic() < deadline, "the cached workspace never showed its change"
-        time.sleep(0.02)
+    eventually(  # without the announcement, "before" would stay for good
+        lambda: api.get(path).json()["name"],
+        until=lambda name: name == "after",
+        what="the cached workspace to show its change",
+        interval=0.02,
+    )
 
     assert api.delete(path).status_code == 200
-    deadline = time.monotonic() + 10
-    while api.get(path).status_code != 404:
-        assert time.monotonic() < deadline, "the cached workspace outlived its deletion"
-        time.sleep(0.02)
+    eventually(
+        lambda: api.get(path).status_code,
+        until=lambda status: status == 404,
+        what="the cached workspace to go with its deletion",
+        interval=0.02,
+    )
 
 
 def test_a_cached_workspace_is_never_served_to_another_org(api, system, org):
@@ -99,13 +107,6 @@ async def _listening(settings, cache: ViewCache):
     return stop, listener, task
 
 
-async def _until(condition, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 def test_an_entry_is_dropped_when_the_announcing_transaction_commits_not_before(settings):
     async def scenario() -> None:
         cache: ViewCache[str] = ViewCache("cache_test", 100)
@@ -124,22 +125,23 @@ def test_an_entry_is_dropped_when_the_announcing_transaction_commits_not_before(
         async with await psycopg.AsyncConnection.connect(settings.database_url) as writer:
             async with writer.transaction():
                 await changes.announce(writer, "cache_test", ["a", *many])
+                # Not heard while uncommitted: a wait for nothing, long enough for a notice to arrive if sent.
                 await asyncio.sleep(0.3)
                 assert cache.get("org", "a") == "value of a"
-            await _until(lambda: cache.get("org", "a") is None)
+            await eventually_async(lambda: cache.get("org", "a") is None)
         assert cache.get("org", "b") == "value of b"  # unchanged rows stay
 
         # A read that missed, with an announcement arriving while it read: what it read is not kept.
         ticket = cache.ticket()
         async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as writer:
             await changes.announce(writer, "cache_test", ["c"])
-        await _until(lambda: cache.ticket() != ticket)
+        await eventually_async(lambda: cache.ticket() != ticket)
         cache.put("org", "b2", "read before the announcement", ticket)
         assert cache.get("org", "b2") is None
 
         async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as writer:
             await changes.announce(writer, "cache_test", [changes.EVERY_KEY])
-        await _until(lambda: cache.get("org", "b") is None)
+        await eventually_async(lambda: cache.get("org", "b") is None)
         stop.set()
         await task
 
@@ -158,11 +160,11 @@ def test_a_lost_connection_empties_the_cache_until_it_listens_again(settings):
                 "WHERE application_name = %s AND datname = current_database()",
                 (listener.application_name,),
             )
-        await _until(lambda: not cache.listening)
+        await eventually_async(lambda: not cache.listening)
         assert cache.get("org", "a") is None
         cache.put("org", "a", "read while deaf", cache.ticket())
         assert cache.get("org", "a") is None  # nothing is kept while announcements may be missed
-        await _until(lambda: cache.listening)  # back within the retry delay
+        await eventually_async(lambda: cache.listening)  # back within the retry delay
         assert listener.connected.is_set()
         cache.put("org", "a", "cached again", cache.ticket())
         assert cache.get("org", "a") == "cached again"
@@ -184,7 +186,7 @@ def test_a_full_cache_makes_room_by_dropping_its_oldest_entry(entries):
 
 def test_a_rebuilds_swap_tells_the_caches_to_empty(api, org, settings):
     settled_workspace(api, org, "rebuilt")
-    store = EventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1))
+    store = PostgresEventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1), Codec(AGGREGATES))
     try:
         with psycopg.connect(settings.database_url, autocommit=True) as listener:
             listener.execute(f"LISTEN {changes.channel(WorkspaceListing.name)}")
@@ -211,14 +213,24 @@ def test_reads_under_a_deleted_workspace_answer_404_once_its_deletion_is_seen(ap
 
     deleted = api.delete(base)
     assert api.get(f"{base}/environments", headers={"X-Min-Position": position_of(deleted)}).status_code == 404
-    deadline = time.monotonic() + 10
-    while api.get(f"{base}/activity").status_code != 404:
-        assert time.monotonic() < deadline, "reads under a deleted workspace went on answering"
-        time.sleep(0.02)
+    eventually(
+        lambda: api.get(f"{base}/activity").status_code,
+        until=lambda status: status == 404,
+        what="reads under a deleted workspace to answer 404",
+        interval=0.02,
+    )
 
 
 class DeafListener(ChangeListener):
     """Announces its heartbeat where it does not listen: as behind a pooler that passes no notices on."""
+
+    connections = 0  # how many connections it has given up on
+
+    async def _listen(self, stop) -> None:
+        try:
+            await super()._listen(stop)
+        finally:
+            self.connections += 1
 
     async def _beat(self, conn) -> None:
         listened, self.heartbeat = self.heartbeat, self.heartbeat + "_lost"
@@ -234,29 +246,24 @@ def test_a_listener_that_does_not_hear_its_heartbeat_never_serves(settings):
         stop = asyncio.Event()
         listener = DeafListener(settings.database_url, [cache], check_every=0.1)
         task = asyncio.create_task(listener.run(stop))
-        deadline = time.monotonic() + 1.5  # several connections, each given up after one silent heartbeat
-        while time.monotonic() < deadline:
+
+        def never_served_yet() -> int:
             cache.put("org", "a", "cached", cache.ticket())
             assert not cache.listening and cache.get("org", "a") is None
-            await asyncio.sleep(0.01)
+            return listener.connections
+
+        # Several connections, each given up after one silent heartbeat, never serving meanwhile.
+        await eventually_async(never_served_yet, until=lambda given_up: given_up >= 2, what="two connections given up")
         stop.set()
         await task
 
     asyncio.run(scenario())
 
 
-class Reading:
-    """What `find_workspace` asks of a request: the app's system, its pool and its cache."""
-
-    def __init__(self, pool, cache) -> None:
-        system = type("System", (), {"pool": pool, "workspace_cache": cache})()
-        self.app = type("App", (), {"state": type("State", (), {"system": system})()})()
-
-
 def test_a_read_that_waited_for_a_position_asks_the_view_and_refreshes_the_cache(api, org, settings):
     from psycopg_pool import AsyncConnectionPool
 
-    from api.common import find_workspace
+    from api.common import Views
 
     ws = settled_workspace(api, org, "fresh")
 
@@ -266,12 +273,12 @@ def test_a_read_that_waited_for_a_position_asks_the_view_and_refreshes_the_cache
         cache.put(org, ws, "stale", cache.ticket())
         cache.put(org, "ws_gone", "stale", cache.ticket())
         async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
-            request = Reading(pool, cache)
-            assert await find_workspace(request, org, ws, None) == "stale"  # served from the cache
-            fresh = await find_workspace(request, org, ws, 1)
+            views = Views(pool, read_your_writes=None, workspace_cache=cache)  # no waiting asked of it here
+            assert await views.find_workspace(org, ws, None) == "stale"  # served from the cache
+            fresh = await views.find_workspace(org, ws, 1)
             assert fresh.workspace_id == ws and fresh.name == "fresh"  # from the view
-            assert await find_workspace(request, org, ws, None) == fresh  # and no older after it
-            assert await find_workspace(request, org, "ws_gone", 1) is None
-            assert await find_workspace(request, org, "ws_gone", None) is None
+            assert await views.find_workspace(org, ws, None) == fresh  # and no older after it
+            assert await views.find_workspace(org, "ws_gone", 1) is None
+            assert await views.find_workspace(org, "ws_gone", None) is None
 
     asyncio.run(scenario())

@@ -1,10 +1,15 @@
-"""The event store: the `eventsourcing` library's PostgreSQL application recorder, plus group commit.
+"""The PostgreSQL event store: the `eventsourcing` library's table and reads, our append, group commit.
+
+The `eventsourcing` library's `PostgresApplicationRecorder` creates the table (`stored_events`: the
+primary key on (stream, version) is the optimistic concurrency, the notification id is the position)
+and serves the thread-side reads (a stream, the notification log, its head), through the library's
+connection pool. Appends do not go through it: they need more than its insert (below), and group
+commit needs them on one connection of their own (`bench/recorder.py` measures the two inserts).
 
 Writers are serialised by a table lock so that positions (notification ids) commit in order. One
 transaction per command would make that lock the bottleneck, so commands hand their appends to a
 single committer thread that writes everything waiting in one transaction: one call of the
-`mm_append` database function, one round trip, one fsync for the whole batch. The library's
-recorder still defines the table and serves every read.
+`mm_append` database function, one round trip, one fsync for the whole batch.
 
 An append is more than events: under the same table lock it can check that streams the command
 only read have not moved since (so a decision never rests on stale facts), and take or give back
@@ -22,16 +27,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import NamedTuple, TypeVar
 
-import msgspec
 import psycopg
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import tuple_row
 
-from commands.chain import INDEX_DDL
-from domain.events import Recorded, decode
+from domain.events import Recorded
+from eventstore.batching import can_share
+from eventstore.chain import INDEX_DDL
+from eventstore.codec import Codec
+from eventstore.protocol import Append, ClaimTaken, CommitterStopped, ConcurrencyConflict
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,41 +111,15 @@ APPEND_SQL = (
     "SELECT mm_append(%s::text[], %s::bigint[], %s::text[], %s::bytea[], %s::text[], %s::bigint[], "
     "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
 )
+STREAMS_SQL = (
+    f"SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE} "
+    "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+)
 _CLAIM_KEY = re.compile(r"Key \(scope, key\)=\((.*), (.*)\) already exists")
 
 
-class Claim(msgspec.Struct, frozen=True):
-    """A unique (scope, key), e.g. ("release-version:app_1", "1.2.0"), held by the stream `owner`."""
-
-    scope: str
-    key: str
-    owner: str
-
-
-class Append(msgspec.Struct, frozen=True):
-    events: Sequence[StoredEvent]
-    expected: dict[str, int] = {}  # streams only read, by the version the decision saw
-    claims: Sequence[Claim] = ()
-    releases: Sequence[Claim] = ()
-
-
-class CommitterStopped(Exception):
-    """The store is closing: the command was not written."""
-
-
-class ConcurrencyConflict(Exception):
-    """Another writer changed a stream this command wrote or read: decide again."""
-
-
-class ClaimTaken(Exception):
-    def __init__(self, scope: str, key: str) -> None:
-        super().__init__(f"{scope} {key} is taken")
-        self.scope = scope
-        self.key = key
-
-
 class StaleRead(Exception):
-    """Appends of one batch that cannot be checked together; they are committed one by one instead."""
+    """Appends of one batch that cannot share a commit (`eventstore.batching`); they are committed one by one."""
 
 
 def datastore_from_url(url: str, *, pool_size: int = 4, max_overflow: int = 8) -> PostgresDatastore:
@@ -200,11 +182,6 @@ async def read_stream(conn: psycopg.AsyncConnection, stream_id: str) -> list[Sto
     return [StoredEvent(stream_id, version, topic, bytes(state)) for version, topic, state in await cursor.fetchall()]
 
 
-def to_recorded(position: int, stored: StoredEvent) -> Recorded:
-    meta, event = decode(stored.topic, stored.state)
-    return Recorded(position, str(stored.originator_id), stored.originator_version, meta, event)
-
-
 def retried_once(datastore: PostgresDatastore, read: Callable[[], T]) -> T:
     """Runs a read on the store's pool, and once more if the connection failed. The pool does not ping a
     connection before lending it (a round trip on every read); after a failure, `check` drops its broken
@@ -238,9 +215,12 @@ class Recorder(PostgresApplicationRecorder):
     max_notification_id = _briefly_retried(PostgresApplicationRecorder.max_notification_id)
 
 
-class EventStore:
-    def __init__(self, datastore: PostgresDatastore) -> None:
+class PostgresEventStore:
+    """The `eventstore.EventStore` protocol on PostgreSQL, plus the tables it needs (`create_tables`)."""
+
+    def __init__(self, datastore: PostgresDatastore, codec: Codec) -> None:
         self.datastore = datastore
+        self.codec = codec
         self.recorder = Recorder(datastore, events_table_name=EVENTS_TABLE)
         params = {k: v for k, v in datastore.pool.kwargs.items() if k in ("dbname", "host", "port", "user", "password")}
         self._committer = GroupCommit(make_conninfo(datastore.pool.conninfo, **params))
@@ -255,6 +235,21 @@ class EventStore:
 
     def load(self, stream_id: str) -> list[StoredEvent]:
         return list(self.recorder.select_events(stream_id))
+
+    def load_many(self, stream_ids: Sequence[str]) -> dict[str, list[StoredEvent]]:
+        """Many streams in one query (the library reads one stream a call)."""
+        if not stream_ids:
+            return {}
+
+        def read() -> dict[str, list[StoredEvent]]:
+            streams: dict[str, list[StoredEvent]] = {stream_id: [] for stream_id in stream_ids}
+            with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+                cursor.execute(STREAMS_SQL, (list(stream_ids),))
+                for stream_id, version, topic, state in cursor.fetchall():
+                    streams[stream_id].append(StoredEvent(stream_id, version, topic, bytes(state)))
+            return streams
+
+        return retried_once(self.datastore, read)
 
     def append(self, append: Append) -> list[int]:
         """Commits one command's append atomically; returns the positions of its events."""
@@ -271,7 +266,8 @@ class EventStore:
         notifications = self.recorder.select_notifications(
             start=after, limit=limit, stop=upto, inclusive_of_start=False
         )
-        return [to_recorded(n.id, n) for n in notifications]
+        recorded = self.codec.recorded
+        return [recorded(n.id, str(n.originator_id), n.originator_version, n.topic, n.state) for n in notifications]
 
     def head(self) -> int:
         return self.recorder.max_notification_id() or 0
@@ -381,14 +377,9 @@ class GroupCommit:
                 future.set_exception(error)
 
     def _insert(self, appends: list[Append]) -> list[int]:
-        expected: dict[str, int] = {}
-        written = {str(e.originator_id) for append in appends for e in append.events}
-        for append in appends:
-            for stream, version in append.expected.items():
-                if expected.setdefault(stream, version) != version or stream in written:
-                    # Two appends read one stream at different versions, or one read what another writes:
-                    # the check runs before the inserts, so only one at a time can tell who was first.
-                    raise StaleRead()
+        if not can_share(appends):
+            raise StaleRead()
+        expected = {stream: version for append in appends for stream, version in append.expected.items()}
         events = [e for append in appends for e in append.events]
         claims = [c for append in appends for c in append.claims]
         releases = [c for append in appends for c in append.releases]

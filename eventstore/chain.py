@@ -1,8 +1,10 @@
 """The tamper-evident hash chain over the event log.
 
 Every event's hash covers its content and the hash of the event before it, so altering, removing or
-reordering any stored event breaks the chain from that event on. The recorder extends the chain in
-the transaction that writes the events; `mechamental events verify` recomputes it.
+reordering any stored event breaks the chain from that event on. A trigger on the PostgreSQL table
+extends the chain inside every statement that inserts events, so nothing can write events around it;
+`mechamental events verify` recomputes it (`projections.audit.verify`). The chain belongs to the
+PostgreSQL store, where auditors read it; the in-memory store keeps none.
 """
 
 from __future__ import annotations

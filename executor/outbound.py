@@ -92,10 +92,13 @@ class OutboundPolicy:
 
     async def refuses_name(self, host: str) -> bool:
         """Resolves the name and refuses it if any of its addresses is refused: for a name that someone else
-        (a proxy) connects to, whichever address they pick. Raises OSError for a name that does not resolve,
-        whose addresses cannot be judged."""
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        return any(self.refuses_literal(info[4][0]) for info in infos)
+        (a proxy) connects to, whichever address they pick. A name that does not resolve is refused too, as
+        one resolving to a refused address is: one answer for both tells no tenant which internal names exist."""
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError:
+            return True
+        return not infos or any(self.refuses_literal(info[4][0]) for info in infos)
 
 
 class DestinationDenied(Exception):  # noqa: N818 - the run's error code names it
@@ -114,7 +117,10 @@ class CheckingResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        results = await self._resolver.resolve(host, port, family)
+        try:
+            results = await self._resolver.resolve(host, port, family)
+        except OSError as error:  # no address: answered as a refused one, so names cannot be probed for
+            raise DestinationDenied(f"{host} does not resolve: {error}") from None  # for the log, not the tenant
         allowed = [result for result in results if not self.policy.refuses_literal(result["host"])]
         if not allowed:
             addresses = ", ".join(result["host"] for result in results)

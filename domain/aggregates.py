@@ -1,0 +1,10 @@
+"""Every aggregate of the domain: what a process builds its codec from (`eventstore.codec.Codec(AGGREGATES)`)."""
+
+from domain.action import ACTION
+from domain.catalog import CATALOG
+from domain.environments import ENVIRONMENTS
+from domain.run import RUN
+from domain.token import TOKEN
+from domain.workspace import WORKSPACE
+
+AGGREGATES = (WORKSPACE, ENVIRONMENTS, CATALOG, ACTION, RUN, TOKEN)
