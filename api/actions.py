@@ -12,7 +12,7 @@ from litestar.params import HeaderParameter, JSONBody, QueryParameter
 
 from api.auth import context_of
 from api.common import Cursor, Limit, MinPosition, PathId, Views, command_answer
-from api.schemas import (
+from api.schemas.actions import (
     ActionCreate,
     ActionList,
     ActionUpdate,
@@ -24,8 +24,8 @@ from api.schemas import (
     TriggerRequest,
 )
 from commands import actions as use_cases
-from commands.aggregates import Aggregates
 from commands.catalog import stored_item
+from commands.unit_of_work import CommandRunner
 from domain.errors import CONTROL_CHARACTERS, FieldError, NotFound, ValidationFailed
 from projections import actions as listing
 from projections import catalog, workspaces
@@ -59,7 +59,7 @@ async def _with_counters(views: Views, org_id: str, app_id: str, outcome) -> Res
 
 async def _set_enabled(
     request: Request,
-    aggregates: Aggregates,
+    commands: CommandRunner,
     views: Views,
     org_id: str,
     workspace_id: str,
@@ -68,7 +68,7 @@ async def _set_enabled(
     enabled: bool,
 ) -> Response[ActionView]:
     outcome = await anyio.to_thread.run_sync(
-        use_cases.set_enabled, aggregates, context_of(request), workspace_id, app_id, action_id, enabled
+        use_cases.set_enabled, commands, context_of(request), workspace_id, app_id, action_id, enabled
     )
     return await _with_counters(views, org_id, app_id, outcome)
 
@@ -120,14 +120,14 @@ class ActionController(Controller):
     def create_action(
         self,
         request: Request,
-        aggregates: NamedDependency[Aggregates],
+        commands: NamedDependency[CommandRunner],
         org_id: PathId,
         workspace_id: PathId,
         app_id: PathId,
         data: JSONBody[ActionCreate],
     ) -> Response[ActionView]:
         outcome = use_cases.create_action(
-            aggregates, context_of(request), workspace_id, app_id, msgspec.structs.asdict(data)
+            commands, context_of(request), workspace_id, app_id, msgspec.structs.asdict(data)
         )
         return command_answer(ActionView.of(outcome.state), outcome, 201)
 
@@ -150,7 +150,7 @@ class ActionController(Controller):
     async def update_action(
         self,
         request: Request,
-        aggregates: NamedDependency[Aggregates],
+        commands: NamedDependency[CommandRunner],
         views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
@@ -160,7 +160,7 @@ class ActionController(Controller):
     ) -> Response[ActionView]:
         outcome = await anyio.to_thread.run_sync(
             use_cases.update_action,
-            aggregates,
+            commands,
             context_of(request),
             workspace_id,
             app_id,
@@ -179,13 +179,13 @@ class ActionController(Controller):
     def delete_action(
         self,
         request: Request,
-        aggregates: NamedDependency[Aggregates],
+        commands: NamedDependency[CommandRunner],
         org_id: PathId,
         workspace_id: PathId,
         app_id: PathId,
         action_id: PathId,
     ) -> Response[None]:
-        outcome = use_cases.delete_action(aggregates, context_of(request), workspace_id, app_id, action_id)
+        outcome = use_cases.delete_action(commands, context_of(request), workspace_id, app_id, action_id)
         return command_answer(None, outcome, 204)
 
     @post(
@@ -197,14 +197,14 @@ class ActionController(Controller):
     async def enable_action(
         self,
         request: Request,
-        aggregates: NamedDependency[Aggregates],
+        commands: NamedDependency[CommandRunner],
         views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         app_id: PathId,
         action_id: PathId,
     ) -> Response[ActionView]:
-        return await _set_enabled(request, aggregates, views, org_id, workspace_id, app_id, action_id, True)
+        return await _set_enabled(request, commands, views, org_id, workspace_id, app_id, action_id, True)
 
     @post(
         "/{action_id:str}/disable",
@@ -215,14 +215,14 @@ class ActionController(Controller):
     async def disable_action(
         self,
         request: Request,
-        aggregates: NamedDependency[Aggregates],
+        commands: NamedDependency[CommandRunner],
         views: NamedDependency[Views],
         org_id: PathId,
         workspace_id: PathId,
         app_id: PathId,
         action_id: PathId,
     ) -> Response[ActionView]:
-        return await _set_enabled(request, aggregates, views, org_id, workspace_id, app_id, action_id, False)
+        return await _set_enabled(request, commands, views, org_id, workspace_id, app_id, action_id, False)
 
     @post(
         "/{action_id:str}/trigger",
@@ -234,7 +234,7 @@ class ActionController(Controller):
     def trigger_action(
         self,
         request: Request,
-        aggregates: NamedDependency[Aggregates],
+        commands: NamedDependency[CommandRunner],
         org_id: PathId,
         workspace_id: PathId,
         app_id: PathId,
@@ -252,7 +252,7 @@ class ActionController(Controller):
     ) -> Response[Triggered]:
         body = data or TriggerRequest()
         outcome = use_cases.trigger_action(
-            aggregates,
+            commands,
             context_of(request),
             workspace_id,
             app_id,

@@ -10,14 +10,16 @@ from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
+from activity import queries
+from activity.records import ACTIONS
 from api.common import Cursor, Limit, PathId, Time, Views, time_window
-from api.schemas import ActivityList, ActivitySummary, ActivityView
+from api.schemas.activity import ActivityList, ActivitySummary, ActivityView
 from commands.catalog import stored_item
 from domain.errors import FieldError, NotFound, ValidationFailed
-from projections import activity, catalog
+from projections import catalog
 from projections.pagination import Page, decode_time_cursor
 
-VERBS = activity.ACTIONS
+VERBS = ACTIONS
 Hours = Annotated[int, QueryParameter(ge=1, le=168, description="Hours to look back")]
 OptionalId = Annotated[str | None, QueryParameter(max_length=128)]
 
@@ -34,13 +36,13 @@ async def _feed(
     **filters,
 ) -> ActivityList:
     after = decode_time_cursor(cursor)
-    selection = activity.Filters(workspace_id=workspace_id, **filters, **time_window(start_time, end_time))
+    selection = queries.Filters(workspace_id=workspace_id, **filters, **time_window(start_time, end_time))
     async with views.connection() as conn:
         if workspace_id is not None and "workspace_id" in request.path_params:
             await views.require_workspace(conn, org_id, workspace_id)
             await _require_endpoint_of_app(request, conn, org_id, workspace_id)
-        total, rows = await activity.feed(conn, org_id, selection, after, limit, ActivityView)
-    page = Page(rows, limit, key_of=activity.key_of)
+        total, rows = await queries.feed(conn, org_id, selection, after, limit, ActivityView)
+    page = Page(rows, limit, key_of=queries.key_of)
     return ActivityList(total=total, has_more=page.has_more, next_cursor=page.next_cursor, activities=page.items)
 
 
@@ -51,7 +53,7 @@ async def _summary(
         if "workspace_id" in request.path_params:
             await views.require_workspace(conn, org_id, request.path_params["workspace_id"])
             await _require_endpoint_of_app(request, conn, org_id, request.path_params["workspace_id"])
-        result = await activity.summary(conn, org_id, scope, scope_id, hours, datetime.now(UTC))
+        result = await queries.summary(conn, org_id, scope, scope_id, hours, datetime.now(UTC))
     return msgspec.convert(result, ActivitySummary, from_attributes=True)
 
 

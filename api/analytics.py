@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from api.common import MinPosition, PathId, Views
-from api.schemas import (
+from api.schemas.analytics import (
     ActionAnalytics,
     AppAnalytics,
     ExecutionMetrics,

@@ -2,7 +2,8 @@
 dependency injection (`dependencies`), each provider handing every request the one instance `build` made.
 
 A handler asks for one service where it can: Litestar resolves two or more dependencies of a handler in an
-anyio task group, some 55 us of CPU per request, more than a cached GET workspace costs altogether."""
+anyio task group, which costs more CPU per request than a cached GET workspace costs altogether (BENCHMARKS.md,
+"Why the code is the way it is")."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from api.decoding import DecodingMiddleware
 from api.environments import EnvironmentController
 from api.errors import EXCEPTION_HANDLERS
 from api.health import Backends, healthz, metrics, readyz
-from api.schemas import ErrorBody, StrictStructSchemaPlugin, ValidationErrorBody
+from api.schemas.common import StrictStructSchemaPlugin
+from api.schemas.errors import ErrorBody, ValidationErrorBody
 from api.tokens import TokenController
 from api.workspaces import WorkspaceController
 
@@ -55,7 +57,7 @@ def provided(value: Any) -> Provide:
 
 def create_app(services: Services) -> Litestar:
     settings = services.settings
-    authorizer = Authorizer(services.tokens, services.limiter, settings.root_token, settings.metrics_token)
+    authorizer = Authorizer(services.token_verifier, services.limiter, settings.root_token, settings.metrics_token)
 
     async def before_request(connection) -> None:
         # A function, not the bound method: Litestar deep-copies a router as it registers it, and a function
@@ -63,9 +65,9 @@ def create_app(services: Services) -> Litestar:
         await authorizer.authorize(connection)
 
     dependencies = {
-        "aggregates": provided(services.aggregates),
+        "commands": provided(services.commands),
         "views": provided(Views(services.pool, services.read_your_writes, services.workspace_cache)),
-        "tokens": provided(services.tokens),
+        "token_verifier": provided(services.token_verifier),
         "authorizer": provided(authorizer),
         "backends": provided(Backends(services.pool, services.nats.current, services.consumers)),
         "metrics": provided(services.metrics),

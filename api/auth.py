@@ -1,7 +1,7 @@
 """Who is calling, and may they do this? Runs before any input is parsed, as the before-request hook of
 the router holding every `/v1/orgs` controller (`api.app`) rather than a Litestar guard: Litestar hands
-each guard a copy of the route handler, made for every request, which was a tenth of the CPU of a GET
-workspace."""
+each guard a copy of the route handler, made for every request, a share of a GET workspace's CPU too large to
+pay on every route (BENCHMARKS.md, "Why the code is the way it is")."""
 
 from __future__ import annotations
 
@@ -13,17 +13,16 @@ import anyio
 import msgspec
 from litestar.connection import ASGIConnection
 
+from activity.recording import TRACEPARENT
 from api.errors import Unauthorized
 from api.limits import RateLimiter
-from commands.aggregates import Context
 from commands.tokens import TokenVerifier
+from commands.unit_of_work import Context
 from domain import access
 from domain.errors import FieldError, Forbidden, ValidationFailed
-from domain.events import Actor
+from domain.events import ORG_ID, Actor
 
-ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # also a NATS subject token: no dots
 RESOURCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 ROOT_ACTOR = Actor(principal_type="root", principal_id="root", user_id="root")
 
 
@@ -64,12 +63,12 @@ class Authorizer:
 
     def __init__(
         self,
-        tokens: TokenVerifier,
+        verifier: TokenVerifier,
         limiter: RateLimiter,
         root_token: str | None,
         metrics_token: str | None = None,
     ) -> None:
-        self.tokens = tokens
+        self.verifier = verifier
         self.limiter = limiter
         self.root_token = root_token
         self.metrics_token = metrics_token
@@ -85,7 +84,7 @@ class Authorizer:
             raise Unauthorized()
         if is_secret(presented, self.root_token):
             return Principal(actor=ROOT_ACTOR, role="owner", org_id=None)
-        verifier = self.tokens
+        verifier = self.verifier
         token = verifier.verify_cached(presented)
         if token is None and verifier.needs_lookup(presented):
             address = client_address(connection)
@@ -122,10 +121,14 @@ class Authorizer:
         if permission and not principal.may(permission):
             raise Forbidden(permission)
 
+    def is_scraper(self, connection: ASGIConnection) -> bool:
+        """Whether the request carries the metrics token or the root token: an operator's view of the pipeline."""
+        presented = bearer_of(connection) or ""
+        return any(is_secret(presented, secret) for secret in (self.metrics_token, self.root_token))
+
     def authorize_scraper(self, connection: ASGIConnection) -> None:
         """`/metrics`: the metrics token or the root token, nothing else (401)."""
-        presented = bearer_of(connection) or ""
-        if not any(is_secret(presented, secret) for secret in (self.metrics_token, self.root_token)):
+        if not self.is_scraper(connection):
             raise self.refuse(connection)
 
 

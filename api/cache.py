@@ -1,7 +1,7 @@
 """Rows of a view held in an API process, so reading one again costs no round trip to PostgreSQL.
 
-An entry is dropped when the live projector commits a batch that changed its row (`projections.changes`
-announces the keys with the commit; `ChangeListener` hears them). A cache serves only while its listener
+An entry is dropped when the live projector commits a batch that changed its row (`projections.cache_notices`
+announces the keys with the commit; `CacheNoticeListener` hears them). A cache serves only while its listener
 is connected and listening: before that, and from the moment the connection fails, it is empty and every
 read goes to the view, until a new connection listens again. So a cached row is never older than what the
 view held when the announcement of its change arrived, a few milliseconds after that change committed.
@@ -24,7 +24,7 @@ from typing import Generic, TypeVar
 import psycopg
 
 from pipeline.roles import sleep_unless
-from projections import changes
+from projections import cache_notices
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class ViewCache(Generic[V]):
 
     def changed(self, keys: list[str]) -> None:
         self._generation += 1
-        if changes.EVERY_KEY in keys:
+        if cache_notices.EVERY_KEY in keys:
             self._entries.clear()
             return
         for key in keys:
@@ -97,7 +97,7 @@ class ViewCache(Generic[V]):
         return value
 
 
-class ChangeListener:
+class CacheNoticeListener:
     """Listens for the announcements of the caches' views on a connection of its own, and reconnects after a
     failure. Every `check_every` seconds it announces a heartbeat to itself, and stops serving unless it hears
     it back within `check_every` more: a server gone without a word, or a pooler that does not pass notices
@@ -113,9 +113,9 @@ class ChangeListener:
     ) -> None:
         self.database_url = database_url
         self.application_name = application_name
-        self.caches = {changes.channel(cache.view): cache for cache in caches}
+        self.caches = {cache_notices.channel(cache.view): cache for cache in caches}
         self.check_every = check_every
-        self.heartbeat = changes.channel(f"heartbeat_{secrets.token_hex(6)}")  # this listener's own
+        self.heartbeat = cache_notices.channel(f"heartbeat_{secrets.token_hex(6)}")  # this listener's own
         self.connected = asyncio.Event()  # set while listening (tests wait on it)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -161,7 +161,7 @@ class ChangeListener:
                 if until_heard:
                     return
             elif (cache := self.caches.get(notice.channel)) is not None:
-                cache.changed(changes.keys_of(notice.payload))
+                cache.changed(cache_notices.keys_of(notice.payload))
         if not heard:
             raise TimeoutError(f"no heartbeat heard back within {self.check_every} s")
 

@@ -11,9 +11,9 @@ from litestar.params import JSONBody
 
 from api.auth import context_of
 from api.common import Cursor, Limit, MinPosition, PathId, Views, command_answer
-from api.schemas import MessageBody
+from api.schemas.common import MessageBody
 from commands import catalog as use_cases
-from commands.aggregates import Aggregates
+from commands.unit_of_work import CommandRunner
 from domain.catalog import KINDS, CatalogItem, Field, Kind
 from domain.errors import NotFound
 from domain.secrets import masked_url
@@ -121,12 +121,12 @@ def catalog_controller(kind: Kind) -> type[Controller]:
         def create_item(
             self,
             request: Request,
-            aggregates: NamedDependency[Aggregates],
+            commands: NamedDependency[CommandRunner],
             org_id: PathId,
             workspace_id: PathId,
             data: JSONBody[Create],
         ) -> Response[Item]:
-            outcome = use_cases.add_item(aggregates, context_of(request), workspace_id, name, fields_of(data))
+            outcome = use_cases.add_item(commands, context_of(request), workspace_id, name, fields_of(data))
             return command_answer(view(outcome.state), outcome, 201)
 
         @get("/{item_id:str}", opt={"permission": f"{resource}:read"}, summary=f"Get {resource.title()}")
@@ -157,15 +157,13 @@ def catalog_controller(kind: Kind) -> type[Controller]:
         def update_item(
             self,
             request: Request,
-            aggregates: NamedDependency[Aggregates],
+            commands: NamedDependency[CommandRunner],
             org_id: PathId,
             workspace_id: PathId,
             item_id: PathId,
             data: JSONBody[Update],
         ) -> Response[Item]:
-            outcome = use_cases.change_item(
-                aggregates, context_of(request), workspace_id, name, item_id, fields_of(data)
-            )
+            outcome = use_cases.change_item(commands, context_of(request), workspace_id, name, item_id, fields_of(data))
             return command_answer(view(outcome.state), outcome)
 
         @delete(
@@ -178,12 +176,12 @@ def catalog_controller(kind: Kind) -> type[Controller]:
         def delete_item(
             self,
             request: Request,
-            aggregates: NamedDependency[Aggregates],
+            commands: NamedDependency[CommandRunner],
             org_id: PathId,
             workspace_id: PathId,
             item_id: PathId,
         ) -> Response[MessageBody]:
-            outcome = use_cases.remove_item(aggregates, context_of(request), workspace_id, name, item_id)
+            outcome = use_cases.remove_item(commands, context_of(request), workspace_id, name, item_id)
             return command_answer(MessageBody(f"{resource.title()} deleted successfully"), outcome)
 
     CatalogController.__name__ = f"{resource.title()}Controller"

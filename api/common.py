@@ -10,8 +10,8 @@ from litestar.params import FromPath, HeaderParameter, QueryParameter
 from psycopg_pool import AsyncConnectionPool
 
 from api.cache import ViewCache
-from api.schemas import Workspace
-from commands.aggregates import Outcome, load_stored
+from api.schemas.workspaces import Workspace
+from commands.unit_of_work import Outcome, load_stored
 from domain.errors import FieldError, NotFound, ValidationFailed
 from domain.workspace import WORKSPACE
 from projections.read_your_writes import ReadYourWrites

@@ -9,7 +9,8 @@ from litestar.params import JSONBody
 
 from api.auth import context_of
 from api.common import Cursor, Limit, MinPosition, PathId, Views, command_answer
-from api.schemas import (
+from api.schemas.common import MessageBody
+from api.schemas.environments import (
     Deployed,
     Deployment,
     DeploymentList,
@@ -19,12 +20,11 @@ from api.schemas import (
     EnvironmentList,
     EnvironmentUpdate,
     EnvironmentView,
-    MessageBody,
     Undeployed,
 )
 from commands import environments as use_cases
-from commands.aggregates import Aggregates
-from domain.environments import Environment
+from commands.unit_of_work import CommandRunner
+from domain.environment import Environment
 from domain.errors import NotFound
 from projections import environments as listing
 from projections import workspaces
@@ -84,13 +84,13 @@ class EnvironmentController(Controller):
     def create_environment(
         self,
         request: Request,
-        aggregates: NamedDependency[Aggregates],
+        commands: NamedDependency[CommandRunner],
         org_id: PathId,
         workspace_id: PathId,
         data: JSONBody[EnvironmentCreate],
     ) -> Response[EnvironmentAnswer]:
         outcome = use_cases.create_environment(
-            aggregates, context_of(request), workspace_id, **msgspec.structs.asdict(data)
+            commands, context_of(request), workspace_id, **msgspec.structs.asdict(data)
         )
         view = EnvironmentView.of(org_id, workspace_id, outcome.state)
         return command_answer(EnvironmentAnswer("Environment created successfully", view), outcome, 201)
@@ -119,14 +119,14 @@ class EnvironmentController(Controller):
     def update_environment(
         self,
         request: Request,
-        aggregates: NamedDependency[Aggregates],
+        commands: NamedDependency[CommandRunner],
         org_id: PathId,
         workspace_id: PathId,
         environment_id: PathId,
         data: JSONBody[EnvironmentUpdate],
     ) -> Response[EnvironmentAnswer]:
         outcome = use_cases.update_environment(
-            aggregates, context_of(request), workspace_id, environment_id, **_fields(data)
+            commands, context_of(request), workspace_id, environment_id, **_fields(data)
         )
         view = EnvironmentView.of(org_id, workspace_id, outcome.state)
         return command_answer(EnvironmentAnswer("Environment updated successfully", view), outcome)
@@ -141,12 +141,12 @@ class EnvironmentController(Controller):
     def delete_environment(
         self,
         request: Request,
-        aggregates: NamedDependency[Aggregates],
+        commands: NamedDependency[CommandRunner],
         org_id: PathId,
         workspace_id: PathId,
         environment_id: PathId,
     ) -> Response[MessageBody]:
-        outcome = use_cases.delete_environment(aggregates, context_of(request), workspace_id, environment_id)
+        outcome = use_cases.delete_environment(commands, context_of(request), workspace_id, environment_id)
         return command_answer(MessageBody("Environment deleted successfully"), outcome)
 
     @post(
@@ -159,14 +159,14 @@ class EnvironmentController(Controller):
     def deploy(
         self,
         request: Request,
-        aggregates: NamedDependency[Aggregates],
+        commands: NamedDependency[CommandRunner],
         org_id: PathId,
         workspace_id: PathId,
         environment_id: PathId,
         data: JSONBody[DeployRequest],
     ) -> Response[Deployed]:
         outcome = use_cases.deploy_release(
-            aggregates,
+            commands,
             context_of(request),
             workspace_id,
             environment_id,
@@ -189,13 +189,13 @@ class EnvironmentController(Controller):
     def undeploy(
         self,
         request: Request,
-        aggregates: NamedDependency[Aggregates],
+        commands: NamedDependency[CommandRunner],
         org_id: PathId,
         workspace_id: PathId,
         environment_id: PathId,
         app_id: PathId,
     ) -> Response[Undeployed]:
-        outcome = use_cases.undeploy_app(aggregates, context_of(request), workspace_id, environment_id, app_id)
+        outcome = use_cases.undeploy_app(commands, context_of(request), workspace_id, environment_id, app_id)
         return command_answer(Undeployed("App undeployed from environment", outcome.state.deployment_id), outcome)
 
     @get("/{environment_id:str}/deployments", opt={"permission": "deployment:read"}, summary="List Deployments")

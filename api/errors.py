@@ -17,7 +17,7 @@ from litestar.types import Empty
 from litestar.utils.scope.state import ScopeState
 
 from api.limits import RateLimited, retry_after_header
-from api.schemas import ErrorBody, ValidationErrorBody, ValidationErrorItem
+from api.schemas.errors import ErrorBody, ValidationErrorBody, ValidationErrorItem
 from domain.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from eventstore import CommitterStopped
 from projections.read_your_writes import NotCaughtUp

@@ -13,7 +13,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.auth import Authorizer
 from api.metrics import Metrics
-from api.schemas import ErrorBody, Health
+from api.schemas.errors import ErrorBody
+from api.schemas.health import Health
 from pipeline import positions
 
 
@@ -46,12 +47,19 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@get("/readyz", summary="Ready: PostgreSQL and NATS reachable; how far behind each view is", tags=["Health"])
-async def readyz(backends: NamedDependency[Backends]) -> Response[Health]:
+@get(
+    "/readyz",
+    summary="Ready: PostgreSQL and NATS reachable; with the metrics or root token, how far behind each consumer is",
+    tags=["Health"],
+)
+async def readyz(
+    request: Request, backends: NamedDependency[Backends], authorizer: NamedDependency[Authorizer]
+) -> Response[Health]:
     checks = await backends.check()
     ready = all(value == "ok" for value in checks.values())
     lag = {}
-    if checks.get("postgres") == "ok":
+    # A load balancer needs only the verdict; positions and the log's head tell how much every tenant writes.
+    if checks.get("postgres") == "ok" and authorizer.is_scraper(request):
         lag = {
             name: {"position": position, "lag_events": events, "lag_seconds": seconds}
             for name, position, _, events, seconds in await backends.lag()

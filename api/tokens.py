@@ -8,10 +8,11 @@ from litestar.params import JSONBody
 
 from api.auth import context_of
 from api.common import Cursor, Limit, MinPosition, PathId, Views, command_answer
-from api.schemas import MessageBody, Token, TokenCreate, TokenIssued, TokenList
+from api.schemas.common import MessageBody
+from api.schemas.tokens import Token, TokenCreate, TokenIssued, TokenList
 from commands import tokens as use_cases
-from commands.aggregates import Aggregates
 from commands.tokens import TokenVerifier
+from commands.unit_of_work import CommandRunner
 from domain import access
 from domain.errors import Forbidden
 from domain.token import check_issue, user_of_new_token
@@ -25,7 +26,7 @@ class TokenController(Controller):
 
     @post("/", opt={"permission": "token:create"}, summary="Issue Token", status_code=201, sync_to_thread=True)
     def issue_token(
-        self, request: Request, aggregates: NamedDependency[Aggregates], org_id: PathId, data: JSONBody[TokenCreate]
+        self, request: Request, commands: NamedDependency[CommandRunner], org_id: PathId, data: JSONBody[TokenCreate]
     ) -> Response[TokenIssued]:
         check_issue(data.name, data.role, data.principal_type, data.user_id)
         principal = request.state.principal
@@ -34,7 +35,7 @@ class TokenController(Controller):
             raise Forbidden(f"token:create:{data.role}")
         user_id = user_of_new_token(issuer_role, principal.actor.user_id, data.principal_type, data.user_id)
         outcome, secret = use_cases.issue_token(
-            aggregates,
+            commands,
             context_of(request),
             name=data.name,
             role=data.role,
@@ -97,13 +98,13 @@ class TokenController(Controller):
     def revoke_token(
         self,
         request: Request,
-        aggregates: NamedDependency[Aggregates],
-        tokens: NamedDependency[TokenVerifier],
+        commands: NamedDependency[CommandRunner],
+        token_verifier: NamedDependency[TokenVerifier],
         org_id: PathId,
         token_id: PathId,
     ) -> Response[MessageBody]:
         principal = request.state.principal
         issuer_role = None if principal.org_id is None else principal.role
-        outcome = use_cases.revoke_token(aggregates, context_of(request), token_id, issuer_role)
-        tokens.forget(token_id)
+        outcome = use_cases.revoke_token(commands, context_of(request), token_id, issuer_role)
+        token_verifier.forget(token_id)
         return command_answer(MessageBody(message="Token revoked"), outcome)

@@ -11,9 +11,10 @@ from litestar.params import JSONBody, QueryParameter
 
 from api.auth import context_of
 from api.common import Cursor, Limit, MinPosition, PathId, Views, command_answer
-from api.schemas import MessageBody, Workspace, WorkspaceCreate, WorkspaceList, WorkspaceUpdate
+from api.schemas.common import MessageBody
+from api.schemas.workspaces import Workspace, WorkspaceCreate, WorkspaceList, WorkspaceUpdate
 from commands import workspaces as use_cases
-from commands.aggregates import Aggregates
+from commands.unit_of_work import CommandRunner
 from domain.errors import FieldError, NotFound, ValidationFailed
 from domain.workspace import UpdateWorkspace
 from projections import workspaces as listing
@@ -60,9 +61,13 @@ class WorkspaceController(Controller):
 
     @post("/", opt={"permission": "workspace:create"}, summary="Create Workspace", status_code=201, sync_to_thread=True)
     def create_workspace(
-        self, request: Request, aggregates: NamedDependency[Aggregates], org_id: PathId, data: JSONBody[WorkspaceCreate]
+        self,
+        request: Request,
+        commands: NamedDependency[CommandRunner],
+        org_id: PathId,
+        data: JSONBody[WorkspaceCreate],
     ) -> Response[Workspace]:
-        outcome = use_cases.create_workspace(aggregates, context_of(request), **msgspec.structs.asdict(data))
+        outcome = use_cases.create_workspace(commands, context_of(request), **msgspec.structs.asdict(data))
         return command_answer(Workspace.of(outcome.state), outcome, status_code=201)
 
     @get("/{workspace_id:str}", opt={"permission": "workspace:read"}, summary="Get Workspace")
@@ -79,13 +84,13 @@ class WorkspaceController(Controller):
     def update_workspace(
         self,
         request: Request,
-        aggregates: NamedDependency[Aggregates],
+        commands: NamedDependency[CommandRunner],
         org_id: PathId,
         workspace_id: PathId,
         data: JSONBody[WorkspaceUpdate],
     ) -> Response[Workspace]:
         update = UpdateWorkspace(**msgspec.structs.asdict(data))
-        outcome = use_cases.update_workspace(aggregates, context_of(request), workspace_id, update)
+        outcome = use_cases.update_workspace(commands, context_of(request), workspace_id, update)
         return command_answer(Workspace.of(outcome.state), outcome)
 
     @delete(
@@ -96,7 +101,7 @@ class WorkspaceController(Controller):
         sync_to_thread=True,
     )
     def delete_workspace(
-        self, request: Request, aggregates: NamedDependency[Aggregates], org_id: PathId, workspace_id: PathId
+        self, request: Request, commands: NamedDependency[CommandRunner], org_id: PathId, workspace_id: PathId
     ) -> Response[MessageBody]:
-        outcome = use_cases.delete_workspace(aggregates, context_of(request), workspace_id)
+        outcome = use_cases.delete_workspace(commands, context_of(request), workspace_id)
         return command_answer(MessageBody(message="Workspace deleted successfully"), outcome)

@@ -25,7 +25,7 @@ from mechamental.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 CLI = [sys.executable, "-m", "mechamental.cli"]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 # The most a request's activity record trails it under load: the publisher's flush every 200 ms, the consumer's
-# gathering of up to a second when busy (pipeline.activity.ActivityConsumer), and storing the batch.
+# gathering of up to a second when busy (activity.consumer.ActivityConsumer), and storing the batch.
 ACTIVITY_LAG = 2.0
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import msgspec
 from litestar import Litestar, get
 
+import activity.recording
 import api.app
-import api.recording
 from mechamental import cli
 
 
@@ -53,7 +53,7 @@ class Discard:
         pass
 
 
-class SwitchedActivity(api.recording.ActivityMiddleware):
+class SwitchedActivity(activity.recording.ActivityMiddleware):
     """Records activity while the switch file says so: the publisher keeps running (flushing what it has) either
     way; only the middleware's access to it comes and goes."""
 
@@ -78,7 +78,7 @@ class SwitchedActivity(api.recording.ActivityMiddleware):
 # The roles build the app and its middleware through these names when they start, also in API worker processes,
 # which import this module again (as their __main__'s module) before they start.
 api.app.create_app = create_app_with_baseline
-api.recording.ActivityMiddleware = SwitchedActivity
+activity.recording.ActivityMiddleware = SwitchedActivity
 
 if __name__ == "__main__":
     sys.exit(cli.main(["api"]))

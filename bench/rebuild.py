@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench import harness, seed
 from domain.aggregates import AGGREGATES
-from eventstore import Codec, EventStore
+from eventstore import Codec
 from eventstore.postgres import PostgresEventStore, datastore_from_url
 
 BATCH = 5000

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 from eventsourcing.persistence import StoredEvent
 
+import migrations
 from bench import harness
 from domain.aggregates import AGGREGATES
 from domain.events import SYSTEM_ACTOR, EventMeta
@@ -58,8 +59,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with harness.servers() as (server_url, _), harness.scratch_database(server_url) as url:
+        migrations.migrate(url)
         store = PostgresEventStore(datastore_from_url(url, pool_size=args.threads, max_overflow=0), Codec(AGGREGATES))
-        store.create_tables()
         library = store.recorder.insert_events  # the recorder our store already holds, on the same pool
 
         def ours(stored: StoredEvent) -> None:

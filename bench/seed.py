@@ -35,19 +35,19 @@ import msgspec
 import psycopg
 from eventsourcing.persistence import StoredEvent
 
-from api.recording import classify
+from activity.recording import classify
+from activity.records import ActivityRecord, decode_batch
+from activity.store import store as store_records
 from bench import harness
 from commands.provisioning import BucketProvisioner, bucket_name
 from commands.tokens import hash_secret
 from domain.action import ACTION, ActionConfig, CreateAction, FireSchedule, UpdateAction, run_request
 from domain.aggregates import AGGREGATES
 from domain.catalog import CATALOG, AddItem, ChangeItem
-from domain.environments import ENVIRONMENTS, CreateEnvironment, DeployRelease, UndeployApp, environments_stream
+from domain.environment import ENVIRONMENT, CreateEnvironment, DeployRelease, UndeployApp, environments_stream
 from domain.events import SYSTEM_ACTOR, Actor, AggregateType, EventMeta
 from domain.run import RUN, AttemptOutcome, FinishAttempt, StartAttempt
 from domain.token import TOKEN, IssueToken, RevokeToken
-from eventstore import Append, Claim, Codec, EventStore
-from eventstore.postgres import PostgresEventStore, datastore_from_url
 from domain.workspace import (
     REGIONS,
     WORKSPACE,
@@ -56,9 +56,10 @@ from domain.workspace import (
     RecordBucketProvisioned,
     UpdateWorkspace,
 )
+from eventstore import Append, Claim, Codec, EventStore
+from eventstore.postgres import PostgresEventStore, datastore_from_url
 from mechamental.bootstrap import read_models
 from pipeline import positions
-from projections import activity
 from projections.rebuild import progress_bar, rebuild
 
 EVENTS_PER_WORKSPACE = 200  # on average; busy workspaces have many more, most have fewer
@@ -309,7 +310,7 @@ class Workload:
         stream = environments_stream(ws.workspace_id)
         for name in ("production", "staging", "development"):
             environment_id = _id("env")
-            self._do(ws, ENVIRONMENTS, stream, CreateEnvironment(ws.workspace_id, environment_id, name))
+            self._do(ws, ENVIRONMENT, stream, CreateEnvironment(ws.workspace_id, environment_id, name))
             ws.environments.append(environment_id)
             yield
         for app_id in ws.apps:
@@ -372,14 +373,14 @@ class Workload:
         release_id = candidates[-1] if self.rng.random() < 0.8 else self.rng.choice(candidates)
         older = active is not None and releases.index(release_id) < releases.index(active)
         deploy = DeployRelease(environment_id, _id("dep"), app_id, release_id, older_than_active=older)
-        self._do(ws, ENVIRONMENTS, stream, deploy)
+        self._do(ws, ENVIRONMENT, stream, deploy)
         yield
 
     def _undeploy(self, ws: Workspace) -> Iterator[None]:
         environment_id, app_id = self.rng.choice(ws.environments), self.rng.choice(ws.apps)
         stream = environments_stream(ws.workspace_id)
         if app_id in self.log.state(stream).environments[environment_id].active_deployments:
-            self._do(ws, ENVIRONMENTS, stream, UndeployApp(environment_id, _id("dep"), app_id))
+            self._do(ws, ENVIRONMENT, stream, UndeployApp(environment_id, _id("dep"), app_id))
         yield
 
     def _new_release(self, ws: Workspace) -> Iterator[None]:
@@ -427,7 +428,7 @@ REQUESTS = [
 REQUEST_WEIGHTS = [30, 15, 10, 10, 5, 12, 5, 3, 3]
 
 
-def activity_records(workload: Workload, count: int, rng: random.Random) -> Iterator[activity.ActivityRecord]:
+def activity_records(workload: Workload, count: int, rng: random.Random) -> Iterator[ActivityRecord]:
     """Requests and execution attempts over the last ACTIVITY_SPAN, by org size, classified as the API's
     activity middleware classifies them."""
     workspaces = [ws for org in workload.orgs for ws in org.workspaces]
@@ -441,7 +442,7 @@ def activity_records(workload: Workload, count: int, rng: random.Random) -> Iter
         duration = round(rng.lognormvariate(1.5, 0.8), 3)
         if rng.random() < 0.1:  # an execution attempt, recorded by the executor
             failed = rng.random() < 0.1
-            yield activity.ActivityRecord(
+            yield ActivityRecord(
                 id="actv_" + secrets.token_hex(12),
                 org_id=org.org_id,
                 timestamp=at,
@@ -467,7 +468,7 @@ def activity_records(workload: Workload, count: int, rng: random.Random) -> Iter
         )
         found = classify(method, rest)
         status = rng.choice(statuses)
-        yield activity.ActivityRecord(
+        yield ActivityRecord(
             id="actv_" + secrets.token_hex(12),
             org_id=org.org_id,
             timestamp=at,
@@ -490,12 +491,12 @@ def activity_records(workload: Workload, count: int, rng: random.Random) -> Iter
         )
 
 
-async def store_activity(url: str, records: Iterator[activity.ActivityRecord], total: int, batch: int = 5000) -> None:
+async def store_activity(url: str, records: Iterator[ActivityRecord], total: int, batch: int = 5000) -> None:
     started, done = time.monotonic(), 0
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         while chunk := list(itertools.islice(records, batch)):
             async with conn.transaction():
-                await activity.store(conn, chunk)
+                await store_records(conn, chunk)
             done += len(chunk)
             progress("activity", done, total, started)
     sys.stderr.write("\n")
@@ -604,10 +605,10 @@ async def _take_back_activity(url: str, started: datetime) -> None:
     hour = started.replace(minute=0, second=0, microsecond=0)
     async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
         cursor = await conn.execute("DELETE FROM activity WHERE ts >= %s RETURNING record", (hour,))
-        earlier = [r for r in activity.decode_batch(b"[" + b",".join(row[0] for row in await cursor.fetchall()) + b"]")
+        earlier = [r for r in decode_batch(b"[" + b",".join(row[0] for row in await cursor.fetchall()) + b"]")
                    if r.timestamp < started]  # fmt: skip
         await conn.execute("DELETE FROM activity_hourly WHERE hour >= %s", (hour,))
-        await activity.store(conn, earlier)  # the records of that hour from before the run, and their rollups
+        await store_records(conn, earlier)  # the records of that hour from before the run, and their rollups
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:  # VACUUM runs outside one
         await conn.execute("VACUUM (ANALYZE) activity, activity_hourly")  # the untouched days' pages are skipped
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import msgspec
 
-from commands.aggregates import Aggregates, Context, Outcome, Transaction, load_stored, new_id
 from commands.catalog import require_item, require_workspace
+from commands.unit_of_work import CommandRunner, Context, Outcome, UnitOfWork, load_stored, new_id
 from domain.catalog import CATALOG
-from domain.environments import (
-    ENVIRONMENTS,
+from domain.environment import (
+    ENVIRONMENT,
     CreateEnvironment,
     DeleteEnvironment,
     DeployRelease,
@@ -21,9 +21,9 @@ from domain.environments import (
 from domain.errors import FieldError, NotFound, ValidationFailed
 
 
-def _environments(tx: Transaction, workspace_id: str, environment_id: str) -> Environments:
-    require_workspace(tx, workspace_id)
-    environments = tx.load(ENVIRONMENTS, environments_stream(workspace_id))
+def _environments(uow: UnitOfWork, workspace_id: str, environment_id: str) -> Environments:
+    require_workspace(uow, workspace_id)
+    environments = uow.load(ENVIRONMENT, environments_stream(workspace_id))
     if environments is None:
         raise NotFound("environment", environment_id)
     environments.get(environment_id)  # 404 when deleted or unknown
@@ -32,39 +32,39 @@ def _environments(tx: Transaction, workspace_id: str, environment_id: str) -> En
 
 async def stored_environment(conn, org_id: str, workspace_id: str, environment_id: str) -> Environment | None:
     """The live environment as the event store holds it, for a read its view cannot answer yet."""
-    environments = await load_stored(conn, ENVIRONMENTS, environments_stream(workspace_id), org_id)
+    environments = await load_stored(conn, ENVIRONMENT, environments_stream(workspace_id), org_id)
     environment = environments.environments.get(environment_id) if environments is not None else None
     return None if environment is None or environment.deleted else environment
 
 
-def create_environment(aggregates: Aggregates, ctx: Context, workspace_id: str, **fields) -> Outcome:
+def create_environment(commands: CommandRunner, ctx: Context, workspace_id: str, **fields) -> Outcome:
     environment_id = new_id("env")
 
-    def use_case(tx: Transaction) -> Environment:
-        require_workspace(tx, workspace_id)
+    def use_case(uow: UnitOfWork) -> Environment:
+        require_workspace(uow, workspace_id)
         command = CreateEnvironment(workspace_id=workspace_id, environment_id=environment_id, **fields)
-        return tx.decide(ENVIRONMENTS, environments_stream(workspace_id), command).environments[environment_id]
+        return uow.decide(ENVIRONMENT, environments_stream(workspace_id), command).environments[environment_id]
 
-    return Outcome(*aggregates.run(ctx, use_case))
+    return Outcome(*commands.run(ctx, use_case))
 
 
 def update_environment(
-    aggregates: Aggregates, ctx: Context, workspace_id: str, environment_id: str, **changes
+    commands: CommandRunner, ctx: Context, workspace_id: str, environment_id: str, **changes
 ) -> Outcome:
-    def use_case(tx: Transaction) -> Environment:
-        _environments(tx, workspace_id, environment_id)
+    def use_case(uow: UnitOfWork) -> Environment:
+        _environments(uow, workspace_id, environment_id)
         command = UpdateEnvironment(environment_id=environment_id, **changes)
-        return tx.decide(ENVIRONMENTS, environments_stream(workspace_id), command).environments[environment_id]
+        return uow.decide(ENVIRONMENT, environments_stream(workspace_id), command).environments[environment_id]
 
-    return Outcome(*aggregates.run(ctx, use_case))
+    return Outcome(*commands.run(ctx, use_case))
 
 
-def delete_environment(aggregates: Aggregates, ctx: Context, workspace_id: str, environment_id: str) -> Outcome:
-    def use_case(tx: Transaction) -> None:
-        _environments(tx, workspace_id, environment_id)
-        tx.decide(ENVIRONMENTS, environments_stream(workspace_id), DeleteEnvironment(environment_id))
+def delete_environment(commands: CommandRunner, ctx: Context, workspace_id: str, environment_id: str) -> Outcome:
+    def use_case(uow: UnitOfWork) -> None:
+        _environments(uow, workspace_id, environment_id)
+        uow.decide(ENVIRONMENT, environments_stream(workspace_id), DeleteEnvironment(environment_id))
 
-    return Outcome(*aggregates.run(ctx, use_case))
+    return Outcome(*commands.run(ctx, use_case))
 
 
 class Deployment(msgspec.Struct, frozen=True):
@@ -75,14 +75,14 @@ class Deployment(msgspec.Struct, frozen=True):
 
 
 def deploy_release(
-    aggregates: Aggregates, ctx: Context, workspace_id: str, environment_id: str, app_id: str, release_id: str
+    commands: CommandRunner, ctx: Context, workspace_id: str, environment_id: str, app_id: str, release_id: str
 ) -> Outcome:
     deployment_id = new_id("dep")
 
-    def use_case(tx: Transaction) -> Deployment:
-        environment = _environments(tx, workspace_id, environment_id).get(environment_id)
-        require_item(tx, "apps", app_id, workspace_id)
-        release = require_item(tx, "releases", release_id, workspace_id)
+    def use_case(uow: UnitOfWork) -> Deployment:
+        environment = _environments(uow, workspace_id, environment_id).get(environment_id)
+        require_item(uow, "apps", app_id, workspace_id)
+        release = require_item(uow, "releases", release_id, workspace_id)
         if release.fields["app_id"] != app_id:
             raise ValidationFailed(
                 [
@@ -95,10 +95,10 @@ def deploy_release(
                 ]
             )
         active_id = environment.active_deployments.get(app_id)
-        active = tx.load(CATALOG, active_id) if active_id else None
+        active = uow.load(CATALOG, active_id) if active_id else None
         older = active is not None and (release.created_at, release.item_id) < (active.created_at, active.item_id)
-        tx.decide(
-            ENVIRONMENTS,
+        uow.decide(
+            ENVIRONMENT,
             environments_stream(workspace_id),
             DeployRelease(
                 environment_id=environment_id,
@@ -110,19 +110,19 @@ def deploy_release(
         )
         return Deployment(deployment_id, environment_id, app_id, release_id)
 
-    return Outcome(*aggregates.run(ctx, use_case))
+    return Outcome(*commands.run(ctx, use_case))
 
 
-def undeploy_app(aggregates: Aggregates, ctx: Context, workspace_id: str, environment_id: str, app_id: str) -> Outcome:
+def undeploy_app(commands: CommandRunner, ctx: Context, workspace_id: str, environment_id: str, app_id: str) -> Outcome:
     deployment_id = new_id("dep")
 
-    def use_case(tx: Transaction) -> Deployment:
-        _environments(tx, workspace_id, environment_id)
-        tx.decide(
-            ENVIRONMENTS,
+    def use_case(uow: UnitOfWork) -> Deployment:
+        _environments(uow, workspace_id, environment_id)
+        uow.decide(
+            ENVIRONMENT,
             environments_stream(workspace_id),
             UndeployApp(environment_id=environment_id, deployment_id=deployment_id, app_id=app_id),
         )
         return Deployment(deployment_id, environment_id, app_id, None)
 
-    return Outcome(*aggregates.run(ctx, use_case))
+    return Outcome(*commands.run(ctx, use_case))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from commands.aggregates import Aggregates, Context
+from commands.unit_of_work import CommandRunner, Context
 from domain.errors import NotFound
 from domain.events import SYSTEM_ACTOR, Recorded
 from domain.workspace import WORKSPACE, RecordBucketFailed, RecordBucketProvisioned, WorkspaceCreated
@@ -42,8 +42,8 @@ class BucketProvisioner:
     # instead of waiting for one commit each.
     CONCURRENCY = 32
 
-    def __init__(self, aggregates: Aggregates, buckets: DirectoryBuckets) -> None:
-        self.aggregates = aggregates
+    def __init__(self, commands: CommandRunner, buckets: DirectoryBuckets) -> None:
+        self.commands = commands
         self.buckets = buckets
         self._threads = ThreadPoolExecutor(self.CONCURRENCY, thread_name_prefix="provisioner")
 
@@ -62,6 +62,6 @@ class BucketProvisioner:
             command = RecordBucketFailed(reason=str(error))
         ctx = Context(org_id=record.meta.org_id, actor=SYSTEM_ACTOR, trace_id=record.meta.trace_id)
         try:
-            self.aggregates.execute(WORKSPACE, record.stream_id, command, ctx)
+            self.commands.execute(WORKSPACE, record.stream_id, command, ctx)
         except NotFound:
             pass  # deleted before its bucket was ready: nothing left to record

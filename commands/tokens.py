@@ -19,7 +19,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from commands.aggregates import Aggregates, Context, Outcome, Transaction, new_id
+from commands.unit_of_work import CommandRunner, Context, Outcome, UnitOfWork, new_id
 from domain.access import may_issue
 from domain.errors import Forbidden
 from domain.token import TOKEN, IssueToken, RevokeToken, TokenState
@@ -33,7 +33,7 @@ def hash_secret(secret: str) -> str:
 
 
 def issue_token(
-    aggregates: Aggregates,
+    commands: CommandRunner,
     ctx: Context,
     *,
     name: str,
@@ -51,20 +51,20 @@ def issue_token(
         user_id=user_id,
         principal_type=principal_type,
     )
-    outcome = aggregates.create(TOKEN, token_id, command, ctx)
+    outcome = commands.create(TOKEN, token_id, command, ctx)
     return outcome, f"{token_id}.{secret}"
 
 
-def revoke_token(aggregates: Aggregates, ctx: Context, token_id: str, revoker_role: str | None) -> Outcome:
+def revoke_token(commands: CommandRunner, ctx: Context, token_id: str, revoker_role: str | None) -> Outcome:
     """`revoker_role` None is the root token; otherwise only a role that may issue a token may revoke it."""
 
-    def use_case(tx: Transaction) -> TokenState:
-        token = tx.load(TOKEN, token_id)
+    def use_case(uow: UnitOfWork) -> TokenState:
+        token = uow.load(TOKEN, token_id)
         if token is not None and revoker_role is not None and not may_issue(revoker_role, token.role):
             raise Forbidden(f"token:delete:{token.role}")
-        return tx.decide(TOKEN, token_id, RevokeToken())
+        return uow.decide(TOKEN, token_id, RevokeToken())
 
-    return Outcome(*aggregates.run(ctx, use_case))
+    return Outcome(*commands.run(ctx, use_case))
 
 
 def _token_id_of(presented: str) -> str | None:
@@ -82,8 +82,8 @@ class TokenVerifier:
     within `ttl` (at the next refresh that sees it, or when the entry runs out unconfirmed).
     """
 
-    def __init__(self, aggregates: Aggregates, ttl: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self._aggregates = aggregates
+    def __init__(self, commands: CommandRunner, ttl: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._commands = commands
         self.ttl = ttl
         self._clock = clock  # monotonic seconds; a test passes one it moves itself
         self._cache: dict[str, tuple[float, TokenState, int]] = {}  # token id -> (fresh until, state, version)
@@ -162,7 +162,7 @@ class TokenVerifier:
 
     def _load(self, token_id: str) -> TokenState | None:
         loaded_at = self._clock()
-        state, version = self._aggregates.load(TOKEN, token_id, org_id=None)
+        state, version = self._commands.load(TOKEN, token_id, org_id=None)
         if state is None:
             return None
         with self._lock:

@@ -2,9 +2,9 @@
 
 from domain.action import ACTION
 from domain.catalog import CATALOG
-from domain.environments import ENVIRONMENTS
+from domain.environment import ENVIRONMENT
 from domain.run import RUN
 from domain.token import TOKEN
 from domain.workspace import WORKSPACE
 
-AGGREGATES = (WORKSPACE, ENVIRONMENTS, CATALOG, ACTION, RUN, TOKEN)
+AGGREGATES = (WORKSPACE, ENVIRONMENT, CATALOG, ACTION, RUN, TOKEN)

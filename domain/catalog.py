@@ -210,7 +210,7 @@ def check_fields(kind: Kind, values: dict[str, Any], *, partial: bool) -> dict[s
             if spec.type == "url" and value and _NOT_IN_URL.search(value):
                 rules.fail(
                     name,
-                    "Input should be a URL without spaces, control characters or any of \" < > \\ ^ ` { | } "
+                    'Input should be a URL without spaces, control characters or any of " < > \\ ^ ` { | } '
                     "(percent-encode them)",
                     "url_parsing",
                     value,

@@ -7,11 +7,15 @@ from that list when a process starts. Nothing is registered by importing a modul
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import msgspec
+
+# What an org id may be: it is also one token of the event subjects, so it has no dots.
+ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 class Actor(msgspec.Struct, frozen=True, gc=False):

@@ -59,6 +59,11 @@ EVENTS = (TokenIssued, TokenRevoked)
 TokenCommand = IssueToken | RevokeToken
 
 
+# Ids the system itself acts as (the root token's user and principal, the executor, the system actor of scheduled
+# fires and provisioning): a token named so would read as them in `created_by` and every record.
+RESERVED_USER_IDS = frozenset({"root", "executor", "system", "mechamental"})
+
+
 def check_issue(name: str, role: str, principal_type: str, user_id: str | None) -> None:
     rules = Rules()
     rules.text("name", name, min_length=1, max_length=100)
@@ -73,6 +78,14 @@ def check_issue(name: str, role: str, principal_type: str, user_id: str | None) 
             expected=list(PRINCIPAL_TYPES),
         )
     rules.text("user_id", user_id, min_length=1, max_length=200)
+    if user_id is not None and user_id.strip().casefold() in RESERVED_USER_IDS:
+        rules.fail(
+            "user_id",
+            f"{user_id!r} is reserved for the system's own principals: {', '.join(sorted(RESERVED_USER_IDS))}",
+            "value_error",
+            user_id,
+            reserved=sorted(RESERVED_USER_IDS),
+        )
     rules.check()
 
 

@@ -56,7 +56,7 @@ class Codec:
                 self._types[topic] = event_type
             for upcaster in kind.upcasters:
                 self._upcasters[(upcaster.topic, upcaster.from_version)] = upcaster.step
-        # Built on first use: a codec made for one aggregate's read (see `commands.aggregates.load_stored`)
+        # Built on first use: a codec made for one aggregate's read (see `commands.unit_of_work.load_stored`)
         # builds only the decoders of the topics its stream holds.
         self._decoders: dict[str, msgspec.json.Decoder[Any]] = {}
 

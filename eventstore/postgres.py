@@ -1,10 +1,11 @@
 """The PostgreSQL event store: the `eventsourcing` library's table and reads, our append, group commit.
 
-The `eventsourcing` library's `PostgresApplicationRecorder` creates the table (`stored_events`: the
-primary key on (stream, version) is the optimistic concurrency, the notification id is the position)
-and serves the thread-side reads (a stream, the notification log, its head), through the library's
-connection pool. Appends do not go through it: they need more than its insert (below), and group
-commit needs them on one connection of their own (`bench/recorder.py` measures the two inserts).
+The table is the `eventsourcing` library's `PostgresApplicationRecorder`'s (`stored_events`: the primary
+key on (stream, version) is the optimistic concurrency, the notification id is the position), made by the
+migration step that holds the library's DDL (migrations/0001); the recorder serves the thread-side reads
+(a stream, the notification log, its head), through the library's connection pool. Appends do not go
+through it: they need more than its insert (below), and group commit needs them on one connection of their
+own (`bench/recorder.py` measures the two inserts).
 
 Writers are serialised by a table lock so that positions (notification ids) commit in order. One
 transaction per command would make that lock the bottleneck, so commands hand their appends to a
@@ -37,7 +38,6 @@ from psycopg.rows import tuple_row
 
 from domain.events import Recorded
 from eventstore.batching import can_share
-from eventstore.chain import INDEX_DDL
 from eventstore.codec import Codec
 from eventstore.protocol import Append, ClaimTaken, CommitterStopped, ConcurrencyConflict
 
@@ -45,68 +45,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EVENTS_TABLE = "stored_events"
-CLAIMS_DDL = """
-CREATE TABLE IF NOT EXISTS mm_claims (
-    scope text NOT NULL,
-    key text NOT NULL,
-    owner text NOT NULL,
-    PRIMARY KEY (scope, key)
-)
-"""
-# A decision read streams it did not write; they must not have moved by the time it commits. Raised
-# inside PostgreSQL so the transaction itself fails: a Python exception at that point would not stop
-# the library from committing.
-CHECK_VERSIONS_DDL = f"""
-CREATE OR REPLACE FUNCTION mm_check_versions(ids text[], versions bigint[]) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF EXISTS (
-        SELECT 1 FROM unnest(ids, versions) AS expected(id, version)
-        WHERE coalesce((SELECT max(originator_version) FROM {EVENTS_TABLE} s
-                        WHERE s.originator_id = expected.id), 0) <> expected.version
-    ) THEN
-        RAISE EXCEPTION 'mm_stale_read: a stream read by this command has changed'
-            USING ERRCODE = 'integrity_constraint_violation';
-    END IF;
-END
-$$
-"""
-# Everything an append does, under the lock the library's recorder takes (readers of the notification
-# log rely on it: positions become visible in order). The events' positions come back in input order.
-APPEND_DDL = f"""
-CREATE OR REPLACE FUNCTION mm_append(
-    ids text[], versions bigint[], topics text[], states bytea[], read_ids text[], read_versions bigint[],
-    claim_scopes text[], claim_keys text[], claim_owners text[],
-    release_scopes text[], release_keys text[], release_owners text[]
-) RETURNS bigint[] LANGUAGE plpgsql AS $$
-DECLARE
-    positions bigint[];
-BEGIN
-    LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE;
-    IF cardinality(read_ids) > 0 THEN
-        PERFORM mm_check_versions(read_ids, read_versions);
-    END IF;
-    -- Most appends claim and release nothing: skipping the empty statements is a fifth of an append's cost.
-    IF cardinality(release_scopes) > 0 THEN
-        DELETE FROM mm_claims c USING unnest(release_scopes, release_keys, release_owners) AS r(scope, key, owner)
-            WHERE c.scope = r.scope AND c.key = r.key AND c.owner = r.owner;
-    END IF;
-    IF cardinality(claim_scopes) > 0 THEN
-        INSERT INTO mm_claims (scope, key, owner) SELECT * FROM unnest(claim_scopes, claim_keys, claim_owners);
-    END IF;
-    WITH inserted AS (
-        INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state)
-        SELECT e.id, e.version, e.topic, e.state
-        FROM unnest(ids, versions, topics, states) WITH ORDINALITY AS e(id, version, topic, state, n)
-        ORDER BY e.n  -- positions are drawn in this order
-        RETURNING notification_id
-    )
-    SELECT array_agg(notification_id ORDER BY notification_id) INTO positions FROM inserted;
-    PERFORM pg_notify('{EVENTS_TABLE}', '');
-    RETURN positions;
-END
-$$
-"""
+# `mm_append` (migrations/0001_event_store.sql): everything an append does, in one round trip.
 APPEND_SQL = (
     "SELECT mm_append(%s::text[], %s::bigint[], %s::text[], %s::bytea[], %s::text[], %s::bigint[], "
     "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
@@ -216,7 +155,7 @@ class Recorder(PostgresApplicationRecorder):
 
 
 class PostgresEventStore:
-    """The `eventstore.EventStore` protocol on PostgreSQL, plus the tables it needs (`create_tables`)."""
+    """The `eventstore.EventStore` protocol on PostgreSQL (its tables: migrations/0001 and 0002)."""
 
     def __init__(self, datastore: PostgresDatastore, codec: Codec) -> None:
         self.datastore = datastore
@@ -224,14 +163,6 @@ class PostgresEventStore:
         self.recorder = Recorder(datastore, events_table_name=EVENTS_TABLE)
         params = {k: v for k, v in datastore.pool.kwargs.items() if k in ("dbname", "host", "port", "user", "password")}
         self._committer = GroupCommit(make_conninfo(datastore.pool.conninfo, **params))
-
-    def create_tables(self) -> None:
-        self.recorder.create_table()
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(CLAIMS_DDL)
-            curs.execute(CHECK_VERSIONS_DDL)
-            curs.execute(APPEND_DDL)
-            curs.execute(INDEX_DDL)
 
     def load(self, stream_id: str) -> list[StoredEvent]:
         return list(self.recorder.select_events(stream_id))

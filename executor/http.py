@@ -52,7 +52,7 @@ class EndpointClient:
     async def open(self) -> AsyncIterator[EndpointClient]:
         """The client with its HTTP sessions open, for as long as the block runs."""
         # aiohttp, not httpx: httpx's pool checks every idle connection with system calls on every request, which
-        # at 64 calls in flight cost 1.6 ms of CPU a call against aiohttp's 0.1 (python -m bench.clients).
+        # with many calls in flight costs many times aiohttp's CPU per call (python -m bench.clients; BENCHMARKS.md).
         resolver = CheckingResolver(self.policy)
         connector = aiohttp.TCPConnector(limit=self.concurrency, resolver=resolver)
         timeout = aiohttp.ClientTimeout(total=self.timeout)

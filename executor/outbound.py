@@ -129,4 +129,3 @@ class CheckingResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._resolver.close()
-

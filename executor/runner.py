@@ -14,21 +14,20 @@ import secrets
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from functools import partial
 
 from psycopg_pool import AsyncConnectionPool
 
+from activity.publisher import ActivityPublisher
+from activity.recording import execution_record
 from commands.actions import finish_attempt, start_attempt
-from commands.aggregates import Aggregates
+from commands.unit_of_work import CommandRunner
 from domain.catalog import CATALOG
 from domain.run import AttemptOutcome, RunState
 from executor.http import EndpointClient
 from executor.outbound import OutboundPolicy
-from pipeline.activity import ActivityPublisher
 from pipeline.roles import sleep_unless
 from projections.actions import runnable_runs
-from projections.activity import ActivityRecord, new_id
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ log = logging.getLogger(__name__)
 class Executor:
     def __init__(
         self,
-        aggregates: Aggregates,
+        aggregates: CommandRunner,
         pool: AsyncConnectionPool,
         *,
         policy: OutboundPolicy | None = None,
@@ -102,7 +101,7 @@ class Executor:
                 elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
                 await self._blocking(finish_attempt, self.aggregates, org_id, run_id, trace_id, run.attempt, outcome)
                 if self.activity is not None:
-                    self.activity.record(_execution_record(run, outcome, trace_id, elapsed_ms))
+                    self.activity.record(execution_record(run, outcome, trace_id, elapsed_ms))
         except Exception:  # noqa: BLE001 - the lease expires and the run is retried
             log.exception("executor: run %s", run_id)
         finally:
@@ -123,29 +122,3 @@ class Executor:
         if not url:  # the built-in echo executor
             return AttemptOutcome(stages_completed=total, total_stages=total)
         return await self.http.call(run, url, total)
-
-
-def _execution_record(run: RunState, outcome: AttemptOutcome, trace_id: str, duration_ms: float) -> ActivityRecord:
-    """Each attempt is activity too, so endpoint feeds and token totals are real."""
-    return ActivityRecord(
-        id=new_id(),
-        org_id=run.org_id,
-        timestamp=datetime.now(UTC),
-        trace_id=trace_id,
-        action="execute",
-        status_code=200 if outcome.succeeded else 500,
-        success=outcome.succeeded,
-        duration_ms=duration_ms,
-        workspace_id=run.workspace_id,
-        app_id=run.app_id,
-        principal_type="system",
-        principal_id="executor",
-        resource_type="endpoint",
-        resource_id=run.endpoint_id,
-        error_code=outcome.error_code,
-        execution_id=run.execution_id,
-        stages_completed=outcome.stages_completed,
-        total_stages=outcome.total_stages,
-        token_usage=outcome.token_usage,
-        metadata={"run_id": run.run_id, "action_id": run.action_id, "attempt": run.attempt},
-    )

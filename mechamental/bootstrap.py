@@ -13,28 +13,28 @@ import logging
 from dataclasses import dataclass
 
 import uvicorn
-from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
-from api.cache import ChangeListener, ViewCache
+import migrations
+from activity.consumer import ActivityConsumer
+from activity.publisher import ActivityPublisher
+from api.cache import CacheNoticeListener, ViewCache
 from api.limits import RateLimiter
 from api.metrics import Metrics
-from commands.aggregates import Aggregates, Clock, utc_now
+from commands.actions import fire_schedule_on
 from commands.provisioning import BucketProvisioner, DirectoryBuckets
 from commands.tokens import TokenVerifier
+from commands.unit_of_work import Clock, CommandRunner, utc_now
 from domain.aggregates import AGGREGATES
-from domain.secrets import masked_url
 from eventstore import Codec, EventStore
 from eventstore.postgres import PostgresEventStore, datastore_from_url
 from executor.outbound import OutboundPolicy
 from executor.runner import Executor
 from mechamental.settings import Settings
 from pipeline import positions
-from pipeline.activity import ActivityConsumer, ActivityPublisher
-from pipeline.broker import ensure_stream
+from pipeline.broker import NatsConnection, connect_nats, ensure_stream
 from pipeline.relay import Relay
 from pipeline.subscription import Subscription
-from projections import activity
 from projections.actions import ActionListing
 from projections.analytics import Analytics
 from projections.catalog import CatalogListing
@@ -62,46 +62,16 @@ def activity_stream(settings: Settings) -> str:
     return f"{settings.stream}_ACTIVITY"
 
 
-class NatsConnection:
-    """This process's NATS client once it has one: connected at `open`, else retried every second in the
-    background (the event store feeds the views meanwhile)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.client: NATS | None = None
-        self._retry: asyncio.Task | None = None
-
-    def current(self) -> NATS | None:
-        return self.client
-
-    async def open(self) -> None:
-        self.client = await connect_nats(self.url)
-        if self.client is None:
-            self._retry = asyncio.create_task(self._connect_later())
-
-    async def _connect_later(self) -> None:
-        while self.client is None:
-            await asyncio.sleep(1.0)
-            self.client = await connect_nats(self.url)
-
-    async def close(self) -> None:
-        if self._retry is not None:
-            self._retry.cancel()
-        if self.client is not None and not self.client.is_closed:
-            with contextlib.suppress(Exception):
-                await self.client.close()
-
-
 @dataclass(frozen=True)
 class Services:
     """What the roles and the API of one process use, made once by `build`; `open` connects, `close` lets go."""
 
     settings: Settings
     store: EventStore
-    aggregates: Aggregates  # runs commands against the store
+    commands: CommandRunner  # runs commands against the store
     pool: AsyncConnectionPool  # async connections to the read models (and the store's reads)
     nats: NatsConnection
-    tokens: TokenVerifier
+    token_verifier: TokenVerifier
     limiter: RateLimiter
     workspace_cache: ViewCache  # workspaces by id: GET workspace, and the check behind every read under one
     read_your_writes: ReadYourWrites
@@ -123,7 +93,7 @@ def build(settings: Settings, clock: Clock = utc_now) -> Services:
     store = PostgresEventStore(datastore_from_url(settings.database_url), Codec(AGGREGATES))
     workspace_cache: ViewCache = ViewCache(WorkspaceListing.name, settings.read_cache_entries)
     metrics = Metrics([workspace_cache])
-    aggregates = Aggregates(store, clock, on_command=metrics.command)
+    commands = CommandRunner(store, clock, on_command=metrics.command)
     pool = AsyncConnectionPool(
         settings.database_url,
         min_size=1,
@@ -141,10 +111,10 @@ def build(settings: Settings, clock: Clock = utc_now) -> Services:
     return Services(
         settings=settings,
         store=store,
-        aggregates=aggregates,
+        commands=commands,
         pool=pool,
         nats=nats,
-        tokens=TokenVerifier(aggregates),
+        token_verifier=TokenVerifier(commands),
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         workspace_cache=workspace_cache,
         read_your_writes=ReadYourWrites(pool, settings.min_position_timeout),
@@ -158,7 +128,7 @@ def subscriptions(services: Services) -> list[Subscription]:
     # The views share one consumer and one transaction per batch; the provisioner, which calls out and
     # issues commands, has its own, so it never holds the views back.
     settings = services.settings
-    handlers = [read_models(), BucketProvisioner(services.aggregates, DirectoryBuckets(settings.buckets_dir))]
+    handlers = [read_models(), BucketProvisioner(services.commands, DirectoryBuckets(settings.buckets_dir))]
     return [
         Subscription(
             handler,
@@ -183,45 +153,13 @@ def relay(services: Services) -> Relay:
     )
 
 
-async def connect_nats(url: str, timeout: float = 5.0) -> NATS | None:
-    """Connects within `timeout`, then reconnects forever after any loss; None when NATS is down now
-    (the store then feeds the views, and the caller may try again later)."""
-    client = NATS()
-    try:
-        # Reconnecting forever also makes the *first* connect wait forever: bound it ourselves.
-        await asyncio.wait_for(
-            client.connect(
-                url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2, name="mechamental"
-            ),
-            timeout,
-        )
-        return client
-    except Exception as error:  # noqa: BLE001
-        log.warning("NATS at %s unavailable (%s); continuing without it", masked_url(url), type(error).__name__)
-        with contextlib.suppress(Exception):
-            await client.close()
-        return None
-
-
 def migrate(settings: Settings) -> None:
-    """Creates every table and the JetStream stream. Idempotent."""
-    datastore = datastore_from_url(settings.database_url, pool_size=1, max_overflow=0)
-    store = PostgresEventStore(datastore, Codec(AGGREGATES))
-    try:
-        store.create_tables()
-    finally:
-        store.close()
-    asyncio.run(_migrate_async(settings))
+    """Applies the migration steps not yet applied (`migrations`) and makes the JetStream stream. Idempotent."""
+    migrations.migrate(settings.database_url)
+    asyncio.run(_ensure_stream(settings))
 
 
-async def _migrate_async(settings: Settings) -> None:
-    import psycopg
-
-    async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
-        await positions.create_tables(conn)
-        for model in read_models():
-            await conn.execute(model.ddl)
-        await conn.execute(activity.DDL)
+async def _ensure_stream(settings: Settings) -> None:
     client = await connect_nats(settings.nats_url)
     if client is not None:
         try:
@@ -243,9 +181,9 @@ async def run_roles(
 ) -> None:
     """Runs `roles` until `stop`. The API serves on `sockets` when given (a listening socket shared by
     several API processes), else it binds the configured host and port itself."""
-    from api.access import AccessLog
+    from activity.recording import ActivityMiddleware
+    from api.access_log import AccessLog
     from api.app import create_app
-    from api.recording import ActivityMiddleware
 
     services = build(settings)
     await services.open()
@@ -255,12 +193,15 @@ async def run_roles(
         if "relay" in roles:
             tasks.append(asyncio.create_task(relay(services).run(stop), name="relay"))
         if "scheduler" in roles:
-            scheduler = Scheduler(services.aggregates, services.pool, settings.database_url)
+            fire_on = fire_schedule_on(services.commands.on_command)
+            scheduler = Scheduler(
+                services.store, fire_on, services.pool, settings.database_url, clock=services.commands.clock
+            )
             tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
         if "executor" in roles:
             policy = OutboundPolicy(allow=settings.outbound_allow, deny=settings.outbound_deny)
             executor = Executor(
-                services.aggregates,
+                services.commands,
                 services.pool,
                 policy=policy,
                 timeout=settings.executor_timeout,
@@ -282,10 +223,10 @@ async def run_roles(
             )
             tasks.append(asyncio.create_task(consumer.run(stop), name="activity"))
         if "api" in roles:
-            refresh = services.tokens.keep_confirmed(services.pool, stop)
+            refresh = services.token_verifier.keep_confirmed(services.pool, stop)
             tasks.append(asyncio.create_task(refresh, name="token-refresh"))
             if settings.read_cache_entries > 0:
-                listener = ChangeListener(settings.database_url, [services.workspace_cache])
+                listener = CacheNoticeListener(settings.database_url, [services.workspace_cache])
                 tasks.append(asyncio.create_task(listener.run(stop), name="view-cache"))
             app = ActivityMiddleware(create_app(services), services.activity, services.metrics)
             config = uvicorn.Config(

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--host", default=None)
             sub.add_argument("--port", type=int, default=None)
     commands.add_parser(
-        "migrate", parents=[operator], help="create the event store, read model tables and the JetStream stream"
+        "migrate", parents=[operator], help="apply the migration steps not yet applied and create the JetStream stream"
     )
 
     projections = commands.add_parser("projections", help="the views: how far behind, and rebuilding them")
@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 def collect_garbage_less_often() -> None:
     """Every role makes and drops containers by the million: events decoded from the log, rows, requests.
     CPython's default collects the young generation every 700 of them and escalates to passes over the whole
-    heap; measured on the log's decoding, that was three quarters of its time (20 us an event, 3.6 with
-    this). Cycles are still collected, every 50,000 allocations; memory stays bounded."""
+    heap, which on the log's decoding take most of its time (BENCHMARKS.md, "Why the code is the way it is").
+    Cycles are still collected, every 50,000 allocations; memory stays bounded."""
     gc.set_threshold(50_000, 20, 100)
 
 
@@ -240,9 +240,9 @@ def _api_worker(settings: Settings, listener: socket.socket | None) -> None:
 
 
 # On Linux each worker listens on a socket of its own (SO_REUSEPORT) and the kernel hashes new connections
-# over them. On one shared socket, a worker woken for a burst of connections accepts all that are waiting:
-# 32 clients connecting at once landed 32/0, 26/6 or 15/17 on two workers, and a run at 32/0 made 1,235
-# creates a second against 1,930 at 15/17.
+# over them. On one shared socket, a worker woken for a burst of connections accepts all that are waiting, so
+# a burst's clients can all land on one worker while the other idles (BENCHMARKS.md, "Why the code is the way
+# it is").
 BALANCED_BY_KERNEL = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
@@ -432,14 +432,13 @@ def dev(settings: Settings) -> int:
 
 
 def create_token(settings: Settings, args: argparse.Namespace) -> int:
-    from api.auth import ORG_ID
-    from commands.aggregates import Aggregates, Context
+    from commands.tokens import issue_token
+    from commands.unit_of_work import CommandRunner, Context
     from domain.aggregates import AGGREGATES
+    from domain.errors import ValidationFailed
+    from domain.events import ORG_ID, Actor
     from eventstore import Codec
     from eventstore.postgres import PostgresEventStore, datastore_from_url
-    from commands.tokens import issue_token
-    from domain.errors import ValidationFailed
-    from domain.events import Actor
 
     if not ORG_ID.fullmatch(args.org):
         print(f"invalid org id {args.org!r}", file=sys.stderr)
@@ -450,7 +449,7 @@ def create_token(settings: Settings, args: argparse.Namespace) -> int:
         ctx = Context(
             org_id=args.org, actor=Actor("operator", os.environ.get("USER", "operator")), trace_id=secrets.token_hex(16)
         )
-        _, token = issue_token(Aggregates(store), ctx, name=args.name, role=args.role, user_id=args.user_id)
+        _, token = issue_token(CommandRunner(store), ctx, name=args.name, role=args.role, user_id=args.user_id)
     except ValidationFailed as error:
         print(f"invalid token: {error}", file=sys.stderr)
         return 2

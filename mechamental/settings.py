@@ -29,7 +29,7 @@ class Settings(msgspec.Struct, frozen=True):
     min_position_timeout: float = 5.0
     max_body_bytes: int = 1_048_576
     log_level: str = "INFO"
-    access_log: bool = False  # one line per HTTP request (api.access), without headers or query
+    access_log: bool = False  # one line per HTTP request (api.access_log), without headers or query
     executor_timeout: float = 30.0
     executor_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 64  # attempts in flight per executor process
     executor_org_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 8  # of those, attempts of any one org

@@ -1,14 +1,21 @@
-"""How events travel through JetStream: the stream, subjects, and message headers."""
+"""How events travel through JetStream: the connection, the stream, subjects, and message headers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import Any
 
 import nats.js.api as js_api
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from domain.events import Recorded
+from domain.secrets import masked_url
 from eventstore import Codec
+
+log = logging.getLogger(__name__)
 
 HEADER_POSITION = "Mm-Position"
 HEADER_PREVIOUS = "Mm-Previous"
@@ -96,3 +103,54 @@ def from_message(codec: Codec, headers: dict[str, str], data: bytes) -> tuple[Re
         position, headers[HEADER_STREAM_ID], int(headers[HEADER_VERSION]), headers[HEADER_TYPE], data
     )
     return recorded, position, previous
+
+
+async def connect_nats(url: str, timeout: float = 5.0) -> NATS | None:
+    """Connects within `timeout`, then reconnects forever after any loss; None when NATS is down now
+    (the store then feeds the views, and the caller may try again later)."""
+    client = NATS()
+    try:
+        # Reconnecting forever also makes the *first* connect wait forever: bound it ourselves.
+        await asyncio.wait_for(
+            client.connect(
+                url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2, name="mechamental"
+            ),
+            timeout,
+        )
+        return client
+    except Exception as error:  # noqa: BLE001
+        log.warning("NATS at %s unavailable (%s); continuing without it", masked_url(url), type(error).__name__)
+        with contextlib.suppress(Exception):
+            await client.close()
+        return None
+
+
+
+class NatsConnection:
+    """This process's NATS client once it has one: connected at `open`, else retried every second in the
+    background (the event store feeds the views meanwhile)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client: NATS | None = None
+        self._retry: asyncio.Task | None = None
+
+    def current(self) -> NATS | None:
+        return self.client
+
+    async def open(self) -> None:
+        self.client = await connect_nats(self.url)
+        if self.client is None:
+            self._retry = asyncio.create_task(self._connect_later())
+
+    async def _connect_later(self) -> None:
+        while self.client is None:
+            await asyncio.sleep(1.0)
+            self.client = await connect_nats(self.url)
+
+    async def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        if self.client is not None and not self.client.is_closed:
+            with contextlib.suppress(Exception):
+                await self.client.close()

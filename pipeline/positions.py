@@ -1,33 +1,10 @@
-"""Where each consumer of the log stands, kept in PostgreSQL next to the read models."""
+"""Where each consumer of the log stands, kept in PostgreSQL next to the read models (their tables: migrations/0003)."""
 
 from __future__ import annotations
 
-import secrets
-
 from psycopg import AsyncConnection
 
-DDL = """
-CREATE TABLE IF NOT EXISTS mm_settings (
-    key text PRIMARY KEY,
-    value text NOT NULL
-);
-CREATE TABLE IF NOT EXISTS mm_positions (
-    name text PRIMARY KEY,
-    position bigint NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-"""
-
 RELAY = "relay"
-
-
-async def create_tables(conn: AsyncConnection) -> None:
-    await conn.execute(DDL)
-    # Message ids are `<store id>:<position>`, so JetStream's de-duplication never confuses two stores.
-    await conn.execute(
-        "INSERT INTO mm_settings (key, value) VALUES ('store_id', %s) ON CONFLICT (key) DO NOTHING",
-        (secrets.token_hex(6),),
-    )
 
 
 async def store_id(conn: AsyncConnection) -> str:

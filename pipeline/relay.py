@@ -9,9 +9,9 @@ cannot record anything); the others wait and take over when it dies.
 The position is recorded at most every `save_every` seconds (and once the relay is idle), and it commits
 asynchronously (without waiting for the disk): a crash may forget the last few rounds, and what they
 covered is published again, which the consumers' positions (and JetStream's de-duplication, within its
-window) make harmless. Recording every round was a third of the relay's round trips to PostgreSQL under
-steady load, where rounds are small; waiting for the disk made every round, and so every event on its way
-to the views, a disk flush slower.
+window) make harmless. Under steady load rounds are small, so recording every round would add a round trip
+to PostgreSQL to nearly every round, and waiting for the disk would make every round, and so every event on
+its way to the views, a disk flush slower (BENCHMARKS.md, "Why the code is the way it is").
 
 After a round shorter than `batch_size` the relay waits for the store's NOTIFY rather than reading again:
 a commit its read did not see notifies after that read began, so the wait ends at once for it.

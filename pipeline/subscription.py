@@ -28,7 +28,7 @@ from eventstore import EventStore
 from pipeline import positions
 from pipeline.broker import all_events, from_message, pull_subscribe
 from pipeline.roles import lead, sleep_unless
-from projections import changes
+from projections import cache_notices
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Subscription:
         self.handlers = sorted(handler if isinstance(handler, list) else [handler], key=lambda h: h.name)
         self.name = self.handlers[0].name if len(self.handlers) == 1 else "views"
         # Found once: a check against a runtime Protocol inspects the object's attributes, at every call.
-        self.cached = {handler.name for handler in self.handlers if isinstance(handler, changes.CachedView)}
+        self.cached = {handler.name for handler in self.handlers if isinstance(handler, cache_notices.CachedView)}
         self.store = store
         self.pool = pool
         self.database_url = database_url
@@ -173,7 +173,7 @@ class Subscription:
             if fresh:
                 await handler.handle(conn, fresh)
                 if handler.name in self.cached:
-                    await changes.announce(conn, handler.name, handler.cached_keys(fresh))
+                    await cache_notices.announce(conn, handler.name, handler.cached_keys(fresh))
         end = batch[-1].position
         await positions.save_positions(conn, {name: end for name, at in reached.items() if end > at})
 

@@ -19,7 +19,7 @@ from domain.secrets import may_need_redaction, redacted
 from eventstore.chain import GENESIS, event_hash
 from eventstore.codec import Envelope
 from eventstore.postgres import EVENTS_TABLE
-from projections.pages import counted_page
+from projections.pagination import counted_page
 
 
 class AuditEvent(msgspec.Struct):

@@ -5,25 +5,15 @@ from __future__ import annotations
 import msgspec
 import psycopg
 
+import migrations
 from domain.catalog import CATALOG, CatalogItem
 from domain.events import Recorded
 from projections.batches import Staging, earlier_streams, rows_for
-from projections.pages import counted_page
+from projections.pagination import counted_page
 
 NAME = "catalog"
 
-DDL = """
-CREATE TABLE IF NOT EXISTS rm_catalog (
-    item_id text PRIMARY KEY,
-    org_id text NOT NULL,
-    workspace_id text NOT NULL,
-    kind text NOT NULL,
-    seq bigint NOT NULL,
-    deleted boolean NOT NULL,
-    state bytea NOT NULL              -- JSON of CatalogItem
-);
-CREATE INDEX IF NOT EXISTS rm_catalog_list ON rm_catalog (workspace_id, kind, seq) WHERE NOT deleted;
-"""
+DDL = migrations.ddl(NAME)  # its tables, as the migration steps make them
 
 _ITEMS = Staging(
     "rm_catalog",

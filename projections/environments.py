@@ -11,8 +11,9 @@ from datetime import datetime
 import msgspec
 import psycopg
 
-from domain.environments import (
-    ENVIRONMENTS,
+import migrations
+from domain.environment import (
+    ENVIRONMENT,
     AppUndeployed,
     Environment,
     EnvironmentCreated,
@@ -21,38 +22,11 @@ from domain.environments import (
 )
 from domain.events import Recorded
 from projections.batches import Staging, earlier_streams, rows_for
-from projections.pages import counted_page
+from projections.pagination import counted_page
 
 NAME = "environments"
 
-DDL = """
-CREATE TABLE IF NOT EXISTS rm_environment_sets (
-    stream_id text PRIMARY KEY,
-    state bytea NOT NULL              -- JSON of Environments
-);
-CREATE TABLE IF NOT EXISTS rm_environments (
-    environment_id text PRIMARY KEY,
-    org_id text NOT NULL,
-    workspace_id text NOT NULL,
-    seq bigint NOT NULL,
-    deleted boolean NOT NULL,
-    state bytea NOT NULL              -- JSON of Environment
-);
-CREATE INDEX IF NOT EXISTS rm_environments_list ON rm_environments (workspace_id, seq) WHERE NOT deleted;
-CREATE TABLE IF NOT EXISTS rm_deployments (
-    deployment_id text PRIMARY KEY,
-    org_id text NOT NULL,
-    environment_id text NOT NULL,
-    seq bigint NOT NULL,
-    app_id text NOT NULL,
-    release_id text,
-    previous_release_id text,
-    action text NOT NULL,
-    deployed_by text NOT NULL,
-    deployed_at timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS rm_deployments_history ON rm_deployments (environment_id, seq DESC);
-"""
+DDL = migrations.ddl(NAME)  # its tables, as the migration steps make them
 
 _SETS = Staging("rm_environment_sets", {"stream_id": "text", "state": "bytea"})
 _ENVIRONMENTS = Staging(
@@ -112,7 +86,7 @@ class EnvironmentListing:
         created_at: dict[str, int] = {}  # environment id -> position of its creation (its keyset order)
         deployments = []
         for record in events:
-            sets[record.stream_id] = ENVIRONMENTS.evolve(sets.get(record.stream_id), record.event, record.meta)
+            sets[record.stream_id] = ENVIRONMENT.evolve(sets.get(record.stream_id), record.event, record.meta)
             event = record.event
             if isinstance(event, EnvironmentCreated):
                 created_at[event.environment_id] = record.position

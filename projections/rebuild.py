@@ -1,7 +1,8 @@
 """Rebuild views from the event store without downtime for their readers.
 
-Each view is replayed into fresh tables in a schema of its own (`rebuild_<name>`), recording its
-progress there, so an interrupted rebuild resumes. Views rebuilt together share one pass over the
+Each view is replayed into fresh tables in a schema of its own (`rebuild_<name>`), made by the text of
+its migration steps (its `ddl`: `migrations.ddl`), recording its progress there, so an interrupted
+rebuild resumes. Views rebuilt together share one pass over the
 log: each batch is read once (the next one is read while this one is applied) and handed to every
 view, each applying on a connection of its own at its own pace (so one view's Python runs while
 another's SQL does). The fresh tables get their secondary indexes after the replay, each built in one
@@ -27,7 +28,7 @@ from eventstore import Codec, EventStore
 from eventstore.postgres import read_notifications
 from pipeline import positions
 from pipeline.roles import LeadershipTaken, leadership
-from projections import changes
+from projections import cache_notices
 
 Progress = Callable[[int, int, float], None]  # done, total, events per second
 
@@ -247,8 +248,8 @@ async def _swap(conn, codec: Codec, handlers, reached: dict[str, int], batch_siz
                 await conn.execute(f"ALTER TABLE {schema_of(handler)}.{table} SET SCHEMA public")
             await positions.save_position(conn, handler.name, position)
             await conn.execute("DELETE FROM mm_positions WHERE name = %s", (track_of(handler),))
-            if isinstance(handler, changes.CachedView):  # API processes drop what they cached of the old tables
-                await changes.announce(conn, handler.name, [changes.EVERY_KEY])
+            if isinstance(handler, cache_notices.CachedView):  # API processes drop what they cached of the old tables
+                await cache_notices.announce(conn, handler.name, [cache_notices.EVERY_KEY])
     for handler in handlers:
         await conn.execute(f"DROP SCHEMA retired_{handler.name} CASCADE")
         await conn.execute(f"DROP SCHEMA {schema_of(handler)} CASCADE")

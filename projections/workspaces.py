@@ -5,23 +5,15 @@ from __future__ import annotations
 import msgspec
 import psycopg
 
+import migrations
 from domain.events import Recorded
 from domain.workspace import WORKSPACE, WorkspaceState
 from projections.batches import Staging, earlier_streams, rows_for
-from projections.pages import counted_page
+from projections.pagination import counted_page
 
 NAME = "workspaces"
 
-DDL = """
-CREATE TABLE IF NOT EXISTS rm_workspaces (
-    workspace_id text PRIMARY KEY,
-    org_id text NOT NULL,
-    seq bigint NOT NULL,              -- position of the creating event: the keyset order
-    deleted boolean NOT NULL,
-    state bytea NOT NULL              -- JSON of WorkspaceState
-);
-CREATE INDEX IF NOT EXISTS rm_workspaces_org_seq ON rm_workspaces (org_id, seq) WHERE NOT deleted;
-"""
+DDL = migrations.ddl(NAME)  # its tables, as the migration steps make them
 
 _WORKSPACES = Staging(
     "rm_workspaces", {"workspace_id": "text", "org_id": "text", "seq": "int8", "deleted": "bool", "state": "bytea"}

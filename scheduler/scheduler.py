@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -39,8 +39,6 @@ from typing import NamedTuple
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from commands.actions import fire_schedule
-from commands.aggregates import Aggregates
 from domain.action import ACTION, previous_run_busy, scheduled_run_id
 from domain.run import RUN
 from eventstore import Append, ConcurrencyConflict, EventStore, Overlay
@@ -48,6 +46,12 @@ from eventstore.batching import Commit, chunks, merged, written
 from pipeline.roles import lead, sleep_unless
 
 log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+# How a due action is fired: the use case (commands.actions.fire_schedule) run against a store at a clock's time,
+# handed in by the composition root. The scheduler decides when, and against which store: the live one, or an
+# overlay that rehearses a slot ahead of it.
+FireOn = Callable[[EventStore, Clock], Callable[[str, str, str], object | None]]
 
 DUE_SQL = (
     "SELECT org_id, action_id, next_run_at FROM rm_actions WHERE NOT deleted AND next_run_at <= %s ORDER BY next_run_at"
@@ -96,10 +100,12 @@ class Held(NamedTuple):
 class Scheduler:
     def __init__(
         self,
-        aggregates: Aggregates,
+        store: EventStore,
+        fire_on: FireOn,
         pool: AsyncConnectionPool,
         database_url: str,
         *,
+        clock: Clock = lambda: datetime.now(UTC),
         interval: float = 0.2,
         batch: int = 500,
         lookahead: float = 30.0,
@@ -107,7 +113,10 @@ class Scheduler:
         events_per_commit: int = 25_000,
         workers: int = 16,
     ) -> None:
-        self.aggregates = aggregates
+        self.store = store
+        self.clock = clock
+        self.fire_on = fire_on
+        self._fire = fire_on(store, clock)
         self.pool = pool
         self.database_url = database_url
         self.interval = interval
@@ -125,10 +134,6 @@ class Scheduler:
         self.busy_recheck = timedelta(seconds=3)
         self.look_ahead_every = timedelta(seconds=1)
         self._next_look_ahead = datetime.min.replace(tzinfo=UTC)
-
-    @property
-    def store(self) -> EventStore:
-        return self.aggregates.store
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -151,18 +156,18 @@ class Scheduler:
         """Until the next tick: the poll interval, or less when held fires are due sooner."""
         if not self._held:
             return self.interval
-        until = min(held.slot for held in self._held) - self.aggregates.clock()
+        until = min(held.slot for held in self._held) - self.clock()
         return max(0.0, min(self.interval, until.total_seconds()))
 
     async def tick(self) -> int:
         """Commits held fires whose slot has come, then decides every due or soon-due action; returns how many
         runs this tick started."""
-        now = self.aggregates.clock()
+        now = self.clock()
         started = await self._release_held(now)
         self._forget_settled(now)
         busy: list[Due] = []
         for page in await self._due_pages(self._horizon(now)):
-            started += await self._release_held(self.aggregates.clock())  # a slot that came while we worked
+            started += await self._release_held(self.clock())  # a slot that came while we worked
             started += await self._handle(page, busy)
         # Due actions whose previous run is still busy come last: they will only be skipped, and deciding them
         # first would make the fires of the others wait.
@@ -190,7 +195,7 @@ class Scheduler:
     async def _handle(self, page: list[Due], busy: list[Due]) -> int:
         """Decides and writes the page's due actions (adding to `busy` those whose previous run is still busy),
         and decides and holds those whose slot is still ahead."""
-        now = self.aggregates.clock()
+        now = self.clock()
         ready = [due for due in page if due.next_run_at <= now]
         started = await self._decide_now(ready, busy) if ready else 0
         for slot, coming in _by_slot(due for due in page if due.next_run_at > now):
@@ -204,7 +209,7 @@ class Scheduler:
 
     async def _decide_now(self, page: list[Due], busy: list[Due] | None = None) -> int:
         """Decides and writes due actions; with `busy`, those whose previous run is busy are put there instead."""
-        now = self.aggregates.clock()
+        now = self.clock()
         decisions = await asyncio.to_thread(self._rehearse, page, now, busy_waits=busy is not None)
         if busy is not None:
             busy += [decision.due for decision in decisions if decision.waiting]
@@ -249,14 +254,14 @@ class Scheduler:
         only say "skip" for now, and deciding is most of the cost."""
         snapshot = Snapshot(self.store, page)
         rehearsal = Overlay(self.store, snapshot.streams)
-        aggregates = Aggregates(rehearsal, lambda: as_of)
+        fire = self.fire_on(rehearsal, lambda: as_of)
         decisions = []
         for due in page:
             if busy_waits and snapshot.previous_run_busy(due.action_id):
                 decisions.append(Decision(due, None, fired=False, waiting=True))
                 continue
             try:
-                run = fire_schedule(aggregates, due.org_id, due.action_id, secrets.token_hex(16))
+                run = fire(due.org_id, due.action_id, secrets.token_hex(16))
             except Exception:  # noqa: BLE001 - one odd action must not hold up the others
                 log.exception("scheduler: deciding action %s", due.action_id)
                 continue
@@ -288,10 +293,10 @@ class Scheduler:
 
     def _append_together(self, appends: list[Append]) -> list[bool]:
         """Each append's outcome (False: refused), committed in as few transactions as `events_per_commit` allows.
-        A slot's fires committed in one transaction all land within about a second of it; in twenty, each
-        waited for the table lock behind the others while the relay, projector and executor, woken by the
-        first, took the CPU (the last landed 2-3 s after the slot, for 10,000 fires on two cores). The price:
-        other writers wait for the lock while the slot's transaction runs."""
+        A slot's fires committed in one transaction land together, close to the slot; split into many, each
+        would wait for the table lock behind the others while the relay, projector and executor, woken by the
+        first, take the CPU, and the last would land seconds late (BENCHMARKS.md, "Why the code is the way it
+        is"). The price: other writers wait for the lock while the slot's transaction runs."""
         outcomes: list[bool] = []
         for chunk in chunks(appends, self.events_per_commit):
             for future in self.store.append_together(chunk):
@@ -314,7 +319,7 @@ class Scheduler:
     def _decide_again(self, refused: list[Decision], now: datetime) -> int:
         def fire(decision: Decision) -> bool:
             due = decision.due
-            run = fire_schedule(self.aggregates, due.org_id, due.action_id, secrets.token_hex(16))
+            run = self._fire(due.org_id, due.action_id, secrets.token_hex(16))
             self._settle(due, now + self.recheck)
             return run is not None
 

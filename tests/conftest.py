@@ -72,6 +72,16 @@ def migrated_settings(database_url: str, nats_url: str, data_dir) -> Settings:
     return settings
 
 
+def open_store(database_url: str, *, max_overflow: int = 1):
+    """The PostgreSQL event store a test appends to or reads directly, beside the system under test."""
+    from domain.aggregates import AGGREGATES
+    from eventstore import Codec
+    from eventstore.postgres import PostgresEventStore, datastore_from_url
+
+    datastore = datastore_from_url(database_url, pool_size=1, max_overflow=max_overflow)
+    return PostgresEventStore(datastore, Codec(AGGREGATES))
+
+
 @contextlib.contextmanager
 def scratch_database(admin_url: str, prefix: str):
     """A new, empty database on the test server; dropped afterwards."""

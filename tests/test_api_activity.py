@@ -10,14 +10,18 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import msgspec
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from pipeline.activity import ActivityConsumer, ActivityPublisher
-from projections import activity
+from activity.consumer import ActivityConsumer, read_position
+from activity.publisher import ActivityPublisher
+from activity.queries import summary
+from activity.records import ActivityRecord, encode_batch, new_id
+from activity.store import MAX_INDEXED_LENGTH, drop_expired, store
 from tests.conftest import as_token, assert_422, assert_envelope, issue_token
 from tests.support import eventually, eventually_async
 
@@ -292,14 +296,14 @@ def test_a_request_naming_a_long_id_is_recorded_and_stops_nothing(api, system, s
             "WHERE org_id = %s AND workspace_id IS NOT NULL",
             (org,),
         ).fetchall()
-    assert lengths == [(activity.MAX_INDEXED_LENGTH, activity.MAX_INDEXED_LENGTH)] * 2
+    assert lengths == [(MAX_INDEXED_LENGTH, MAX_INDEXED_LENGTH)] * 2
 
 
 def test_without_nats_records_go_straight_to_postgres_and_are_stored_once(settings):
     org = "org-" + secrets.token_hex(5)
     now = datetime.now(UTC)
     records = [
-        activity.ActivityRecord(
+        ActivityRecord(
             id=f"actv_{i}_{org}",
             org_id=org,
             timestamp=now,
@@ -322,7 +326,7 @@ def test_without_nats_records_go_straight_to_postgres_and_are_stored_once(settin
                 publisher.record(record)
             await publisher.flush()
             async with pool.connection() as conn:
-                return await activity.summary(conn, org, "org", org, 1, datetime.now(UTC))
+                return await summary(conn, org, "org", org, 1, datetime.now(UTC))
 
     result = asyncio.run(scenario())
     assert stored(settings, org) == 3 and result.total_requests == 3
@@ -333,10 +337,10 @@ def test_expired_partitions_are_dropped(settings):
         async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
             old = datetime(2001, 1, 1, tzinfo=UTC)
             async with conn.transaction():
-                await activity.store(
+                await store(
                     conn,
                     [
-                        activity.ActivityRecord(
+                        ActivityRecord(
                             id="actv_old",
                             org_id="org-old",
                             timestamp=old,
@@ -348,16 +352,17 @@ def test_expired_partitions_are_dropped(settings):
                         )
                     ],
                 )
-            return await activity.drop_expired(conn, 90, datetime.now(UTC).date())
+            return await drop_expired(conn, 90, datetime.now(UTC).date())
 
     assert "activity_20010101" in asyncio.run(scenario())
 
 
 class FakeMessage:
-    """A JetStream message carrying a flush of activity records."""
+    """A JetStream message carrying a flush of activity records, at a stream sequence."""
 
-    def __init__(self, records: list[activity.ActivityRecord]) -> None:
-        self.data = activity.encode_batch(records)
+    def __init__(self, records: list[ActivityRecord], sequence: int = 1) -> None:
+        self.data = encode_batch(records)
+        self.metadata = SimpleNamespace(sequence=SimpleNamespace(stream=sequence))
 
 
 class FakeSubscription:
@@ -374,9 +379,9 @@ class FakeSubscription:
         return self.answers.pop(0)
 
 
-def records_of(org: str, ids: list[str], at: datetime | None = None) -> list[activity.ActivityRecord]:
+def records_of(org: str, ids: list[str], at: datetime | None = None) -> list[ActivityRecord]:
     return [
-        activity.ActivityRecord(
+        ActivityRecord(
             id=i, org_id=org, timestamp=at or datetime.now(UTC), trace_id="t", action="read", status_code=200,
             success=True, duration_ms=1.0,
         )
@@ -385,19 +390,29 @@ def records_of(org: str, ids: list[str], at: datetime | None = None) -> list[act
 
 
 def test_the_consumer_gathers_flushes_for_a_while_and_survives_empty_fetches():
-    """nats-py's fetch may answer with no message at all; the consumer then has nothing to store or ack."""
+    """nats-py's fetch may answer with no message at all; the consumer then has nothing to store."""
     consumer = ActivityConsumer(None, lambda: None, stream="s", prefix="p", linger=0.5)
     assert asyncio.run(consumer._gather(FakeSubscription([]), [])) == ([], None)
-    first, second = FakeMessage(records_of("o", ["a", "b"])), FakeMessage(records_of("o", ["c"]))
+    first, second = FakeMessage(records_of("o", ["a", "b"]), 7), FakeMessage(records_of("o", ["c"]), 8)
     records, last = asyncio.run(consumer._gather(FakeSubscription([[], [second], []]), [first]))
-    assert [r.id for r in records] == ["a", "b", "c"] and last is second  # acking it acks all before it
+    assert [r.id for r in records] == ["a", "b", "c"] and last == 8  # the position stored with them
+
+
+def test_the_consumer_takes_messages_only_in_sequence_and_reads_again_after_a_gap():
+    """A message delivered again is skipped; one past a skipped sequence ends the gathering, and the consumer
+    subscribes again from its stored position, so nothing between is passed over."""
+    consumer = ActivityConsumer(None, lambda: None, stream="s", prefix="p", linger=0.5)
+    messages = [FakeMessage(records_of("o", ["a"]), 3), FakeMessage(records_of("o", ["a"]), 3),
+                FakeMessage(records_of("o", ["b"]), 4), FakeMessage(records_of("o", ["d"]), 6)]  # fmt: skip
+    records, last = asyncio.run(consumer._gather(FakeSubscription([]), messages))
+    assert [r.id for r in records] == ["a", "b"] and last == 4 and consumer._gap
 
 
 class PacedSubscription:
     """A flush of `size` records every `every` seconds, for ever."""
 
     def __init__(self, size: int, every: float) -> None:
-        self.size, self.every, self.made = size, every, 0
+        self.size, self.every, self.made, self.sent = size, every, 0, 0
 
     async def fetch(self, batch: int, timeout: float) -> list[FakeMessage]:
         if timeout < self.every:
@@ -405,7 +420,8 @@ class PacedSubscription:
             raise TimeoutError
         await asyncio.sleep(self.every)
         self.made += self.size
-        return [FakeMessage(records_of("o", [f"r{self.made - n}" for n in range(self.size)]))]
+        self.sent += 1
+        return [FakeMessage(records_of("o", [f"r{self.made - n}" for n in range(self.size)]), self.sent)]
 
 
 @pytest.mark.parametrize(("size", "busy"), [(200, True), (5, False)])
@@ -423,20 +439,20 @@ def test_a_busy_consumer_gathers_for_longer_a_quiet_one_does_not(size, busy):
 
 
 def test_record_ids_sort_in_the_order_they_were_made():
-    ids = [activity.new_id() for _ in range(1000)]
+    ids = [new_id() for _ in range(1000)]
     times = [i[5:18] for i in ids]  # microseconds; ids of one microsecond differ in their random end
     assert sorted(times) == times and len(set(ids)) == len(ids)
     assert all(i.startswith("actv_") for i in ids)
 
 
-def consume_published(settings, org: str, batches: list[list[activity.ActivityRecord]], stored_count: int,
+def consume_published(settings, org: str, batches: list[list[ActivityRecord]], stored_count: int,
                       prepare=lambda consumer: None) -> None:  # fmt: skip
     """Publishes the batches (plain JSON, as an older API would) to a JetStream stream of their own, then runs
-    the real consumer until `stored_count` records of `org` are stored (or 10 s pass, well inside the 30 s
-    after which JetStream would redeliver), and checks that every message was acked."""
+    the real consumer until `stored_count` records of `org` are stored, and checks that its stored position is
+    the stream's last message and that it left no consumer behind."""
     import nats
 
-    from pipeline.activity import activity_subject, ensure_activity_stream
+    from activity.transport import activity_subject, ensure_activity_stream
 
     tag = secrets.token_hex(4)
     stream, prefix = f"ACTIVITY_TEST_{tag}", f"t{tag}"
@@ -447,7 +463,7 @@ def consume_published(settings, org: str, batches: list[list[activity.ActivityRe
         await ensure_activity_stream(js, stream, prefix)
         try:
             for batch in batches:
-                await js.publish(activity_subject(prefix), activity.encode_batch(batch))
+                await js.publish(activity_subject(prefix), encode_batch(batch))
             async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
                 consumer = ActivityConsumer(pool, lambda: client, stream=stream, prefix=prefix, linger=0.0)
                 prepare(consumer)
@@ -463,8 +479,10 @@ def consume_published(settings, org: str, batches: list[list[activity.ActivityRe
                 finally:
                     stop.set()
                     await task
-                info = await js.consumer_info(stream, f"{prefix}_activity")
-                assert info.num_ack_pending == 0 and info.num_pending == 0  # all acked: nothing is retried
+                async with pool.connection() as conn:
+                    position = await read_position(conn, stream)
+                assert position is not None and position[1] == (await js.stream_info(stream)).state.last_seq
+                assert await js.consumers_info(stream) == []
         finally:
             await js.delete_stream(stream)
             await client.close()
@@ -473,12 +491,12 @@ def consume_published(settings, org: str, batches: list[list[activity.ActivityRe
 
 
 def test_a_batch_that_fails_to_store_is_stored_before_anything_more_is_fetched(settings, caplog):
-    """An ack covers every message before it, so a batch given up on would never be delivered again: the
-    consumer stores the same batch again until it is in. Here, through real JetStream and PostgreSQL, the
-    first try fails for real: the consumer is told a day's partition exists when it does not."""
+    """The position stored with a batch covers every message before it, so a batch given up on would never be
+    read again: the consumer stores the same batch again until it is in. Here, through real JetStream and
+    PostgreSQL, the first try fails for real: the consumer is told a day's partition exists when it does not."""
     import logging
 
-    caplog.set_level(logging.INFO, logger="pipeline.activity")
+    caplog.set_level(logging.INFO, logger="activity")
     org = "org-" + secrets.token_hex(6)
     day = datetime(2090, 1, 1, tzinfo=UTC) + timedelta(days=secrets.randbelow(3000))
     partition = f"activity_{day:%Y%m%d}"
@@ -503,7 +521,7 @@ def test_a_record_storage_refuses_is_left_out_and_its_batch_is_stored(settings, 
     JetStream and PostgreSQL: the batch is stored one record at a time, and only that record is left out."""
     import logging
 
-    caplog.set_level(logging.INFO, logger="pipeline.activity")
+    caplog.set_level(logging.INFO, logger="activity")
     org = "org-" + secrets.token_hex(6)
     good_1, poison, good_2 = records_of(org, [f"actv_{org}_1", f"actv_{org}_poison", f"actv_{org}_2"])
     poison = msgspec.structs.replace(poison, token_usage={"input": 2**63})
@@ -522,7 +540,7 @@ def test_a_record_storage_refuses_is_left_out_and_its_batch_is_stored(settings, 
 def test_only_refusals_of_content_leave_records_out():
     """Storing one record at a time, and leaving out those refused, is only for what the records hold; an
     outage (a failover to a read-only standby, a timeout) must be retried with nothing left out."""
-    from pipeline.activity import refused_for_content
+    from activity.store import refused_for_content
 
     errors = psycopg.errors
     content = [
@@ -543,7 +561,7 @@ def test_only_refusals_of_content_leave_records_out():
 def test_batches_travel_deflated_and_an_inflating_bomb_is_refused():
     import zlib
 
-    from pipeline.activity import ENCODING, MAX_BATCH_BYTES, decoded, encoded
+    from activity.transport import ENCODING, MAX_BATCH_BYTES, decoded, encoded
 
     class Message:
         def __init__(self, data: bytes, headers: dict | None) -> None:
@@ -551,11 +569,66 @@ def test_batches_travel_deflated_and_an_inflating_bomb_is_refused():
 
     records = records_of("o", [f"actv_{i}" for i in range(200)])
     deflated = encoded(records)
-    assert len(deflated) * 5 < len(activity.encode_batch(records))
+    assert len(deflated) * 5 < len(encode_batch(records))
     assert decoded(Message(deflated, {ENCODING: "zlib"})) == records
-    assert decoded(Message(activity.encode_batch(records), None)) == records  # from an older publisher
+    assert decoded(Message(encode_batch(records), None)) == records  # from an older publisher
     bomb = zlib.compress(b"[" + b" " * MAX_BATCH_BYTES + b"]", 9)
     with pytest.raises(ValueError, match="inflates past"):
         decoded(Message(bomb, {ENCODING: "zlib"}))
     with pytest.raises(ValueError, match="truncated"):  # its end and its checksum cut off
         decoded(Message(deflated[:-4], {ENCODING: "zlib"}))
+
+
+def test_an_upgraded_consumer_reads_on_after_the_old_durables_ack_floor_and_a_new_stream_from_its_start(settings):
+    """Versions that kept their place by acks left a durable consumer: its ack floor is where the position
+    starts (and the durable goes). A stream deleted and made anew numbers from 1 again: it is read whole."""
+    import nats
+    import nats.js.api as js_api
+
+    from activity.transport import activity_subject, ensure_activity_stream
+
+    tag = secrets.token_hex(4)
+    stream, prefix, org = f"ACTIVITY_TEST_{tag}", f"t{tag}", "org-" + secrets.token_hex(6)
+    ids = [f"actv_{org}_{n}" for n in range(4)]
+
+    async def consume_until(pool, client, count: int) -> None:
+        consumer = ActivityConsumer(pool, lambda: client, stream=stream, prefix=prefix, linger=0.0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer._consume(stop))
+        try:
+            await eventually_async(lambda: stored(settings, org), until=lambda n: n >= count, interval=0.1,
+                                   what=f"{count} records stored")  # fmt: skip
+            await asyncio.sleep(0.5)  # and no more
+        finally:
+            stop.set()
+            await task
+
+    async def scenario() -> None:
+        client = await nats.connect(settings.nats_url)
+        js = client.jetstream()
+        await ensure_activity_stream(js, stream, prefix)
+        try:
+            for i in ids[:3]:
+                await js.publish(activity_subject(prefix), encode_batch(records_of(org, [i])))
+            old = await js.pull_subscribe(
+                f"{prefix}.activity.>", durable=f"{prefix}_activity", stream=stream,
+                config=js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.ALL),
+            )  # fmt: skip
+            fetched = await old.fetch(2, timeout=5)
+            await fetched[-1].ack_sync()  # the old version stored the first two
+            async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
+                await consume_until(pool, client, 1)
+                assert stored(settings, org) == 1  # the third only
+                assert [c.name for c in await js.consumers_info(stream)] == []
+                await js.delete_stream(stream)
+                await ensure_activity_stream(js, stream, prefix)
+                await js.publish(activity_subject(prefix), encode_batch(records_of(org, [ids[3]])))
+                await consume_until(pool, client, 2)
+            with psycopg.connect(settings.database_url) as conn:
+                got = {r[0] for r in conn.execute("SELECT id FROM activity WHERE org_id = %s", (org,))}
+            assert got == {ids[2], ids[3]}
+        finally:
+            await js.delete_stream(stream)
+            await client.close()
+
+    asyncio.run(scenario())

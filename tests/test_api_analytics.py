@@ -9,12 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from domain.aggregates import AGGREGATES
-from eventstore import Codec
-from eventstore.postgres import PostgresEventStore, datastore_from_url
 from projections import analytics
 from projections.analytics import Analytics
-from tests.conftest import assert_422, position_of
+from tests.conftest import assert_422, open_store, position_of
 from tests.support import eventually
 
 
@@ -22,7 +19,7 @@ def rebuild_counters(settings, workspace_id: str, batch_size: int = 1000) -> dic
     """Replays the whole log into a fresh schema with a new Analytics projection, `batch_size` events a batch;
     returns its counters."""
     schema = "rebuild_" + secrets.token_hex(4)
-    store = PostgresEventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=0), Codec(AGGREGATES))
+    store = open_store(settings.database_url, max_overflow=0)
 
     async def replay() -> dict[str, int]:
         async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:

@@ -8,7 +8,7 @@ import time
 import httpx
 import psycopg
 
-from tests.conftest import ROOT_TOKEN, as_token, assert_envelope, issue_token, position_of
+from tests.conftest import ROOT_TOKEN, as_token, assert_422, assert_envelope, issue_token, open_store, position_of
 from tests.support import ManualClock, eventually
 
 
@@ -109,22 +109,19 @@ def test_control_characters_never_reach_a_view(api, org):
 def test_cached_tokens_are_confirmed_in_one_query_and_a_revocation_elsewhere_evicts_them(settings):
     import asyncio
 
-    from commands.aggregates import Aggregates, Context
-    from domain.aggregates import AGGREGATES
-    from eventstore import Codec
-    from eventstore.postgres import PostgresEventStore, datastore_from_url
     from commands.tokens import TokenVerifier, issue_token, revoke_token
+    from commands.unit_of_work import CommandRunner, Context
     from domain.events import Actor
 
-    store = PostgresEventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1), Codec(AGGREGATES))
+    store = open_store(settings.database_url)
     try:
-        aggregates = Aggregates(store)
+        commands = CommandRunner(store)
         ctx = Context(org_id="org-refresh", actor=Actor("user", "u"), trace_id="t")
-        (_, kept), (_, revoked) = (issue_token(aggregates, ctx, name=n, role="viewer") for n in ("kept", "revoked"))
+        (_, kept), (_, revoked) = (issue_token(commands, ctx, name=n, role="viewer") for n in ("kept", "revoked"))
         clock = ManualClock()  # the cache's ttl runs on it: no waiting, and no race with a slow machine
-        verifier = TokenVerifier(aggregates, ttl=0.5, clock=clock)
+        verifier = TokenVerifier(commands, ttl=0.5, clock=clock)
         assert verifier.verify(kept) is not None and verifier.verify(revoked) is not None
-        revoke_token(aggregates, ctx, revoked.split(".")[0], None)  # as another API process would: no eviction here
+        revoke_token(commands, ctx, revoked.split(".")[0], None)  # as another API process would: no eviction here
         assert verifier.verify_cached(revoked) is not None  # still cached, within its ttl
 
         async def refresh():
@@ -218,6 +215,20 @@ def test_an_admin_cannot_issue_a_token_that_acts_as_another_user(api, system, se
     with as_token(system, issue_token(api, org, "owner", user_id="olga")) as owner:
         for_bob = owner.post(f"/v1/orgs/{org}/tokens", json={"name": "bob", "role": "admin", "user_id": "bob"})
         assert for_bob.status_code == 201 and for_bob.json()["user_id"] == "bob"
+
+
+def test_no_token_may_be_issued_for_an_id_the_system_acts_as(api, system, org):
+    # `created_by: root` (or `executor`, `system`) would read as the operator's or the system's doing.
+    with as_token(system, issue_token(api, org, "owner", user_id="olga")) as owner:
+        for caller in (api, owner):
+            for user_id in ("root", "executor", "system", "mechamental", "Root", " root"):
+                for principal_type in ("user", "service"):
+                    body = {"name": "x", "role": "member", "user_id": user_id, "principal_type": principal_type}
+                    answer = caller.post(f"/v1/orgs/{org}/tokens", json=body)
+                    assert_422(answer, ["body", "user_id"])
+                    assert answer.json()["detail"][0]["input"] == user_id
+        fine = owner.post(f"/v1/orgs/{org}/tokens", json={"name": "x", "role": "member", "user_id": "rooted"})
+        assert fine.status_code == 201
 
 
 def test_metrics_need_the_metrics_or_the_root_token(api, settings, org):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import httpx
+
 from tests.conftest import assert_422, assert_envelope, position_of
 from tests.support import eventually
 
@@ -174,6 +176,10 @@ def test_openapi_schema_and_health(api):
     ready = api.get("/readyz").json()
     assert ready["checks"] == {"postgres": "ok", "nats": "ok"}
     assert {"relay", "workspaces", "analytics"} <= set(ready["consumers"])
+    with httpx.Client(base_url=api.base_url, timeout=10) as stranger:  # the verdict, not the pipeline's state
+        anonymous = stranger.get("/readyz")
+        assert anonymous.status_code == 200 and anonymous.json()["consumers"] == {}
+        assert anonymous.json()["checks"] == {"postgres": "ok", "nats": "ok"}
     metrics = api.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text

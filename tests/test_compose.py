@@ -32,6 +32,17 @@ def test_every_role_runs_from_the_projects_image():
     assert 'ENTRYPOINT ["mechamental"]' in (ROOT / "Dockerfile").read_text()
 
 
+def test_the_image_holds_every_package_the_project_installs():
+    import tomllib
+
+    included = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    packages = [pattern.rstrip("*") for pattern in included]
+    missing = [p for p in packages if f"COPY {p} {p}" not in dockerfile]
+    assert not missing, f"the Dockerfile copies no {missing}: the image would fail to import them"
+    assert all((ROOT / p / "__init__.py").exists() for p in packages)
+
+
 def test_every_variable_is_one_the_code_reads_and_points_at_the_right_service():
     known = set(Settings.env_names().values())
     services = COMPOSE["services"]

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import psycopg
 
-from projections import activity
+from activity.records import ACTIONS, ActivityRecord, new_id
+from activity.store import DDL, storable
 from tests.conftest import assert_422, assert_envelope, position_of
 from tests.support import eventually
 
@@ -90,7 +91,7 @@ def test_deploys_are_recorded_with_the_six_verbs_and_the_filter_refuses_others(a
     assert_422(api.get(f"{base}/activity/search", params={"action": "deploy"}), ["query", "action"])
     assert_422(api.get(f"{base}/activity/search", params={"action": "undeploy"}), ["query", "action"])
     assert_422(api.get(f"{base}/activity/actions/deploy"), ["path", "action"])
-    for verb in activity.ACTIONS:
+    for verb in ACTIONS:
         assert api.get(f"{base}/activity/search", params={"action": verb}).status_code == 200
     created = api.get(f"{base}/activity/search", params={"action": "create", "resource_type": "deployment"}).json()
     assert [a["action"] for a in created["activities"]] == ["create"]
@@ -99,8 +100,8 @@ def test_deploys_are_recorded_with_the_six_verbs_and_the_filter_refuses_others(a
 def test_records_from_before_the_six_verbs_are_migrated_once(settings):
     org, now = "org-" + secrets.token_hex(6), datetime.now(UTC)
     old = [
-        activity.ActivityRecord(
-            id=activity.new_id(), org_id=org, timestamp=now, trace_id="t", action=verb,
+        ActivityRecord(
+            id=new_id(), org_id=org, timestamp=now, trace_id="t", action=verb,
             status_code=200, success=True, duration_ms=1.0, resource_type="deployment",
         )  # fmt: skip
         for verb in ("deploy", "undeploy", "create")
@@ -123,8 +124,8 @@ def test_records_from_before_the_six_verbs_are_migrated_once(settings):
                 (org, org, record.timestamp, record.action),
             )
         conn.execute("DELETE FROM activity_migrations WHERE name = 'six-verbs'")
-        conn.execute(activity.DDL)
-        conn.execute(activity.DDL)  # once: a second run changes nothing
+        conn.execute(DDL)
+        conn.execute(DDL)  # once: a second run changes nothing
         stored = conn.execute(
             "SELECT action, convert_from(record, 'UTF8')::jsonb ->> 'action' FROM activity WHERE org_id = %s "
             "ORDER BY id",
@@ -136,7 +137,7 @@ def test_records_from_before_the_six_verbs_are_migrated_once(settings):
     assert stored == [("create", "create"), ("delete", "delete"), ("create", "create")]
     assert hourly == [("create", 2), ("delete", 1)]
     # And one an older API process still publishes during an upgrade is stored with its verb of the six.
-    assert activity.storable(msgspec.structs.replace(old[0], action="undeploy")).action == "delete"
+    assert storable(msgspec.structs.replace(old[0], action="undeploy")).action == "delete"
 
 
 def test_namespace_analytics_counts_the_threads_its_actions_runs_start(api, org, settings):

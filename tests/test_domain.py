@@ -136,8 +136,8 @@ def test_a_revoked_token_stays_revoked():
 
 
 # Environments
-from domain.environments import (  # noqa: E402
-    ENVIRONMENTS,
+from domain.environment import (  # noqa: E402
+    ENVIRONMENT,
     CreateEnvironment,
     DefaultEnvironmentChanged,
     DeleteEnvironment,
@@ -156,7 +156,7 @@ def env_created(environment_id: str, slug: str) -> EnvironmentCreated:
 
 
 PROD = [env_created("env_1", "prod"), DefaultEnvironmentChanged(environment_id="env_1")]
-given_environments = specification(ENVIRONMENTS, time=META.occurred_at)
+given_environments = specification(ENVIRONMENT, time=META.occurred_at)
 
 
 def deployed(release_id: str, previous: str | None, action: str = "deploy") -> ReleaseDeployed:
@@ -237,7 +237,7 @@ def test_an_environment_with_a_deployment_cannot_be_deleted():
 
 def test_evolve_leaves_the_given_state_untouched():
     before = given_environments(PROD).state
-    after = ENVIRONMENTS.evolve(before, deployed("r1", None), META)
+    after = ENVIRONMENT.evolve(before, deployed("r1", None), META)
     assert before.environments["env_1"].active_deployments == {}
     assert after.environments["env_1"].active_deployments == {"app_1": "r1"}
 

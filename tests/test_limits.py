@@ -12,7 +12,7 @@ from api.limits import RateLimited, RateLimiter
 from api.metrics import Metrics
 from commands.tokens import TokenVerifier
 from mechamental.settings import Settings
-from tests.conftest import assert_422, assert_envelope
+from tests.conftest import assert_422, assert_envelope, open_store
 
 
 def test_an_oversized_body_is_413(api, org):
@@ -56,13 +56,13 @@ def test_deep_or_huge_payloads_are_422(api, org):
     assert_422(api.post(f"{base}/apps", json={"name": "n" * 101}), ["body", "name"])
 
 
-def api_services(settings: Settings, limiter: RateLimiter, tokens) -> SimpleNamespace:
+def api_services(settings: Settings, limiter: RateLimiter, token_verifier) -> SimpleNamespace:
     """What `create_app` takes, with only what authentication asks for: these requests never reach storage."""
     return SimpleNamespace(
         settings=settings,
         limiter=limiter,
-        tokens=tokens,
-        aggregates=None,
+        token_verifier=token_verifier,
+        commands=None,
         pool=None,
         read_your_writes=None,
         workspace_cache=None,
@@ -74,7 +74,7 @@ def api_services(settings: Settings, limiter: RateLimiter, tokens) -> SimpleName
 
 def test_the_rate_limit_answers_429_with_retry_after():
     settings = Settings(root_token="root")
-    services = api_services(settings, RateLimiter(per_second=0.5, burst=2), tokens=None)
+    services = api_services(settings, RateLimiter(per_second=0.5, burst=2), token_verifier=None)
     with TestClient(app=create_app(services)) as client:
         headers = {"Authorization": "Bearer root"}
         # A malformed org id stops the request right after the limiter, so no storage is needed here.
@@ -94,7 +94,7 @@ def test_with_the_limit_on_unauthenticated_requests_get_429_after_the_burst():
     settings = Settings(root_token="root")
     limiter = RateLimiter(per_second=0.5, burst=2)
     # Tokens that are not of the `tok_<id>.<secret>` form are refused before the store is asked.
-    services = api_services(settings, limiter, TokenVerifier(aggregates=None))
+    services = api_services(settings, limiter, TokenVerifier(commands=None))
     with TestClient(app=create_app(services)) as client:
         answers = [client.get("/v1/orgs/acme/workspaces") for _ in range(3)]
         answers.append(client.get("/v1/orgs/acme/workspaces", headers={"Authorization": "Bearer wrong"}))
@@ -106,15 +106,12 @@ def test_with_the_limit_on_unauthenticated_requests_get_429_after_the_burst():
 
 
 def test_failed_token_lookups_are_bounded_per_address_with_the_limit_off(settings):
-    from commands.aggregates import Aggregates
-    from domain.aggregates import AGGREGATES
-    from eventstore import Codec
-    from eventstore.postgres import PostgresEventStore, datastore_from_url
+    from commands.unit_of_work import CommandRunner
 
-    store = PostgresEventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1), Codec(AGGREGATES))
+    store = open_store(settings.database_url)
     try:
         limiter = RateLimiter(per_second=0, burst=50, failures_per_second=0.5, failure_burst=3)
-        verifier = TokenVerifier(Aggregates(store))
+        verifier = TokenVerifier(CommandRunner(store))
         services = api_services(Settings(root_token="root"), limiter, verifier)
         with TestClient(app=create_app(services)) as client:
             unknown = [f"Bearer tok_{i}unknown.secret" for i in range(4)]  # each one a read of the store

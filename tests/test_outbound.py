@@ -8,6 +8,7 @@ import socket
 import struct
 import threading
 from ipaddress import ip_address
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
@@ -113,6 +114,23 @@ def test_names_are_checked_where_the_connection_is_made_and_literals_and_proxied
 
     asyncio.run(scenario())
     assert len(calls) == 1  # only the allowed call connected
+
+
+def test_a_name_that_does_not_resolve_answers_as_one_that_resolves_to_an_internal_address():
+    # Told apart (CONNECTION_ERROR against DESTINATION_DENIED), a tenant could list the executor's internal names.
+    run = SimpleNamespace(execution_id="e", run_id="r", action_id="a", resolved_thread_id="t", resolved_payload={})
+
+    async def scenario():
+        async with EndpointClient(timeout=10).open() as client:
+            internal = await client.call(run, "http://localhost:9/run", None)
+            missing = await client.call(run, "http://no-such-host.invalid/run", None)
+        policy = OutboundPolicy()
+        return internal, missing, await policy.refuses_name("localhost"), await policy.refuses_name("x.invalid")
+
+    internal, missing, internal_refused, missing_refused = asyncio.run(scenario())
+    told = ("DESTINATION_DENIED", "The endpoint's host does not resolve to an address runs may call")
+    assert (internal.error_code, internal.error_message) == told == (missing.error_code, missing.error_message)
+    assert internal_refused and missing_refused  # through a proxy too, where the name is checked before the call
 
 
 @contextlib.contextmanager

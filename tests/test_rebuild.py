@@ -10,18 +10,16 @@ import time
 import psycopg
 import pytest
 
-from domain.aggregates import AGGREGATES
-from eventstore import Codec
-from eventstore.postgres import PostgresEventStore, datastore_from_url
 from mechamental.bootstrap import read_models
 from pipeline.roles import try_leadership
 from projections.rebuild import RebuildRunning, rebuild, tables_of
+from tests.conftest import open_store
 from tests.support import eventually
 
 
 @pytest.fixture()
 def store(settings):
-    store = PostgresEventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1), Codec(AGGREGATES))
+    store = open_store(settings.database_url)
     yield store
     store.close()
 

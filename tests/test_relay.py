@@ -9,15 +9,14 @@ import secrets
 import psycopg
 import pytest
 
-from commands.aggregates import Aggregates, Context
+from commands.unit_of_work import CommandRunner, Context
 from commands.workspaces import create_workspace
 from domain.aggregates import AGGREGATES
 from domain.events import SYSTEM_ACTOR
 from eventstore import Codec, EventStore
 from eventstore.postgres import PostgresEventStore, datastore_from_url
-from mechamental.bootstrap import connect_nats
 from pipeline import positions, relay
-from pipeline.broker import HEADER_POSITION, HEADER_PREVIOUS, all_events
+from pipeline.broker import HEADER_POSITION, HEADER_PREVIOUS, all_events, connect_nats
 from tests.conftest import migrated_settings, scratch_database
 from tests.support import eventually_async
 
@@ -35,7 +34,7 @@ def isolated(server_urls, tmp_path):
 
 def write_events(store: EventStore, count: int) -> list[int]:
     ctx = Context(org_id="org-" + secrets.token_hex(4), actor=SYSTEM_ACTOR, trace_id=secrets.token_hex(16))
-    return [create_workspace(Aggregates(store), ctx, name=f"w{i}").position for i in range(count)]
+    return [create_workspace(CommandRunner(store), ctx, name=f"w{i}").position for i in range(count)]
 
 
 async def published(nats, settings) -> list[tuple[int, int]]:

@@ -15,13 +15,13 @@ import pytest
 from msgspec.structs import replace
 from psycopg_pool import AsyncConnectionPool
 
-from commands.actions import create_action, finish_attempt, set_enabled, start_attempt
-from commands.aggregates import Aggregates, Context
+from commands.actions import create_action, finish_attempt, fire_schedule_on, set_enabled, start_attempt
+from commands.unit_of_work import CommandRunner, Context
 from domain.action import ACTION
 from domain.aggregates import AGGREGATES
 from domain.events import SYSTEM_ACTOR
 from domain.run import RUN, AttemptOutcome
-from eventstore import Codec, EventStore
+from eventstore import Codec
 from eventstore.postgres import EVENTS_TABLE, PostgresEventStore, datastore_from_url
 from pipeline import positions
 from projections.actions import DDL, runnable_runs
@@ -49,7 +49,7 @@ def world(api, org, settings):
     made = api.post(f"{base}/endpoints", json={"app_id": app_id, "name": "echo"})
     clock = Clock(datetime(2030, 1, 1, 12, 0, 30, tzinfo=UTC))
     store = PostgresEventStore(datastore_from_url(settings.database_url), Codec(AGGREGATES))
-    aggregates = Aggregates(store, clock)
+    commands = CommandRunner(store, clock)
     ctx = Context(org_id=org, actor=SYSTEM_ACTOR, trace_id=secrets.token_hex(16))
     fields = {
         "name": "every minute",
@@ -59,7 +59,7 @@ def world(api, org, settings):
         "schedule_type": "cron",
         "cron_expression": "* * * * *",
     }
-    action = create_action(aggregates, ctx, workspace, app_id, fields)
+    action = create_action(commands, ctx, workspace, app_id, fields)
     yield {
         "app": app_id,
         "ctx": ctx,
@@ -67,7 +67,7 @@ def world(api, org, settings):
         "ws": workspace,
         "org": org,
         "clock": clock,
-        "aggregates": aggregates,
+        "commands": commands,
         "action_id": action.state.action_id,
         "store": store,
         "settings": settings,
@@ -75,6 +75,11 @@ def world(api, org, settings):
         "first": position_of(made),
     }
     store.close()
+
+
+def scheduler_of(world, pool, database_url: str, **options) -> Scheduler:
+    commands = world["commands"]
+    return Scheduler(commands.store, fire_schedule_on(), pool, database_url, clock=commands.clock, **options)
 
 
 def run_async(settings, scenario):
@@ -102,8 +107,7 @@ def action_events(world, action_id: str | None = None) -> list[str]:
 def more_actions(world, count: int) -> tuple[list[str], int]:
     """`count` more every-minute actions in the world's app; their ids and the position of the last."""
     made = [
-        create_action(world["aggregates"], world["ctx"], world["ws"], world["app"], world["fields"])
-        for _ in range(count)
+        create_action(world["commands"], world["ctx"], world["ws"], world["app"], world["fields"]) for _ in range(count)
     ]
     return [outcome.state.action_id for outcome in made], made[-1].position
 
@@ -113,7 +117,7 @@ def fired_runs(world, action_id: str | None = None) -> list:
     for stored in world["store"].load(action_id or world["action_id"]):
         meta, event = world["store"].codec.decode(stored.topic, stored.state)
         if stored.topic == "ScheduledRunFired":
-            state, _ = world["aggregates"].load(RUN, event.run_id, world["org"])
+            state, _ = world["commands"].load(RUN, event.run_id, world["org"])
             runs.append((event, state))
     return runs
 
@@ -121,8 +125,8 @@ def fired_runs(world, action_id: str | None = None) -> list:
 def finish_runs(world, action_id: str | None = None) -> None:
     for _, run in fired_runs(world, action_id):
         if not run.finished:
-            started = start_attempt(world["aggregates"], world["org"], run.run_id, 60, "t")
-            finish_attempt(world["aggregates"], world["org"], run.run_id, "t", started.attempt, AttemptOutcome())
+            started = start_attempt(world["commands"], world["org"], run.run_id, 60, "t")
+            finish_attempt(world["commands"], world["org"], run.run_id, "t", started.attempt, AttemptOutcome())
 
 
 def test_each_slot_fires_once_even_with_two_schedulers(world):
@@ -130,8 +134,8 @@ def test_each_slot_fires_once_even_with_two_schedulers(world):
     # The action's first slot is 12:01; the clock says 12:00:30.
 
     async def scenario(pool):
-        one = Scheduler(world["aggregates"], pool, settings.database_url)
-        two = Scheduler(world["aggregates"], pool, settings.database_url)
+        one = scheduler_of(world, pool, settings.database_url)
+        two = scheduler_of(world, pool, settings.database_url)
         await views_reach(pool, world["position"])
         await one.tick()
         assert fired_runs(world) == []  # nothing due yet
@@ -149,7 +153,7 @@ def test_missed_slots_are_coalesced_and_busy_slots_skipped(world):
     settings, clock = world["settings"], world["clock"]
 
     async def scenario(pool):
-        scheduler = Scheduler(world["aggregates"], pool, settings.database_url)
+        scheduler = scheduler_of(world, pool, settings.database_url)
         await views_reach(pool, world["position"])
         clock.now = datetime(2030, 1, 1, 12, 1, 0, tzinfo=UTC)
         await scheduler.tick()
@@ -165,7 +169,7 @@ def test_missed_slots_are_coalesced_and_busy_slots_skipped(world):
     runs = fired_runs(world)
     assert [(e.slot.minute, e.missed_slots) for e, _ in runs] == [(1, 0), (6, 4)]
     assert action_events(world)[-1] == "ScheduledSlotSkipped"
-    state, _ = world["aggregates"].load(ACTION, world["action_id"], world["org"])
+    state, _ = world["commands"].load(ACTION, world["action_id"], world["org"])
     assert state.next_run_at == datetime(2030, 1, 1, 12, 8, tzinfo=UTC)
     assert runs[-1][1].run_id != runs[0][1].run_id
 
@@ -214,7 +218,7 @@ def test_an_action_whose_workspace_is_gone_stops_firing(world, api):
     async def scenario(pool):
         await views_reach(pool, int(deleted.headers["X-Event-Position"]))
         clock.now = datetime(2030, 1, 1, 12, 1, 0, tzinfo=UTC)
-        await Scheduler(world["aggregates"], pool, settings.database_url).tick()
+        await scheduler_of(world, pool, settings.database_url).tick()
 
     run_async(settings, scenario)
     assert fired_runs(world) == [] and action_events(world)[-1] == "ActionDeleted"
@@ -225,7 +229,7 @@ def test_fires_decided_ahead_are_written_at_their_slot_and_not_before(world):
     slot = datetime(2030, 1, 1, 12, 1, tzinfo=UTC)
 
     async def scenario(pool):
-        scheduler = Scheduler(world["aggregates"], pool, settings.database_url)
+        scheduler = scheduler_of(world, pool, settings.database_url)
         await views_reach(pool, world["position"])
         await scheduler.tick()  # 12:00:30: the 12:01 slot is within the look-ahead
         assert fired_runs(world) == []  # decided, held, not written
@@ -245,10 +249,10 @@ def test_a_held_fire_is_decided_again_when_the_action_changed_before_its_slot(wo
     settings, clock = world["settings"], world["clock"]
 
     async def scenario(pool):
-        scheduler = Scheduler(world["aggregates"], pool, settings.database_url)
+        scheduler = scheduler_of(world, pool, settings.database_url)
         await views_reach(pool, world["position"])
         await scheduler.tick()  # the 12:01 fire is held
-        set_enabled(world["aggregates"], world["ctx"], world["ws"], world["app"], world["action_id"], False)
+        set_enabled(world["commands"], world["ctx"], world["ws"], world["app"], world["action_id"], False)
         clock.now = datetime(2030, 1, 1, 12, 1, 0, 100_000, tzinfo=UTC)
         await scheduler.tick()  # its append is refused (the action moved); the aggregate says: disabled
 
@@ -261,8 +265,8 @@ def test_many_actions_of_one_slot_fire_once_each_with_two_schedulers(world):
     actions, last = more_actions(world, 40)
 
     async def scenario(pool):
-        ahead = Scheduler(world["aggregates"], pool, settings.database_url, batch=7, actions_per_append=5)
-        late = Scheduler(world["aggregates"], pool, settings.database_url, batch=11)
+        ahead = scheduler_of(world, pool, settings.database_url, batch=7, actions_per_append=5)
+        late = scheduler_of(world, pool, settings.database_url, batch=11)
         await views_reach(pool, int(last))
         await ahead.tick()  # holds the 12:01 fires, in pages and merged appends
         clock.now = datetime(2030, 1, 1, 12, 1, 0, 200_000, tzinfo=UTC)
@@ -295,8 +299,8 @@ def test_the_fires_of_a_slot_commit_together_up_to_a_size(world, events_per_comm
     actions.append(world["action_id"])
 
     async def scenario(pool):
-        scheduler = Scheduler(
-            world["aggregates"], pool, settings.database_url, batch=7, actions_per_append=5,
+        scheduler = scheduler_of(
+            world, pool, settings.database_url, batch=7, actions_per_append=5,
             events_per_commit=events_per_commit,
         )  # fmt: skip
         await views_reach(pool, int(last))
@@ -320,7 +324,7 @@ def test_a_run_that_finishes_before_the_next_slot_lets_it_fire_on_time(world):
     settings, clock = world["settings"], world["clock"]
 
     async def scenario(pool):
-        scheduler = Scheduler(world["aggregates"], pool, settings.database_url)
+        scheduler = scheduler_of(world, pool, settings.database_url)
         await views_reach(pool, world["position"])
         clock.now = datetime(2030, 1, 1, 12, 1, 0, tzinfo=UTC)
         await scheduler.tick()  # fires 12:01; its run is pending

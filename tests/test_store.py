@@ -1,8 +1,7 @@
 """The event store's contract, held by both stores: PostgreSQL (on the session's real server) and in memory.
 
 Every test taking `store` runs once per implementation; the tests taking `postgres` are about group
-commit, which only the PostgreSQL store has. The PostgreSQL log is shared with the other tests of the
-session, so these tests look only at their own streams and positions.
+commit, which only the PostgreSQL store has. The PostgreSQL store has a database of its own.
 """
 
 from __future__ import annotations
@@ -14,11 +13,13 @@ from datetime import UTC, datetime
 import pytest
 from eventsourcing.persistence import StoredEvent
 
+import migrations
 from domain.aggregates import AGGREGATES
 from domain.events import SYSTEM_ACTOR, AggregateType, DomainEvent, EventMeta
 from domain.workspace import WORKSPACE
 from eventstore import Append, Claim, ClaimTaken, Codec, ConcurrencyConflict, InMemoryEventStore, Overlay
 from eventstore.postgres import PostgresEventStore, datastore_from_url
+from tests.conftest import scratch_database
 
 
 class Probed(DomainEvent, frozen=True):
@@ -31,10 +32,19 @@ PROBE = AggregateType("probe", lambda state, command: [], lambda state, event, m
 CODEC = Codec((*AGGREGATES, PROBE))
 
 
+@pytest.fixture(scope="module")
+def store_database(server_urls):
+    """A database of these tests' own: the views and the relay of the session's system cannot decode `Probed`,
+    so appending it to the shared log would stop them."""
+    with scratch_database(server_urls[0], "mm_store") as database_url:
+        migrations.migrate(database_url)
+        yield database_url
+
+
 @pytest.fixture()
-def postgres(settings):
+def postgres(store_database):
     # One connection, so every batch and retry below shares it, as the committer's connection does.
-    store = PostgresEventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=0), CODEC)
+    store = PostgresEventStore(datastore_from_url(store_database, pool_size=1, max_overflow=0), CODEC)
     yield store
     store.close()
 
@@ -156,7 +166,7 @@ def test_appends_that_cannot_share_a_commit_are_each_decided_on_their_own(store)
 
 
 def test_an_event_stored_in_an_old_shape_is_read_in_the_current_one(store):
-    from commands.aggregates import Aggregates
+    from commands.unit_of_work import CommandRunner
 
     stream = "ws_legacy" + secrets.token_hex(4)
     legacy = (
@@ -166,7 +176,7 @@ def test_an_event_stored_in_an_old_shape_is_read_in_the_current_one(store):
         + b'","name":"old","description":null,"owner_id":"u1","labels":"ml, prod"}}'
     )  # no "v": before versions
     [position] = store.append(Append([StoredEvent(stream, 1, "WorkspaceCreated", legacy)]))
-    state, version = Aggregates(store).load(WORKSPACE, stream, "acme")
+    state, version = CommandRunner(store).load(WORKSPACE, stream, "acme")
     assert (state.name, state.tags, state.region, state.is_active, version) == (
         "old",
         ["ml", "prod"],

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from commands.aggregates import Aggregates, Context
+from commands.unit_of_work import CommandRunner, Context
 from commands.workspaces import create_workspace
 from domain.aggregates import AGGREGATES
 from domain.events import SYSTEM_ACTOR
@@ -47,7 +47,7 @@ def handler(settings) -> SeenPositions:
 
 def write_events(store: EventStore, count: int) -> list[int]:
     ctx = Context(org_id="org-" + secrets.token_hex(4), actor=SYSTEM_ACTOR, trace_id=secrets.token_hex(16))
-    return [create_workspace(Aggregates(store), ctx, name=f"w{i}").position for i in range(count)]
+    return [create_workspace(CommandRunner(store), ctx, name=f"w{i}").position for i in range(count)]
 
 
 def run(settings, store, handler, scenario):

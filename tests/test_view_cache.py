@@ -9,14 +9,11 @@ import re
 import psycopg
 import pytest
 
-from api.cache import ChangeListener, ViewCache
-from domain.aggregates import AGGREGATES
-from eventstore import Codec
-from eventstore.postgres import PostgresEventStore, datastore_from_url
-from projections import changes
+from api.cache import CacheNoticeListener, ViewCache
+from projections import cache_notices
 from projections.rebuild import rebuild
 from projections.workspaces import WorkspaceListing
-from tests.conftest import as_token, issue_token, position_of
+from tests.conftest import as_token, issue_token, open_store, position_of
 from tests.support import eventually, eventually_async
 
 
@@ -91,17 +88,17 @@ def test_a_cached_workspace_is_never_served_to_another_org(api, system, org):
 
 def test_payloads_carry_every_key_once_within_postgresqls_limit():
     keys = [f"ws_{n:05d}" + "x" * 120 for n in range(500)]
-    chunks = changes.payloads(keys + keys[:10])
+    chunks = cache_notices.payloads(keys + keys[:10])
     assert len(chunks) > 1
     assert all(len(chunk.encode()) < 8000 for chunk in chunks)
-    assert sorted(k for chunk in chunks for k in changes.keys_of(chunk)) == sorted(keys)
-    assert changes.payloads([]) == []
+    assert sorted(k for chunk in chunks for k in cache_notices.keys_of(chunk)) == sorted(keys)
+    assert cache_notices.payloads([]) == []
 
 
 async def _listening(settings, cache: ViewCache):
     stop = asyncio.Event()
     name = f"view-cache-test-{cache.view}"  # not the system's listener, which the tests around this use
-    listener = ChangeListener(settings.database_url, [cache], check_every=0.2, application_name=name)
+    listener = CacheNoticeListener(settings.database_url, [cache], check_every=0.2, application_name=name)
     task = asyncio.create_task(listener.run(stop))
     await asyncio.wait_for(listener.connected.wait(), 10)
     return stop, listener, task
@@ -124,7 +121,7 @@ def test_an_entry_is_dropped_when_the_announcing_transaction_commits_not_before(
         many = [f"k{n:04d}" + "y" * 30 for n in range(2000)]
         async with await psycopg.AsyncConnection.connect(settings.database_url) as writer:
             async with writer.transaction():
-                await changes.announce(writer, "cache_test", ["a", *many])
+                await cache_notices.announce(writer, "cache_test", ["a", *many])
                 # Not heard while uncommitted: a wait for nothing, long enough for a notice to arrive if sent.
                 await asyncio.sleep(0.3)
                 assert cache.get("org", "a") == "value of a"
@@ -134,13 +131,13 @@ def test_an_entry_is_dropped_when_the_announcing_transaction_commits_not_before(
         # A read that missed, with an announcement arriving while it read: what it read is not kept.
         ticket = cache.ticket()
         async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as writer:
-            await changes.announce(writer, "cache_test", ["c"])
+            await cache_notices.announce(writer, "cache_test", ["c"])
         await eventually_async(lambda: cache.ticket() != ticket)
         cache.put("org", "b2", "read before the announcement", ticket)
         assert cache.get("org", "b2") is None
 
         async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as writer:
-            await changes.announce(writer, "cache_test", [changes.EVERY_KEY])
+            await cache_notices.announce(writer, "cache_test", [cache_notices.EVERY_KEY])
         await eventually_async(lambda: cache.get("org", "b") is None)
         stop.set()
         await task
@@ -186,19 +183,19 @@ def test_a_full_cache_makes_room_by_dropping_its_oldest_entry(entries):
 
 def test_a_rebuilds_swap_tells_the_caches_to_empty(api, org, settings):
     settled_workspace(api, org, "rebuilt")
-    store = PostgresEventStore(datastore_from_url(settings.database_url, pool_size=1, max_overflow=1), Codec(AGGREGATES))
+    store = open_store(settings.database_url)
     try:
         with psycopg.connect(settings.database_url, autocommit=True) as listener:
-            listener.execute(f"LISTEN {changes.channel(WorkspaceListing.name)}")
+            listener.execute(f"LISTEN {cache_notices.channel(WorkspaceListing.name)}")
             asyncio.run(rebuild(settings.database_url, store, [WorkspaceListing()]))
             heard = []
             for notice in listener.notifies(timeout=5):  # live batches may announce their keys too
                 heard.append(notice.payload)
-                if notice.payload == changes.EVERY_KEY:
+                if notice.payload == cache_notices.EVERY_KEY:
                     break
     finally:
         store.close()
-    assert changes.EVERY_KEY in heard
+    assert cache_notices.EVERY_KEY in heard
 
 
 def test_reads_under_a_deleted_workspace_answer_404_once_its_deletion_is_seen(api, org):
@@ -221,7 +218,7 @@ def test_reads_under_a_deleted_workspace_answer_404_once_its_deletion_is_seen(ap
     )
 
 
-class DeafListener(ChangeListener):
+class DeafListener(CacheNoticeListener):
     """Announces its heartbeat where it does not listen: as behind a pooler that passes no notices on."""
 
     connections = 0  # how many connections it has given up on

@@ -1,5 +1,5 @@
-"""Every request under /v1/orgs/ made with a token of its org, or the root token, becomes exactly one
-activity record, success or failure alike.
+"""Making activity records: one per request under /v1/orgs/ made with a token of its org, or the root token,
+success or failure alike (`ActivityMiddleware`), and one per execution attempt (`execution_record`).
 
 An ASGI middleware around the whole app: it gives the request its trace id (from a W3C
 `traceparent`, else new; echoed as `X-Trace-Id`), times it, and hands a record to the activity
@@ -10,7 +10,7 @@ what was touched and how it went.
 
 Only requests authenticated for the org in their path are recorded there: anyone could otherwise write
 records of their choosing into any org's feeds. The others are counted (`mm_activity_unrecorded_total`, in
-/metrics) and logged. Every request is counted and timed there too (`api.metrics`).
+/metrics) and logged. Every request is counted and timed there too (the `RequestMetrics` it is given).
 """
 
 from __future__ import annotations
@@ -20,12 +20,21 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from api.auth import ORG_ID, TRACEPARENT
-from api.metrics import Metrics
-from pipeline.activity import ActivityPublisher
-from projections.activity import ActivityRecord, new_id
+from activity.publisher import ActivityPublisher
+from activity.records import ActivityRecord, new_id
+from domain.events import ORG_ID
+from domain.run import AttemptOutcome, RunState
+
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")  # W3C trace context
+
+
+class RequestMetrics(Protocol):
+    def request(self, method: str, status: int, seconds: float) -> None: ...
+
+    def unrecorded(self, reason: str) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +64,8 @@ SINGULAR = {
     "secrets": "secret",
     "models": "model",
 }
-# Path segments that name the verb of a POST; the verbs are the API reference's six (`activity.ACTIONS`), so a
-# deploy is the create of a deployment (and an undeploy, a DELETE, its delete).
+# Path segments that name the verb of a POST; the verbs are the API reference's six (`activity.records.ACTIONS`),
+# so a deploy is the create of a deployment (and an undeploy, a DELETE, its delete).
 VERBS = {"trigger": "trigger", "deploy": "create", "enable": "update", "disable": "update"}
 ERRORS = {
     401: "AUTHENTICATION_FAILED",
@@ -119,7 +128,7 @@ def classify(method: str, rest: str) -> dict[str, Any]:
 
 
 class ActivityMiddleware:
-    def __init__(self, app, publisher: ActivityPublisher | None, metrics: Metrics) -> None:
+    def __init__(self, app, publisher: ActivityPublisher | None, metrics: RequestMetrics) -> None:
         self.app = app
         self.publisher = publisher  # None: recording off
         self.metrics = metrics  # counts and times every request, and counts those left unrecorded
@@ -217,3 +226,29 @@ class ActivityMiddleware:
             augmentation_id=found.get("augmentation_id"),
             metadata=metadata,
         )
+
+
+def execution_record(run: RunState, outcome: AttemptOutcome, trace_id: str, duration_ms: float) -> ActivityRecord:
+    """Each attempt is activity too, so endpoint feeds and token totals are real."""
+    return ActivityRecord(
+        id=new_id(),
+        org_id=run.org_id,
+        timestamp=datetime.now(UTC),
+        trace_id=trace_id,
+        action="execute",
+        status_code=200 if outcome.succeeded else 500,
+        success=outcome.succeeded,
+        duration_ms=duration_ms,
+        workspace_id=run.workspace_id,
+        app_id=run.app_id,
+        principal_type="system",
+        principal_id="executor",
+        resource_type="endpoint",
+        resource_id=run.endpoint_id,
+        error_code=outcome.error_code,
+        execution_id=run.execution_id,
+        stages_completed=outcome.stages_completed,
+        total_stages=outcome.total_stages,
+        token_usage=outcome.token_usage,
+        metadata={"run_id": run.run_id, "action_id": run.action_id, "attempt": run.attempt},
+    )

@@ -304,6 +304,4 @@ def evolve(state: Environments | None, event: DomainEvent, meta: EventMeta) -> E
     return replace(state, environments=environments)
 
 
-ENVIRONMENTS = AggregateType(
-    "environment", decide, evolve, creates=(CreateEnvironment,), events=EVENTS
-)
+ENVIRONMENT = AggregateType("environment", decide, evolve, creates=(CreateEnvironment,), events=EVENTS)

@@ -1,10 +1,10 @@
-"""Run commands against aggregates: load, decide, save, with optimistic concurrency.
+"""Commands run in units of work: load, decide, save, with optimistic concurrency.
 
-A use case runs inside a `Transaction` (a unit of work): it loads the aggregates it needs, lets
-them decide, and stages their events and any uniqueness claims. At commit, every stream it wrote
-must still be at the version it loaded (the store's primary key) and every stream it only read
-must not have moved (checked under the store's table lock), or the whole use case runs again on
-fresh state, up to a few times, before answering 409.
+A use case runs inside a `UnitOfWork`: it loads the aggregates it needs, lets them decide, and stages
+their events and any uniqueness claims. At commit, every stream it wrote must still be at the version
+it loaded (the store's primary key) and every stream it only read must not have moved (checked under
+the store's table lock), or `CommandRunner` runs the whole use case again on fresh state, up to a few
+times, before answering 409.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ async def load_stored(conn, kind: AggregateType, stream_id: str, org_id: str) ->
     return state
 
 
-class Transaction:
+class UnitOfWork:
     def __init__(self, store: EventStore, ctx: Context, now: datetime) -> None:
         self.store = store
         self.ctx = ctx
@@ -114,7 +114,7 @@ class Transaction:
         return self.decide(kind, stream_id, command)
 
     def pending(self, stream_id: str) -> list[DomainEvent]:
-        """The events this transaction has staged for a stream so far."""
+        """The events this unit of work has staged for a stream so far."""
         return list(self._pending.get(stream_id, ()))
 
     def claim(self, scope: str, key: str, owner: str, conflict: Conflict) -> None:
@@ -142,7 +142,7 @@ class Transaction:
             raise self._conflicts.get((taken.scope, taken.key)) or Conflict(str(taken)) from None
 
 
-class Aggregates:
+class CommandRunner:
     """The one place where commands become stored events."""
 
     MAX_ATTEMPTS = 5
@@ -154,14 +154,14 @@ class Aggregates:
         self.clock = clock
         self.on_command = on_command  # given each committed command's seconds (/metrics)
 
-    def run(self, ctx: Context, use_case: Callable[[Transaction], T]) -> tuple[T, int]:
-        """Runs `use_case` in a fresh transaction until it commits; returns its result and position."""
+    def run(self, ctx: Context, use_case: Callable[[UnitOfWork], T]) -> tuple[T, int]:
+        """Runs `use_case` in a fresh unit of work until it commits; returns its result and position."""
         started = time.perf_counter()
         for _ in range(self.MAX_ATTEMPTS):
-            tx = Transaction(self.store, ctx, self.clock())
-            result = use_case(tx)
+            uow = UnitOfWork(self.store, ctx, self.clock())
+            result = use_case(uow)
             try:
-                position = tx.commit()
+                position = uow.commit()
             except ConcurrencyConflict:
                 continue  # someone else wrote first: decide again on the newer state
             if self.on_command is not None:
@@ -170,12 +170,12 @@ class Aggregates:
         raise Conflict("The resource kept changing while this request ran; try again")
 
     def execute(self, kind: AggregateType, stream_id: str, command: Any, ctx: Context) -> Outcome:
-        state, position = self.run(ctx, lambda tx: tx.decide(kind, stream_id, command))
+        state, position = self.run(ctx, lambda uow: uow.decide(kind, stream_id, command))
         return Outcome(state, position)
 
     def create(self, kind: AggregateType, stream_id: str, command: Any, ctx: Context) -> Outcome:
         """`execute` for a stream id the caller just made up with `new_id`."""
-        state, position = self.run(ctx, lambda tx: tx.create(kind, stream_id, command))
+        state, position = self.run(ctx, lambda uow: uow.create(kind, stream_id, command))
         return Outcome(state, position)
 
     def load(self, kind: AggregateType, stream_id: str, org_id: str | None) -> tuple[Any, int]:
