@@ -1,4 +1,4 @@
-"""Use cases of `commands/` on either store: in memory (no database) and PostgreSQL (the session's server).
+"""Use cases of `commands/` on either store: in memory (no database) and PostgreSQL (a database of their own).
 
 The same use case, unchanged, against the `eventstore.EventStore` protocol: what it decides, what it
 stores, and what it answers when another writer got there first or a unique value is taken.
@@ -10,6 +10,7 @@ import secrets
 
 import pytest
 
+import migrations
 from commands.catalog import add_item
 from commands.unit_of_work import CommandRunner, Context, UnitOfWork
 from commands.workspaces import create_workspace, update_workspace
@@ -18,7 +19,16 @@ from domain.errors import Conflict
 from domain.events import SYSTEM_ACTOR
 from domain.workspace import WORKSPACE, UpdateWorkspace
 from eventstore import Codec, InMemoryEventStore
-from eventstore.postgres import PostgresEventStore, datastore_from_url
+from tests.conftest import open_store, scratch_database
+
+
+@pytest.fixture(scope="module")
+def use_case_database(server_urls):
+    """A database of these tests' own: in the session's, its bucket provisioner answers every WorkspaceCreated
+    with an event of its own, racing the streams these tests count."""
+    with scratch_database(server_urls[0], "mm_use_cases") as database_url:
+        migrations.migrate(database_url)
+        yield database_url
 
 
 @pytest.fixture(params=["memory", "postgres"])
@@ -26,9 +36,7 @@ def commands(request):
     if request.param == "memory":
         store = InMemoryEventStore(Codec(AGGREGATES))
     else:
-        settings = request.getfixturevalue("settings")
-        datastore = datastore_from_url(settings.database_url, pool_size=1, max_overflow=1)
-        store = PostgresEventStore(datastore, Codec(AGGREGATES))
+        store = open_store(request.getfixturevalue("use_case_database"))
     yield CommandRunner(store)
     store.close()
 
