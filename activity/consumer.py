@@ -153,9 +153,9 @@ class ActivityConsumer:
         forty records as for four hundred (temporary tables, the COPY set-up, the commit), so storing a few flushes
         at once is most of the saving. When busy (`busy_records` in `linger`), it gathers for up to `busy_linger`:
         records of one batch share their hourly rollup rows, so the larger the batch, the smaller the rollups'
-        share of what PostgreSQL spends on a record (BENCHMARKS.md, appendix). Only messages in sequence are taken:
-        after a skipped sequence, gathering ends and the subscription is made again from the stored position
-        (`_gap`)."""
+        share of what PostgreSQL spends on a record (BENCHMARKS.md, "Appendix: why the code is the way it is").
+        Only messages in sequence are taken: after a skipped sequence, gathering ends and the subscription is made
+        again from the stored position (`_gap`)."""
         records: list[ActivityRecord] = []
         last = None
         started = time.monotonic()

@@ -59,7 +59,8 @@ async def feed(
 ) -> tuple[int, list[T]]:
     """Newest first; `after` is the (microseconds, id) of the last record a previous page showed. Records are
     decoded straight into `shape` (a Struct with some of the record's fields, `timestamp` and `id` among
-    them), which costs a fraction of decoding whole records and copying them over (BENCHMARKS.md, appendix)."""
+    them), which costs a fraction of decoding whole records and copying them over
+    (BENCHMARKS.md, "Appendix: why the code is the way it is")."""
     where, params = ["org_id = %s"], [org_id]
     for field, clause in _COLUMN_FILTERS.items():
         value = getattr(filters, field)

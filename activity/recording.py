@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from activity.publisher import ActivityPublisher
 from activity.records import ActivityRecord, new_id
-from domain.events import ORG_ID
+from domain.events import ORG_ID, trace_id_from
 from domain.run import AttemptOutcome, RunState
-
-TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")  # W3C trace context
 
 
 class RequestMetrics(Protocol):
@@ -81,13 +78,8 @@ ERRORS = {
 }
 
 
-def trace_id_from(headers: list[tuple[bytes, bytes]]) -> str:
-    for name, value in headers:
-        if name == b"traceparent":
-            match = TRACEPARENT.fullmatch(value.decode("latin-1").strip())
-            if match and match.group(1) != "0" * 32:
-                return match.group(1)
-    return secrets.token_hex(16)
+def traceparent_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+    return next((value.decode("latin-1") for name, value in headers if name == b"traceparent"), None)
 
 
 def classify(method: str, rest: str) -> dict[str, Any]:
@@ -138,7 +130,7 @@ class ActivityMiddleware:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
-        trace_id = trace_id_from(scope.get("headers", []))
+        trace_id = trace_id_from(traceparent_of(scope.get("headers", [])))
         state["trace_id"] = trace_id
         match = ORG_PATH.fullmatch(scope["path"])
         if match and not ORG_ID.fullmatch(match.group(1)):

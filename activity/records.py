@@ -51,7 +51,7 @@ class ActivityRecord(msgspec.Struct, omit_defaults=False):
 def new_id() -> str:
     """A record id in the order records are made: the time in microseconds, then 48 random bits. Each day's
     primary key index then grows at one edge instead of at a random page per record, which PostgreSQL spends
-    less CPU on (BENCHMARKS.md, appendix)."""
+    less CPU on (BENCHMARKS.md, "Appendix: why the code is the way it is")."""
     return f"actv_{time.time_ns() // 1000:013x}{secrets.token_hex(6)}"
 
 

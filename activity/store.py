@@ -15,13 +15,10 @@ from typing import Any
 import msgspec
 import psycopg
 
-import migrations
 from activity.records import LEGACY_ACTIONS, ActivityRecord, encode
 from projections.batches import Staging
 
 log = logging.getLogger(__name__)
-
-DDL = migrations.ddl("activity")  # its tables, as the migration steps make them
 
 
 async def ensure_partitions(conn: psycopg.AsyncConnection, days: set[date], known: set[date] | None = None) -> None:

@@ -24,12 +24,12 @@ from api.schemas.actions import (
     TriggerRequest,
 )
 from commands import actions as use_cases
-from commands.catalog import stored_item
 from commands.unit_of_work import CommandRunner
 from domain.errors import CONTROL_CHARACTERS, FieldError, NotFound, ValidationFailed
 from projections import actions as listing
 from projections import catalog, workspaces
 from projections.pagination import Page, decode_cursor
+from projections.stored import stored_action, stored_item, stored_run
 
 VIEWS = [listing.NAME, workspaces.NAME, catalog.NAME]
 
@@ -43,7 +43,7 @@ async def _action(
 ):
     await views.require_workspace(conn, org_id, workspace_id, min_position)
     found = await listing.get_action(conn, org_id, app_id, action_id)
-    if found is None and (stored := await use_cases.stored_action(conn, org_id, workspace_id, app_id, action_id)):
+    if found is None and (stored := await stored_action(conn, views.codec, org_id, workspace_id, app_id, action_id)):
         found = (stored, None)  # one just created; run counters come only from the view, which has none for it yet
     if found is None or found[0].workspace_id != workspace_id:
         raise NotFound("action", action_id)
@@ -105,7 +105,7 @@ class ActionController(Controller):
         async with views.connection() as conn:
             await views.require_workspace(conn, org_id, workspace_id, min_position)
             app = await catalog.get_item(conn, org_id, workspace_id, "apps", app_id)
-            if app is None and await stored_item(conn, org_id, workspace_id, "apps", app_id) is None:
+            if app is None and await stored_item(conn, views.codec, org_id, workspace_id, "apps", app_id) is None:
                 raise NotFound("app", app_id)
             total, rows = await listing.list_actions(conn, org_id, workspace_id, app_id, search, after, limit)
         page = Page(rows, limit, key_of=lambda row: row[0])
@@ -316,7 +316,7 @@ class ActionController(Controller):
             await _action(views, conn, org_id, workspace_id, app_id, action_id, min_position)
             run = await listing.get_run(conn, org_id, action_id, run_id)
             if run is None:  # not in the view (yet): one just triggered is in the event store
-                run = await use_cases.stored_run(conn, org_id, action_id, run_id)
+                run = await stored_run(conn, views.codec, org_id, action_id, run_id)
         if run is None:
             raise NotFound("run", run_id)
         return RunView.of(run)

@@ -14,10 +14,10 @@ from activity import queries
 from activity.records import ACTIONS
 from api.common import Cursor, Limit, PathId, Time, Views, time_window
 from api.schemas.activity import ActivityList, ActivitySummary, ActivityView
-from commands.catalog import stored_item
 from domain.errors import FieldError, NotFound, ValidationFailed
 from projections import catalog
 from projections.pagination import Page, decode_time_cursor
+from projections.stored import stored_item
 
 VERBS = ACTIONS
 Hours = Annotated[int, QueryParameter(ge=1, le=168, description="Hours to look back")]
@@ -40,7 +40,7 @@ async def _feed(
     async with views.connection() as conn:
         if workspace_id is not None and "workspace_id" in request.path_params:
             await views.require_workspace(conn, org_id, workspace_id)
-            await _require_endpoint_of_app(request, conn, org_id, workspace_id)
+            await _require_endpoint_of_app(request, views, conn, org_id, workspace_id)
         total, rows = await queries.feed(conn, org_id, selection, after, limit, ActivityView)
     page = Page(rows, limit, key_of=queries.key_of)
     return ActivityList(total=total, has_more=page.has_more, next_cursor=page.next_cursor, activities=page.items)
@@ -52,19 +52,19 @@ async def _summary(
     async with views.connection() as conn:
         if "workspace_id" in request.path_params:
             await views.require_workspace(conn, org_id, request.path_params["workspace_id"])
-            await _require_endpoint_of_app(request, conn, org_id, request.path_params["workspace_id"])
+            await _require_endpoint_of_app(request, views, conn, org_id, request.path_params["workspace_id"])
         result = await queries.summary(conn, org_id, scope, scope_id, hours, datetime.now(UTC))
     return msgspec.convert(result, ActivitySummary, from_attributes=True)
 
 
-async def _require_endpoint_of_app(request: Request, conn, org_id: str, workspace_id: str) -> None:
+async def _require_endpoint_of_app(request: Request, views: Views, conn, org_id: str, workspace_id: str) -> None:
     """An endpoint's feeds are found under its own app only: 404 for an unknown endpoint or another app's."""
     endpoint_id = request.path_params.get("endpoint_id")
     if endpoint_id is None:
         return
     endpoint = await catalog.get_item(conn, org_id, workspace_id, "endpoints", endpoint_id)
     if endpoint is None:  # not in the view (yet): one just created is in the event store
-        endpoint = await stored_item(conn, org_id, workspace_id, "endpoints", endpoint_id)
+        endpoint = await stored_item(conn, views.codec, org_id, workspace_id, "endpoints", endpoint_id)
     if endpoint is None or endpoint.fields.get("app_id") != request.path_params["app_id"]:
         raise NotFound("endpoint", endpoint_id)
 

@@ -25,10 +25,10 @@ from api.schemas.analytics import (
     SourceAnalytics,
     WorkspaceAnalytics,
 )
-from commands.catalog import stored_item
 from domain.catalog import KINDS
 from domain.errors import NotFound
 from projections import analytics, workspaces
+from projections.stored import stored_item
 
 VIEWS = [analytics.NAME, workspaces.NAME]
 
@@ -42,7 +42,7 @@ async def _values(
         await views.require_workspace(conn, org_id, workspace_id, min_position)
         if of is not None and await analytics.catalog_item(conn, org_id, workspace_id, *of) is None:
             # Not counted yet is not unknown: one just created is in the event store (and counts nothing yet).
-            if await stored_item(conn, org_id, workspace_id, *of) is None:
+            if await stored_item(conn, views.codec, org_id, workspace_id, *of) is None:
                 raise NotFound(KINDS[of[0]].resource, of[1])
         return (await analytics.counters(conn, [workspace_id]))[workspace_id]
 

@@ -3,7 +3,7 @@ dependency injection (`dependencies`), each provider handing every request the o
 
 A handler asks for one service where it can: Litestar resolves two or more dependencies of a handler in an
 anyio task group, which costs more CPU per request than a cached GET workspace costs altogether (BENCHMARKS.md,
-"Why the code is the way it is")."""
+"Appendix: why the code is the way it is")."""
 
 from __future__ import annotations
 
@@ -66,7 +66,9 @@ def create_app(services: Services) -> Litestar:
 
     dependencies = {
         "commands": provided(services.commands),
-        "views": provided(Views(services.pool, services.read_your_writes, services.workspace_cache)),
+        "views": provided(
+            Views(services.pool, services.read_your_writes, services.workspace_cache, services.store.codec)
+        ),
         "token_verifier": provided(services.token_verifier),
         "authorizer": provided(authorizer),
         "backends": provided(Backends(services.pool, services.nats.current, services.consumers)),

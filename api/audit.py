@@ -30,7 +30,7 @@ After = Annotated[int | None, QueryParameter(ge=0, description="Only events afte
 _encoder = msgspec.json.Encoder()
 
 
-async def _still_valid(authorizer: NamedDependency[Authorizer], request: Request) -> bool:
+async def _still_valid(authorizer: Authorizer, request: Request) -> bool:
     """Whether the stream's token still authenticates, asked before each read of the log: a revocation ends an
     open stream as it ends the token's next request, within the token cache's 2 s (from the cache, confirmed
     against the store every second; the store itself once the cache has dropped a revoked token)."""
@@ -62,7 +62,7 @@ class AuditController(Controller):
         start = decode_cursor(cursor) or after or 0
         query = audit.Query(type=type, aggregate_id=aggregate_id, **time_window(start_time, end_time))
         async with views.connection() as conn:
-            total, rows = await audit.page(conn, org_id, after or 0, start, limit + 1, query)
+            total, rows = await audit.page(conn, views.codec, org_id, after or 0, start, limit + 1, query)
         more = len(rows) > limit
         rows = rows[:limit]
         return EventPage(
@@ -91,7 +91,7 @@ class AuditController(Controller):
             position = start
             while await _still_valid(authorizer, request):
                 async with views.connection() as conn:
-                    rows = await audit.events(conn, org_id, position, 500)
+                    rows = await audit.events(conn, views.codec, org_id, position, 500)
                 for row in rows:
                     position = row.position
                     yield ServerSentEventMessage(data=_encoder.encode(row).decode(), event=row.type, id=row.position)

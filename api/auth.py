@@ -1,26 +1,30 @@
 """Who is calling, and may they do this? Runs before any input is parsed, as the before-request hook of
 the router holding every `/v1/orgs` controller (`api.app`) rather than a Litestar guard: Litestar hands
 each guard a copy of the route handler, made for every request, a share of a GET workspace's CPU too large to
-pay on every route (BENCHMARKS.md, "Why the code is the way it is")."""
+pay on every route (BENCHMARKS.md, "Appendix: why the code is the way it is")."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import re
-import secrets
 
 import anyio
 import msgspec
 from litestar.connection import ASGIConnection
+from psycopg_pool import AsyncConnectionPool
 
-from activity.recording import TRACEPARENT
 from api.errors import Unauthorized
 from api.limits import RateLimiter
 from commands.tokens import TokenVerifier
 from commands.unit_of_work import Context
 from domain import access
 from domain.errors import FieldError, Forbidden, ValidationFailed
-from domain.events import ORG_ID, Actor
+from domain.events import ORG_ID, Actor, trace_id_from
+from pipeline.roles import sleep_unless
+
+log = logging.getLogger(__name__)
 
 RESOURCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 ROOT_ACTOR = Actor(principal_type="root", principal_id="root", user_id="root")
@@ -38,8 +42,18 @@ class Principal(msgspec.Struct, frozen=True):
 def trace_id_of(connection: ASGIConnection) -> str:
     if trace_id := connection.scope.get("state", {}).get("trace_id"):
         return trace_id  # given by the activity middleware, which also echoes it
-    match = TRACEPARENT.fullmatch(connection.headers.get("traceparent", ""))
-    return match.group(1) if match and match.group(1) != "0" * 32 else secrets.token_hex(16)
+    return trace_id_from(connection.headers.get("traceparent"))
+
+
+async def keep_tokens_confirmed(verifier: TokenVerifier, pool: AsyncConnectionPool, stop: asyncio.Event) -> None:
+    """Refreshes the verifier's cache twice per `ttl` until `stop`, so requests seldom read a token's stream
+    themselves: a task of the api role beside the request path, like the view caches' listener (api/cache.py)."""
+    while not await sleep_unless(stop, verifier.ttl / 2):
+        try:
+            async with pool.connection() as conn:
+                await verifier.refresh(conn)
+        except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: entries run out, requests load them
+            log.info("token refresh: %s: %s", type(error).__name__, error)
 
 
 def client_address(connection: ASGIConnection) -> str:

@@ -20,6 +20,7 @@ from domain.secrets import masked_url
 from projections import catalog as listing
 from projections import workspaces
 from projections.pagination import Page, decode_cursor
+from projections.stored import stored_item
 
 VIEWS = [listing.NAME, workspaces.NAME]
 
@@ -143,7 +144,7 @@ def catalog_controller(kind: Kind) -> type[Controller]:
                 await views.require_workspace(conn, org_id, workspace_id, min_position)
                 state = await listing.get_item(conn, org_id, workspace_id, name, item_id)
                 if state is None:  # not in the view (yet): one just created is in the event store
-                    state = await use_cases.stored_item(conn, org_id, workspace_id, name, item_id)
+                    state = await stored_item(conn, views.codec, org_id, workspace_id, name, item_id)
             if state is None:
                 raise NotFound(resource, item_id)
             return view(state)

@@ -11,10 +11,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.cache import ViewCache
 from api.schemas.workspaces import Workspace
-from commands.unit_of_work import Outcome, load_stored
+from commands.unit_of_work import Outcome
 from domain.errors import FieldError, NotFound, ValidationFailed
 from domain.workspace import WORKSPACE
+from eventstore import Codec
 from projections.read_your_writes import ReadYourWrites
+from projections.stored import stored
 from projections.workspaces import get_workspace
 
 PathId = FromPath[str]
@@ -41,17 +43,23 @@ def command_answer(body: Any, outcome: Outcome, status_code: int = 200) -> Respo
 
 
 class Views:
-    """The read models as a query handler reads them: connections to them, read-your-writes waiting, and the
-    workspace every read under a workspace needs (from the API process's cache when it has it).
+    """The read models as a query handler reads them: connections to them, read-your-writes waiting, the
+    workspace every read under a workspace needs (from the API process's cache when it has it), and the process's
+    codec, for what the event store holds when a view has not got it yet (`projections.stored`).
 
     One dependency for all of it, so that a query handler asks for one (`api.app` says why that matters)."""
 
     def __init__(
-        self, pool: AsyncConnectionPool, read_your_writes: ReadYourWrites, workspace_cache: ViewCache[Workspace]
+        self,
+        pool: AsyncConnectionPool,
+        read_your_writes: ReadYourWrites,
+        workspace_cache: ViewCache[Workspace],
+        codec: Codec,
     ) -> None:
         self.pool = pool
         self.read_your_writes = read_your_writes
         self.workspace_cache = workspace_cache
+        self.codec = codec
 
     def connection(self):
         return self.pool.connection()
@@ -87,7 +95,7 @@ class Views:
         if workspace is None:
             # Never cached: the cache hears only of changes the view has applied, so it would go on serving this
             # one after a deletion that the view has not caught up with.
-            state = await on_connection(lambda on: load_stored(on, WORKSPACE, workspace_id, org_id))
+            state = await on_connection(lambda on: stored(on, self.codec, WORKSPACE, workspace_id, org_id))
             workspace = None if state is None else Workspace.of(state)
         return workspace
 

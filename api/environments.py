@@ -29,6 +29,7 @@ from domain.errors import NotFound
 from projections import environments as listing
 from projections import workspaces
 from projections.pagination import Page, decode_cursor
+from projections.stored import stored_environment
 
 VIEWS = [listing.NAME, workspaces.NAME]
 
@@ -37,11 +38,11 @@ def _fields(data: msgspec.Struct) -> dict:
     return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
 
 
-async def _environment(conn, org_id: str, workspace_id: str, environment_id: str) -> Environment:
+async def _environment(views: Views, conn, org_id: str, workspace_id: str, environment_id: str) -> Environment:
     """The view's environment, else the event store's: one just created may not have reached the view yet."""
     environment = await listing.get_environment(conn, org_id, workspace_id, environment_id)
     if environment is None:
-        environment = await use_cases.stored_environment(conn, org_id, workspace_id, environment_id)
+        environment = await stored_environment(conn, views.codec, org_id, workspace_id, environment_id)
     if environment is None:
         raise NotFound("environment", environment_id)
     return environment
@@ -107,7 +108,7 @@ class EnvironmentController(Controller):
         await views.wait_for(VIEWS, min_position)
         async with views.connection() as conn:
             await views.require_workspace(conn, org_id, workspace_id, min_position)
-            environment = await _environment(conn, org_id, workspace_id, environment_id)
+            environment = await _environment(views, conn, org_id, workspace_id, environment_id)
         return EnvironmentView.of(org_id, workspace_id, environment)
 
     @put(
@@ -211,7 +212,7 @@ class EnvironmentController(Controller):
         await views.wait_for(VIEWS, min_position)
         async with views.connection() as conn:
             await views.require_workspace(conn, org_id, workspace_id, min_position)
-            await _environment(conn, org_id, workspace_id, environment_id)
+            await _environment(views, conn, org_id, workspace_id, environment_id)
             total, rows = await listing.list_deployments(conn, org_id, environment_id, limit)
         return DeploymentList(
             deployments=[msgspec.convert(r, Deployment, from_attributes=True) for r in rows], total=total

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from commands.catalog import require_item, require_workspace
-from commands.unit_of_work import CommandRunner, Context, Outcome, UnitOfWork, load_stored, new_id
+from commands.unit_of_work import CommandRunner, Context, Outcome, UnitOfWork, new_id
 from domain.action import (
     ACTION,
     ActionConfig,
@@ -57,17 +57,6 @@ def require_action(uow: UnitOfWork, workspace_id: str, app_id: str, action_id: s
     if action is None or action.deleted or action.workspace_id != workspace_id or action.app_id != app_id:
         raise NotFound("action", action_id)
     return action
-
-
-async def stored_action(conn, org_id: str, workspace_id: str, app_id: str, action_id: str) -> ActionState | None:
-    """The live action as the event store holds it, for a read its view cannot answer yet."""
-    action = await load_stored(conn, ACTION, action_id, org_id)
-    return action if action is not None and (action.workspace_id, action.app_id) == (workspace_id, app_id) else None
-
-
-async def stored_run(conn, org_id: str, action_id: str, run_id: str) -> RunState | None:
-    run = await load_stored(conn, RUN, run_id, org_id)
-    return run if run is not None and run.action_id == action_id else None
 
 
 def create_action(
@@ -171,8 +160,8 @@ def fire_schedule(commands: CommandRunner, org_id: str, action_id: str, trace_id
 def fire_schedule_on(
     on_command: Callable[[float], None] | None = None,
 ) -> Callable[[EventStore, Callable[[], datetime]], Callable[[str, str, str], RunState | None]]:
-    """`fire_schedule` in the shape the scheduler calls it (scheduler.FireOn): against the store and at the time it
-    names, the live one or a rehearsal ahead of a slot."""
+    """`fire_schedule` in the shape the scheduler calls it (scheduler.scheduler.FireOn): against the store and at
+    the time it names, the live one or a rehearsal ahead of a slot."""
 
     def fire_on(store: EventStore, clock: Callable[[], datetime]) -> Callable[[str, str, str], RunState | None]:
         return partial(fire_schedule, CommandRunner(store, clock, on_command))

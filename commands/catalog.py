@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from commands.unit_of_work import CommandRunner, Context, Outcome, UnitOfWork, load_stored, new_id
+from commands.unit_of_work import CommandRunner, Context, Outcome, UnitOfWork, new_id
 from domain.catalog import CATALOG, KINDS, AddItem, CatalogItem, ChangeItem, Kind, RemoveItem
 from domain.environment import ENVIRONMENT, environments_stream
 from domain.errors import Conflict, NotFound
@@ -22,12 +22,6 @@ def require_item(uow: UnitOfWork, kind: str, item_id: str, workspace_id: str) ->
     if item is None or item.deleted or item.kind != kind or item.workspace_id != workspace_id:
         raise NotFound(KINDS[kind].resource, item_id)
     return item
-
-
-async def stored_item(conn, org_id: str, workspace_id: str, kind: str, item_id: str) -> CatalogItem | None:
-    """What `require_item` finds, for a read its view cannot answer yet."""
-    item = await load_stored(conn, CATALOG, item_id, org_id)
-    return item if item is not None and item.kind == kind and item.workspace_id == workspace_id else None
 
 
 def _require_parents(uow: UnitOfWork, spec: Kind, fields: dict[str, Any], workspace_id: str) -> None:

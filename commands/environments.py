@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from commands.catalog import require_item, require_workspace
-from commands.unit_of_work import CommandRunner, Context, Outcome, UnitOfWork, load_stored, new_id
+from commands.unit_of_work import CommandRunner, Context, Outcome, UnitOfWork, new_id
 from domain.catalog import CATALOG
 from domain.environment import (
     ENVIRONMENT,
@@ -28,13 +28,6 @@ def _environments(uow: UnitOfWork, workspace_id: str, environment_id: str) -> En
         raise NotFound("environment", environment_id)
     environments.get(environment_id)  # 404 when deleted or unknown
     return environments
-
-
-async def stored_environment(conn, org_id: str, workspace_id: str, environment_id: str) -> Environment | None:
-    """The live environment as the event store holds it, for a read its view cannot answer yet."""
-    environments = await load_stored(conn, ENVIRONMENT, environments_stream(workspace_id), org_id)
-    environment = environments.environments.get(environment_id) if environments is not None else None
-    return None if environment is None or environment.deleted else environment
 
 
 def create_environment(commands: CommandRunner, ctx: Context, workspace_id: str, **fields) -> Outcome:

@@ -6,26 +6,20 @@ A token reads `<token_id>.<secret>`. Only the SHA-256 of the secret is recorded 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
-import logging
 import secrets
 import threading
 import time
 from collections.abc import Callable
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from commands.unit_of_work import CommandRunner, Context, Outcome, UnitOfWork, new_id
 from domain.access import may_issue
 from domain.errors import Forbidden
 from domain.token import TOKEN, IssueToken, RevokeToken, TokenState
-from eventstore.postgres import stream_versions
-
-log = logging.getLogger(__name__)
+from projections.stored import stream_versions
 
 
 def hash_secret(secret: str) -> str:
@@ -139,19 +133,6 @@ class TokenVerifier:
                     self._cache[token_id] = (max(hit[0], asked_at + self.ttl), hit[1], version)
                 else:
                     del self._cache[token_id]
-
-    async def keep_confirmed(self, pool: AsyncConnectionPool, stop: asyncio.Event) -> None:
-        """Refreshes the cache twice per `ttl` until `stop`, so requests seldom read a token's stream themselves."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.ttl / 2)
-            if stop.is_set():
-                return
-            try:
-                async with pool.connection() as conn:
-                    await self.refresh(conn)
-            except Exception as error:  # noqa: BLE001 - PostgreSQL trouble: entries run out, requests load them
-                log.info("token refresh: %s: %s", type(error).__name__, error)
 
     def _cached(self, token_id: str) -> TokenState | None:
         with self._lock:

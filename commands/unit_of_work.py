@@ -18,10 +18,9 @@ from typing import Any, TypeVar
 import msgspec
 from eventsourcing.persistence import StoredEvent
 
-from domain.errors import CONTROL_CHARACTERS, Conflict, NotFound
-from domain.events import Actor, AggregateType, DomainEvent, EventMeta
-from eventstore import Append, Claim, ClaimTaken, Codec, ConcurrencyConflict, EventStore
-from eventstore.postgres import read_stream
+from domain.errors import Conflict, NotFound
+from domain.events import Actor, AggregateType, DomainEvent, EventMeta, valid_id
+from eventstore import Append, Claim, ClaimTaken, ConcurrencyConflict, EventStore
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
@@ -36,10 +35,6 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
 
 
-def valid_id(stream_id: str) -> bool:
-    return 0 < len(stream_id) <= 200 and not CONTROL_CHARACTERS.search(stream_id)
-
-
 class Context(msgspec.Struct, frozen=True):
     """Who issues a command, for which org, under which trace."""
 
@@ -51,18 +46,6 @@ class Context(msgspec.Struct, frozen=True):
 class Outcome(msgspec.Struct, frozen=True):
     state: Any
     position: int
-
-
-async def load_stored(conn, kind: AggregateType, stream_id: str, org_id: str) -> Any:
-    """The live state of a stream of this org as the event store holds it (None when absent, another org's or
-    deleted), on the caller's async connection: for a read its view cannot answer yet, since the views lag the
-    store by the time the pipeline takes. Read with a codec of this aggregate alone: its stream holds nothing else."""
-    if not valid_id(stream_id):
-        return None
-    state, _ = Codec((kind,)).fold(kind, await read_stream(conn, stream_id))
-    if state is None or state.org_id != org_id or getattr(state, "deleted", False):
-        return None
-    return state
 
 
 class UnitOfWork:

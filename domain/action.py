@@ -344,7 +344,7 @@ def schedule_tick(now: datetime, *, workspace: Any, app: Any, previous_run: RunS
 def check_trigger(payload: dict[str, Any], thread_id: str | None) -> None:
     """What a manual trigger may add to the action's run: a thread id and payload keys within bounds."""
     rules = Rules()
-    rules.text("thread_id", thread_id, min_length=1, max_length=200)
+    rules.text("thread_id", thread_id, min_length=1, max_length=MAX_THREAD_ID_LENGTH)
     check_payload(rules, "payload", payload)
     rules.check()
 

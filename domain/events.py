@@ -8,14 +8,34 @@ from that list when a process starts. Nothing is registered by importing a modul
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import msgspec
 
+from domain.errors import CONTROL_CHARACTERS
+
 # What an org id may be: it is also one token of the event subjects, so it has no dots.
 ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")  # W3C trace context
+
+
+def valid_id(stream_id: str) -> bool:
+    """Whether a stream could have this id: one that could not has no events, and nobody need ask the store."""
+    return 0 < len(stream_id) <= 200 and not CONTROL_CHARACTERS.search(stream_id)
+
+
+def new_trace_id() -> str:
+    """A trace id for work no caller traced: 32 hex digits, the W3C trace context's shape."""
+    return secrets.token_hex(16)
+
+
+def trace_id_from(traceparent: str | None) -> str:
+    """The trace id of a `traceparent` header's value, or a new one when it is absent, malformed or all zeros."""
+    match = TRACEPARENT.fullmatch((traceparent or "").strip())
+    return match.group(1) if match and match.group(1) != "0" * 32 else new_trace_id()
 
 
 class Actor(msgspec.Struct, frozen=True, gc=False):

@@ -36,10 +36,6 @@ def decode_meta(state: bytes) -> EventMeta:
     return _envelope_decoder.decode(state).meta
 
 
-def decode_envelope(state: bytes) -> Envelope:
-    return _envelope_decoder.decode(state)
-
-
 class Codec:
     """The registry of event types (topic -> type and aggregate) and their upcasters, with the encoding."""
 
@@ -56,8 +52,7 @@ class Codec:
                 self._types[topic] = event_type
             for upcaster in kind.upcasters:
                 self._upcasters[(upcaster.topic, upcaster.from_version)] = upcaster.step
-        # Built on first use: a codec made for one aggregate's read (see `commands.unit_of_work.load_stored`)
-        # builds only the decoders of the topics its stream holds.
+        # Built on first use: a process builds only the decoders of the topics it meets.
         self._decoders: dict[str, msgspec.json.Decoder[Any]] = {}
 
     def encode(self, event: DomainEvent, meta: EventMeta) -> tuple[str, bytes]:
@@ -79,11 +74,6 @@ class Codec:
             if step := self._upcasters.get((topic, version)):
                 data = step(data)
         return envelope.meta, msgspec.convert(data, self._types[topic])
-
-    decode_meta = staticmethod(decode_meta)
-
-    def knows(self, topic: str) -> bool:
-        return topic in self._types
 
     def aggregate_of(self, topic: str) -> str:
         """The aggregate whose events are of this type (KeyError for a type this codec does not know)."""

@@ -37,7 +37,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import tuple_row
 
 from domain.events import Recorded
-from eventstore.batching import can_share
+from eventstore.batching import can_share, merged
 from eventstore.codec import Codec
 from eventstore.protocol import Append, ClaimTaken, CommitterStopped, ConcurrencyConflict
 
@@ -57,7 +57,7 @@ STREAMS_SQL = (
 _CLAIM_KEY = re.compile(r"Key \(scope, key\)=\((.*), (.*)\) already exists")
 
 
-class StaleRead(Exception):
+class CannotShare(Exception):
     """Appends of one batch that cannot share a commit (`eventstore.batching`); they are committed one by one."""
 
 
@@ -99,6 +99,16 @@ async def read_notifications(conn: psycopg.AsyncConnection, after: int, limit: i
         (after, limit),
     )
     return [Notification(*row) for row in await cursor.fetchall()]
+
+
+async def read_log(conn: psycopg.AsyncConnection, codec: Codec, after: int, limit: int) -> list[Recorded]:
+    """`PostgresEventStore.read` on the caller's connection and event loop (the rebuild's reader): a reading
+    thread's Python (decoding above all) would contend for the GIL with the event loop's."""
+    recorded = codec.recorded
+    return [
+        recorded(n.id, n.originator_id, n.originator_version, n.topic, n.state)
+        for n in await read_notifications(conn, after, limit)
+    ]
 
 
 async def stream_versions(conn: psycopg.AsyncConnection, stream_ids: list[str]) -> dict[str, int]:
@@ -309,20 +319,18 @@ class GroupCommit:
 
     def _insert(self, appends: list[Append]) -> list[int]:
         if not can_share(appends):
-            raise StaleRead()
-        expected = {stream: version for append in appends for stream, version in append.expected.items()}
-        events = [e for append in appends for e in append.events]
-        claims = [c for append in appends for c in append.claims]
-        releases = [c for append in appends for c in append.releases]
+            raise CannotShare()
+        append = merged(appends)
+        events = append.events
         params = (
             [str(e.originator_id) for e in events],
             [e.originator_version for e in events],
             [e.topic for e in events],
             [e.state for e in events],
-            list(expected),
-            list(expected.values()),
-            *([getattr(c, field) for c in claims] for field in ("scope", "key", "owner")),
-            *([getattr(c, field) for c in releases] for field in ("scope", "key", "owner")),
+            list(append.expected),
+            list(append.expected.values()),
+            *([getattr(c, field) for c in append.claims] for field in ("scope", "key", "owner")),
+            *([getattr(c, field) for c in append.releases] for field in ("scope", "key", "owner")),
         )
         connection = self._connect()
         try:

@@ -52,7 +52,8 @@ class EndpointClient:
     async def open(self) -> AsyncIterator[EndpointClient]:
         """The client with its HTTP sessions open, for as long as the block runs."""
         # aiohttp, not httpx: httpx's pool checks every idle connection with system calls on every request, which
-        # with many calls in flight costs many times aiohttp's CPU per call (python -m bench.clients; BENCHMARKS.md).
+        # with many calls in flight costs many times aiohttp's CPU per call (python -m bench.clients; BENCHMARKS.md,
+        # "Appendix: why the code is the way it is").
         resolver = CheckingResolver(self.policy)
         connector = aiohttp.TCPConnector(limit=self.concurrency, resolver=resolver)
         timeout = aiohttp.ClientTimeout(total=self.timeout)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from activity.recording import execution_record
 from commands.actions import finish_attempt, start_attempt
 from commands.unit_of_work import CommandRunner
 from domain.catalog import CATALOG
+from domain.events import new_trace_id
 from domain.run import AttemptOutcome, RunState
 from executor.http import EndpointClient
 from executor.outbound import OutboundPolicy
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class Executor:
     def __init__(
         self,
-        aggregates: CommandRunner,
+        commands: CommandRunner,
         pool: AsyncConnectionPool,
         *,
         policy: OutboundPolicy | None = None,
@@ -45,7 +45,7 @@ class Executor:
         poll_interval: float = 0.1,
         activity: ActivityPublisher | None = None,
     ) -> None:
-        self.aggregates = aggregates
+        self.commands = commands
         self.activity = activity
         self.pool = pool
         self.http = EndpointClient(policy, timeout=timeout, concurrency=concurrency)
@@ -57,8 +57,9 @@ class Executor:
         self.org_concurrency = org_concurrency
         self._slots = asyncio.Semaphore(concurrency)
         # The commands (claim, finish, endpoint read) block on PostgreSQL: a thread each, as many as attempts
-        # may be in flight. asyncio's default pool has min(32, cores + 4) threads, six on two cores, which
-        # capped runs at a few dozen a second however fast the endpoints answered.
+        # may be in flight. asyncio's default pool has min(32, cores + 4) threads, fewer than the attempts in
+        # flight on a small machine, and the attempts would wait for them however fast the endpoints answered
+        # (BENCHMARKS.md, "Appendix: why the code is the way it is").
         self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="executor")
         self._in_flight: set[str] = set()
         self._org_in_flight: Counter[str] = Counter()
@@ -80,7 +81,7 @@ class Executor:
 
     async def poll(self) -> None:
         async with self.pool.connection() as conn:
-            work = await runnable_runs(conn, self.aggregates.clock(), 2 * self.concurrency, self.org_concurrency)
+            work = await runnable_runs(conn, self.commands.clock(), 2 * self.concurrency, self.org_concurrency)
         for org_id, run_id in work:
             if run_id not in self._in_flight and self._org_in_flight[org_id] < self.org_concurrency:
                 self._in_flight.add(run_id)
@@ -92,14 +93,14 @@ class Executor:
     async def _execute(self, org_id: str, run_id: str) -> None:
         try:
             async with self._slots:
-                trace_id = secrets.token_hex(16)
-                run = await self._blocking(start_attempt, self.aggregates, org_id, run_id, self.lease_seconds, trace_id)
+                trace_id = new_trace_id()
+                run = await self._blocking(start_attempt, self.commands, org_id, run_id, self.lease_seconds, trace_id)
                 if run is None:
                     return  # another executor has it, or it is not due after all
                 started = time.perf_counter()
                 outcome = await self.attempt(run)
                 elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
-                await self._blocking(finish_attempt, self.aggregates, org_id, run_id, trace_id, run.attempt, outcome)
+                await self._blocking(finish_attempt, self.commands, org_id, run_id, trace_id, run.attempt, outcome)
                 if self.activity is not None:
                     self.activity.record(execution_record(run, outcome, trace_id, elapsed_ms))
         except Exception:  # noqa: BLE001 - the lease expires and the run is retried
@@ -114,7 +115,7 @@ class Executor:
         return await asyncio.get_running_loop().run_in_executor(self._threads, partial(function, *args, **kwargs))
 
     async def attempt(self, run: RunState) -> AttemptOutcome:
-        endpoint, _ = await self._blocking(self.aggregates.load, CATALOG, run.endpoint_id, run.org_id)
+        endpoint, _ = await self._blocking(self.commands.load, CATALOG, run.endpoint_id, run.org_id)
         if endpoint is None or endpoint.deleted:
             return AttemptOutcome(error_code="ENDPOINT_NOT_FOUND", error_message=f"Endpoint {run.endpoint_id} is gone")
         url = endpoint.fields.get("url")

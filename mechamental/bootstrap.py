@@ -1,6 +1,6 @@
 """The composition root: `build` makes a process's services from its settings, `run_roles` runs its roles on them.
 
-Every role (api, relay, projector) can run alone or together with the others in one process
+Every role (api, relay, projector, scheduler, executor) can run alone or together with the others in one process
 (`mechamental dev`); they only meet through PostgreSQL and NATS.
 """
 
@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 import migrations
 from activity.consumer import ActivityConsumer
 from activity.publisher import ActivityPublisher
+from api.auth import keep_tokens_confirmed
 from api.cache import CacheNoticeListener, ViewCache
 from api.limits import RateLimiter
 from api.metrics import Metrics
@@ -223,7 +224,7 @@ async def run_roles(
             )
             tasks.append(asyncio.create_task(consumer.run(stop), name="activity"))
         if "api" in roles:
-            refresh = services.token_verifier.keep_confirmed(services.pool, stop)
+            refresh = keep_tokens_confirmed(services.token_verifier, services.pool, stop)
             tasks.append(asyncio.create_task(refresh, name="token-refresh"))
             if settings.read_cache_entries > 0:
                 listener = CacheNoticeListener(settings.database_url, [services.workspace_cache])

@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 def collect_garbage_less_often() -> None:
     """Every role makes and drops containers by the million: events decoded from the log, rows, requests.
     CPython's default collects the young generation every 700 of them and escalates to passes over the whole
-    heap, which on the log's decoding take most of its time (BENCHMARKS.md, "Why the code is the way it is").
+    heap, which on the log's decoding take most of its time
+    (BENCHMARKS.md, "Appendix: why the code is the way it is").
     Cycles are still collected, every 50,000 allocations; memory stays bounded."""
     gc.set_threshold(50_000, 20, 100)
 
@@ -241,8 +242,8 @@ def _api_worker(settings: Settings, listener: socket.socket | None) -> None:
 
 # On Linux each worker listens on a socket of its own (SO_REUSEPORT) and the kernel hashes new connections
 # over them. On one shared socket, a worker woken for a burst of connections accepts all that are waiting, so
-# a burst's clients can all land on one worker while the other idles (BENCHMARKS.md, "Why the code is the way
-# it is").
+# a burst's clients can all land on one worker while the other idles
+# (BENCHMARKS.md, "Appendix: why the code is the way it is").
 BALANCED_BY_KERNEL = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
@@ -436,7 +437,7 @@ def create_token(settings: Settings, args: argparse.Namespace) -> int:
     from commands.unit_of_work import CommandRunner, Context
     from domain.aggregates import AGGREGATES
     from domain.errors import ValidationFailed
-    from domain.events import ORG_ID, Actor
+    from domain.events import ORG_ID, Actor, new_trace_id
     from eventstore import Codec
     from eventstore.postgres import PostgresEventStore, datastore_from_url
 
@@ -447,7 +448,7 @@ def create_token(settings: Settings, args: argparse.Namespace) -> int:
     store = PostgresEventStore(datastore, Codec(AGGREGATES))
     try:
         ctx = Context(
-            org_id=args.org, actor=Actor("operator", os.environ.get("USER", "operator")), trace_id=secrets.token_hex(16)
+            org_id=args.org, actor=Actor("operator", os.environ.get("USER", "operator")), trace_id=new_trace_id()
         )
         _, token = issue_token(CommandRunner(store), ctx, name=args.name, role=args.role, user_id=args.user_id)
     except ValidationFailed as error:
@@ -513,12 +514,14 @@ def export_events(settings: Settings, args: argparse.Namespace) -> int:
     import msgspec
     import psycopg
 
+    from domain.aggregates import AGGREGATES
+    from eventstore import Codec
     from projections.audit import export
 
     encoder = msgspec.json.Encoder()
     out = sys.stdout.buffer
     with psycopg.connect(settings.database_url) as conn:
-        for event in export(conn, args.org, args.after):
+        for event in export(conn, Codec(AGGREGATES), args.org, args.after):
             out.write(encoder.encode(event) + b"\n")
     out.flush()
     return 0

@@ -11,7 +11,7 @@ asynchronously (without waiting for the disk): a crash may forget the last few r
 covered is published again, which the consumers' positions (and JetStream's de-duplication, within its
 window) make harmless. Under steady load rounds are small, so recording every round would add a round trip
 to PostgreSQL to nearly every round, and waiting for the disk would make every round, and so every event on
-its way to the views, a disk flush slower (BENCHMARKS.md, "Why the code is the way it is").
+its way to the views, a disk flush slower (BENCHMARKS.md, "Appendix: why the code is the way it is").
 
 After a round shorter than `batch_size` the relay waits for the store's NOTIFY rather than reading again:
 a commit its read did not see notifies after that read began, so the wait ends at once for it.

@@ -277,12 +277,14 @@ async def list_runs(
     return total, [(seq, _run_decoder.decode(state)) for seq, state in rows]
 
 
-async def due_actions(conn: psycopg.AsyncConnection, now: datetime, limit: int) -> list[tuple[str, str]]:
-    """(org id, action id) of actions whose next slot has come: the scheduler's work list."""
+async def due_actions(conn: psycopg.AsyncConnection, by: datetime) -> list[tuple[str, str, datetime]]:
+    """(org id, action id, next_run_at) of the actions whose next slot comes by `by`, soonest first: the
+    scheduler's work list. All of them in one query, which the scheduler pages itself: paging in SQL would read
+    every row before the page again, for each page."""
     cursor = await conn.execute(
-        "SELECT org_id, action_id FROM rm_actions WHERE NOT deleted AND next_run_at <= %s ORDER BY next_run_at "
-        "LIMIT %s",
-        (now, limit),
+        "SELECT org_id, action_id, next_run_at FROM rm_actions WHERE NOT deleted AND next_run_at <= %s "
+        "ORDER BY next_run_at",
+        (by,),
     )
     return list(await cursor.fetchall())
 

@@ -14,10 +14,9 @@ from typing import Any
 import msgspec
 import psycopg
 
-from domain.aggregates import AGGREGATES
 from domain.secrets import may_need_redaction, redacted
 from eventstore.chain import GENESIS, event_hash
-from eventstore.codec import Envelope
+from eventstore.codec import Codec, Envelope
 from eventstore.postgres import EVENTS_TABLE
 from projections.pagination import counted_page
 
@@ -45,8 +44,6 @@ class Query(msgspec.Struct, frozen=True):
 
 
 _envelope = msgspec.json.Decoder(Envelope)
-# The aggregate each event type belongs to, as the domain declares it (auditors see the stored data, undecoded).
-_AGGREGATE_OF = {event_type.__name__: kind.name for kind in AGGREGATES for event_type in kind.events}
 _encoder = msgspec.json.Encoder()
 _COLUMNS = "i.position, i.stream_id, i.version, i.topic, i.hash, s.state"
 _READ = (
@@ -55,7 +52,16 @@ _READ = (
 )
 
 
-def _event(row) -> AuditEvent:
+def _aggregate_type(codec: Codec, topic: str) -> str:
+    """The aggregate the event's type belongs to, as the process's codec knows it (auditors see the stored data,
+    undecoded, so a type this process was not built with is still shown)."""
+    try:
+        return codec.aggregate_of(topic)
+    except KeyError:
+        return "unknown"
+
+
+def _event(codec: Codec, row) -> AuditEvent:
     position, stream_id, version, topic, digest, state = row
     state = bytes(state)
     envelope = _envelope.decode(state)
@@ -63,7 +69,7 @@ def _event(row) -> AuditEvent:
         position=position,
         event_id=f"{stream_id}@{version}",
         type=topic,
-        aggregate_type=_AGGREGATE_OF.get(topic, "unknown"),
+        aggregate_type=_aggregate_type(codec, topic),
         aggregate_id=stream_id,
         aggregate_version=version,
         occurred_at=envelope.meta.occurred_at,
@@ -99,15 +105,21 @@ EVERYTHING = Query()
 
 
 async def events(
-    conn: psycopg.AsyncConnection, org_id: str, after: int, limit: int, query: Query = EVERYTHING
+    conn: psycopg.AsyncConnection, codec: Codec, org_id: str, after: int, limit: int, query: Query = EVERYTHING
 ) -> list[AuditEvent]:
     where, params = _where(org_id, after, query)
     cursor = await conn.execute(_READ.format(where=where) + " LIMIT %s", [*params, limit])
-    return [_event(row) for row in await cursor.fetchall()]
+    return [_event(codec, row) for row in await cursor.fetchall()]
 
 
 async def page(
-    conn: psycopg.AsyncConnection, org_id: str, after: int, start: int, limit: int, query: Query = EVERYTHING
+    conn: psycopg.AsyncConnection,
+    codec: Codec,
+    org_id: str,
+    after: int,
+    start: int,
+    limit: int,
+    query: Query = EVERYTHING,
 ) -> tuple[int, list[AuditEvent]]:
     """The events after `start` (a page's cursor) and how many the filter matches after `after` (what a list's
     `total` counts: every page of one read answers the same). Unfiltered, the count reads only the org's range of
@@ -122,17 +134,17 @@ async def page(
         _READ.format(where=page_where) + " LIMIT %s",
         [*page_params, limit],
     )
-    return total, [_event(row) for row in rows]
+    return total, [_event(codec, row) for row in rows]
 
 
-def export(conn: psycopg.Connection, org_id: str, after: int = 0):
+def export(conn: psycopg.Connection, codec: Codec, org_id: str, after: int = 0):
     """Every event of the org after `after`, streamed with a server-side cursor: constant memory."""
     where, params = _where(org_id, after, EVERYTHING)
     with conn.cursor(name="mm_export") as cursor:
         cursor.itersize = 2000
         cursor.execute(_READ.format(where=where), params)
         for row in cursor:
-            yield _event(row)
+            yield _event(codec, row)
 
 
 class Broken(msgspec.Struct):

@@ -1,8 +1,9 @@
 """A batch's rows written with one COPY and one statement.
 
 Passing many rows as parameters (executemany, or arrays for unnest) costs Python CPU for every value;
-a binary COPY is encoded in C, in about a tenth of that. So a view copies a batch's rows into a
-staging table and merges them with one statement that reads them as `moved`.
+a binary COPY is encoded in C, for a fraction of that
+(BENCHMARKS.md, "Appendix: why the code is the way it is"). So a view copies a batch's rows into a staging
+table and merges them with one statement that reads them as `moved`.
 
 The staging table is temporary, made by the session when it first needs it, and emptied at every
 commit, so nothing in it outlives the writing transaction and it never grows: an ordinary table

@@ -25,7 +25,7 @@ import psycopg
 
 from domain.events import Recorded
 from eventstore import Codec, EventStore
-from eventstore.postgres import read_notifications
+from eventstore.postgres import read_log
 from pipeline import positions
 from pipeline.roles import LeadershipTaken, leadership
 from projections import cache_notices
@@ -171,16 +171,6 @@ async def _replay(conn, codec: Codec, writers, handlers, reached, batch_size: in
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return min(reached.values())
-
-
-async def read_log(conn: psycopg.AsyncConnection, codec: Codec, after: int, limit: int) -> list[Recorded]:
-    """The notification log after a position, decoded, on the event loop: a reading thread's Python (decoding
-    above all) would contend for the GIL with the views'."""
-    recorded = codec.recorded
-    return [
-        recorded(n.id, n.originator_id, n.originator_version, n.topic, n.state)
-        for n in await read_notifications(conn, after, limit)
-    ]
 
 
 async def _read(conn, codec: Codec, position: int, batch_size: int, queues, advanced: asyncio.Condition) -> None:

@@ -5,9 +5,10 @@ work list is the actions view (`next_run_at`), but the decision is the action ag
 slot and moving `next_run_at` past it happen in one transaction, and the run's id derives from the
 action and the slot, so no slot fires twice, across schedulers and restarts alike.
 
-Thousands of actions share a slot (every `* * * * *` action fires at :00), and deciding one costs
-about a millisecond of CPU (folding its streams, croniter) on top of its reads. Deciding them one
-transaction at a time after the slot would take seconds, so the work is done ahead and in bulk:
+Thousands of actions share a slot (every `* * * * *` action fires at :00), and deciding one costs CPU
+(folding its streams, croniter) on top of its reads: decided one transaction at a time after the slot,
+the last would fire late (BENCHMARKS.md, "Appendix: why the code is the way it is"). So the work is done
+ahead and in bulk:
 
 - The streams of a page of actions are read with one query (a snapshot); each action is then decided
   by the unchanged `fire_schedule` use case against that snapshot, with the clock at the slot, and
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -40,10 +40,12 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from domain.action import ACTION, previous_run_busy, scheduled_run_id
+from domain.events import new_trace_id
 from domain.run import RUN
 from eventstore import Append, ConcurrencyConflict, EventStore, Overlay
 from eventstore.batching import Commit, chunks, merged, written
 from pipeline.roles import lead, sleep_unless
+from projections.actions import due_actions
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +54,6 @@ Clock = Callable[[], datetime]
 # handed in by the composition root. The scheduler decides when, and against which store: the live one, or an
 # overlay that rehearses a slot ahead of it.
 FireOn = Callable[[EventStore, Clock], Callable[[str, str, str], object | None]]
-
-DUE_SQL = (
-    "SELECT org_id, action_id, next_run_at FROM rm_actions WHERE NOT deleted AND next_run_at <= %s ORDER BY next_run_at"
-)
-
 
 class Due(NamedTuple):
     """A row of the actions view whose slot has come, or comes within the look-ahead."""
@@ -184,11 +181,9 @@ class Scheduler:
         return now + self.lookahead
 
     async def _due_pages(self, horizon: datetime) -> list[list[Due]]:
-        """The view's rows due by `horizon` that are not settled, in pages. One query: paging in SQL would
-        read every row before the page again, for each page."""
+        """The view's rows due by `horizon` that are not settled, in pages (of one query: `due_actions`)."""
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(DUE_SQL, (horizon,))
-            rows = [Due(*row) for row in await cursor.fetchall()]
+            rows = [Due(*row) for row in await due_actions(conn, horizon)]
         fresh = [due for due in rows if not self._is_settled(due)]
         return [fresh[start : start + self.batch] for start in range(0, len(fresh), self.batch)]
 
@@ -261,7 +256,7 @@ class Scheduler:
                 decisions.append(Decision(due, None, fired=False, waiting=True))
                 continue
             try:
-                run = fire(due.org_id, due.action_id, secrets.token_hex(16))
+                run = fire(due.org_id, due.action_id, new_trace_id())
             except Exception:  # noqa: BLE001 - one odd action must not hold up the others
                 log.exception("scheduler: deciding action %s", due.action_id)
                 continue
@@ -295,8 +290,9 @@ class Scheduler:
         """Each append's outcome (False: refused), committed in as few transactions as `events_per_commit` allows.
         A slot's fires committed in one transaction land together, close to the slot; split into many, each
         would wait for the table lock behind the others while the relay, projector and executor, woken by the
-        first, take the CPU, and the last would land seconds late (BENCHMARKS.md, "Why the code is the way it
-        is"). The price: other writers wait for the lock while the slot's transaction runs."""
+        first, take the CPU, and the last would land seconds late
+        (BENCHMARKS.md, "Appendix: why the code is the way it is"). The price: other writers wait for the lock
+        while the slot's transaction runs."""
         outcomes: list[bool] = []
         for chunk in chunks(appends, self.events_per_commit):
             for future in self.store.append_together(chunk):
@@ -319,7 +315,7 @@ class Scheduler:
     def _decide_again(self, refused: list[Decision], now: datetime) -> int:
         def fire(decision: Decision) -> bool:
             due = decision.due
-            run = self._fire(due.org_id, due.action_id, secrets.token_hex(16))
+            run = self._fire(due.org_id, due.action_id, new_trace_id())
             self._settle(due, now + self.recheck)
             return run is not None
 

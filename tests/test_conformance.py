@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import psycopg
 
+import migrations
 from activity.records import ACTIONS, ActivityRecord, new_id
-from activity.store import DDL, storable
+from activity.store import storable
 from tests.conftest import assert_422, assert_envelope, position_of
 from tests.support import eventually
 
@@ -124,8 +125,8 @@ def test_records_from_before_the_six_verbs_are_migrated_once(settings):
                 (org, org, record.timestamp, record.action),
             )
         conn.execute("DELETE FROM activity_migrations WHERE name = 'six-verbs'")
-        conn.execute(DDL)
-        conn.execute(DDL)  # once: a second run changes nothing
+        conn.execute(migrations.ddl("activity"))
+        conn.execute(migrations.ddl("activity"))  # once: a second run changes nothing
         stored = conn.execute(
             "SELECT action, convert_from(record, 'UTF8')::jsonb ->> 'action' FROM activity WHERE org_id = %s "
             "ORDER BY id",

@@ -213,7 +213,8 @@ def test_the_codec_reads_and_writes_only_the_types_it_was_built_with():
         codec.encode(Probed(), meta)
     topic, data = CODEC.encode(Probed(7), meta)
     assert CODEC.decode(topic, data) == (meta, Probed(7)) and CODEC.aggregate_of(topic) == "probe"
-    assert not codec.knows(topic)
+    with pytest.raises(KeyError):
+        codec.aggregate_of(topic)  # nor knows its aggregate
     with pytest.raises(ValueError):
         Codec((PROBE, PROBE._replace(name="other")))  # one type, two aggregates
 

@@ -261,6 +261,8 @@ def test_a_read_that_waited_for_a_position_asks_the_view_and_refreshes_the_cache
     from psycopg_pool import AsyncConnectionPool
 
     from api.common import Views
+    from domain.aggregates import AGGREGATES
+    from eventstore import Codec
 
     ws = settled_workspace(api, org, "fresh")
 
@@ -270,7 +272,8 @@ def test_a_read_that_waited_for_a_position_asks_the_view_and_refreshes_the_cache
         cache.put(org, ws, "stale", cache.ticket())
         cache.put(org, "ws_gone", "stale", cache.ticket())
         async with AsyncConnectionPool(settings.database_url, open=False, kwargs={"autocommit": True}) as pool:
-            views = Views(pool, read_your_writes=None, workspace_cache=cache)  # no waiting asked of it here
+            # no waiting asked of it here
+            views = Views(pool, read_your_writes=None, workspace_cache=cache, codec=Codec(AGGREGATES))
             assert await views.find_workspace(org, ws, None) == "stale"  # served from the cache
             fresh = await views.find_workspace(org, ws, 1)
             assert fresh.workspace_id == ws and fresh.name == "fresh"  # from the view

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
 from api.schemas.common import RequestBody
-
-Role = Literal["owner", "admin", "member", "viewer", "auditor"]
 
 
 class TokenCreate(RequestBody):
