@@ -63,6 +63,7 @@ def api_services(settings: Settings, limiter: RateLimiter, token_verifier) -> Si
         limiter=limiter,
         token_verifier=token_verifier,
         commands=None,
+        store=SimpleNamespace(codec=None),
         pool=None,
         read_your_writes=None,
         workspace_cache=None,
