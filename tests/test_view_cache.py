@@ -31,13 +31,15 @@ def serving(api) -> None:
 
 
 def settled_workspace(api, org: str, name: str) -> str:
-    """A new workspace once its bucket is ready: nothing more changes it unasked; and the cache serving."""
+    """A new workspace once its view shows the bucket ready: nothing more changes it unasked; and the cache
+    serving. Asked of the listing, which only the view answers: a GET by id may answer from the event store
+    before the view has the change, and such an answer is never cached."""
     serving(api)
     ws = api.post(f"/v1/orgs/{org}/workspaces", json={"name": name}).json()["workspace_id"]
     eventually(
-        lambda: api.get(f"/v1/orgs/{org}/workspaces/{ws}").json(),
-        until=lambda body: body.get("bucket_status") == "ready",
-        what="the bucket to become ready",
+        lambda: {w["workspace_id"]: w for w in api.get(f"/v1/orgs/{org}/workspaces").json()["workspaces"]},
+        until=lambda listed: listed.get(ws, {}).get("bucket_status") == "ready",
+        what="the view to show the bucket ready",
         interval=0.02,
     )
     return ws
