@@ -8,7 +8,6 @@ from datetime import datetime
 import msgspec
 import psycopg
 
-import migrations
 from domain.action import ACTION, ActionState
 from domain.events import Recorded
 from domain.run import RUN, AttemptFailed, AttemptStarted, RunRequested, RunState, RunSucceeded
@@ -17,7 +16,6 @@ from projections.pagination import counted_page
 
 NAME = "actions"
 
-DDL = migrations.ddl(NAME)  # its tables, as the migration steps make them
 
 _ACTIONS = Staging(
     "rm_actions",
@@ -80,7 +78,6 @@ class Counters(msgspec.Struct):
 
 class ActionListing:
     name = NAME
-    ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
         action_events, run_events = [], []

@@ -16,7 +16,6 @@ from typing import Any
 import msgspec
 import psycopg
 
-import migrations
 from domain.action import ACTION, ActionState
 from domain.catalog import CATALOG, KINDS, CatalogItem
 from domain.events import Recorded
@@ -26,7 +25,6 @@ from projections.batches import Staging, earlier_streams, rows_for
 
 NAME = "analytics"
 
-DDL = migrations.ddl(NAME)  # its tables, as the migration steps make them
 
 RESOURCE_KINDS = (
     "sources",
@@ -111,7 +109,6 @@ def outcome_of(event: Any) -> str | None:
 
 class Analytics:
     name = NAME
-    ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
         relevant, entities, runs = [], [], []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import msgspec
 import psycopg
 
-import migrations
 from domain.catalog import CATALOG, CatalogItem
 from domain.events import Recorded
 from projections.batches import Staging, earlier_streams, rows_for
@@ -13,7 +12,6 @@ from projections.pagination import counted_page
 
 NAME = "catalog"
 
-DDL = migrations.ddl(NAME)  # its tables, as the migration steps make them
 
 _ITEMS = Staging(
     "rm_catalog",
@@ -33,7 +31,6 @@ _encoder = msgspec.json.Encoder()
 
 class CatalogListing:
     name = NAME
-    ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
         events = [r for r in batch if r.aggregate == "catalog"]

@@ -11,7 +11,6 @@ from datetime import datetime
 import msgspec
 import psycopg
 
-import migrations
 from domain.environment import (
     ENVIRONMENT,
     AppUndeployed,
@@ -26,7 +25,6 @@ from projections.pagination import counted_page
 
 NAME = "environments"
 
-DDL = migrations.ddl(NAME)  # its tables, as the migration steps make them
 
 _SETS = Staging("rm_environment_sets", {"stream_id": "text", "state": "bytea"})
 _ENVIRONMENTS = Staging(
@@ -73,7 +71,6 @@ class Deployment(msgspec.Struct):
 
 class EnvironmentListing:
     name = NAME
-    ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
         events = [r for r in batch if r.aggregate == "environment"]

@@ -1,7 +1,7 @@
 """Rebuild views from the event store without downtime for their readers.
 
 Each view is replayed into fresh tables in a schema of its own (`rebuild_<name>`), made by the text of
-its migration steps (its `ddl`: `migrations.ddl`), recording its progress there, so an interrupted
+its migration steps (`migrations.ddl(name)`), recording its progress there, so an interrupted
 rebuild resumes. Views rebuilt together share one pass over the
 log: each batch is read once (the next one is read while this one is applied) and handed to every
 view, each applying on a connection of its own at its own pace (so one view's Python runs while
@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import psycopg
 
+import migrations
 from domain.events import Recorded
 from eventstore import Codec, EventStore
 from eventstore.postgres import read_log
@@ -111,7 +112,7 @@ async def _prepare(conn: psycopg.AsyncConnection, handlers) -> dict[str, int]:
     for handler in handlers:
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema_of(handler)}")
         await conn.execute(f"SET search_path TO {schema_of(handler)}, public")
-        await conn.execute(without_indexes(handler.ddl))
+        await conn.execute(without_indexes(migrations.ddl(handler.name)))
     await conn.execute("RESET search_path")
     async with conn.transaction():
         return {handler.name: await positions.lock_position(conn, track_of(handler)) for handler in handlers}
@@ -120,7 +121,7 @@ async def _prepare(conn: psycopg.AsyncConnection, handlers) -> dict[str, int]:
 async def _build_indexes(conn: psycopg.AsyncConnection, handlers) -> None:
     for handler in handlers:
         await conn.execute(f"SET search_path TO {schema_of(handler)}, public")
-        for statement in _SECONDARY_INDEX.findall(handler.ddl):
+        for statement in _SECONDARY_INDEX.findall(migrations.ddl(handler.name)):
             await conn.execute(statement)
     await conn.execute("RESET search_path")
 
@@ -130,7 +131,7 @@ async def _analyze(conn: psycopg.AsyncConnection, handlers) -> None:
     only some time after the swap (never, on a server where it is off), and until then the planner knows their
     sizes from the indexes but nothing of the values in them."""
     for handler in handlers:
-        for table in tables_of(handler.ddl):
+        for table in tables_of(migrations.ddl(handler.name)):
             await conn.execute(f"ANALYZE {schema_of(handler)}.{table}")
 
 
@@ -232,7 +233,7 @@ async def _swap(conn, codec: Codec, handlers, reached: dict[str, int], batch_siz
         for handler in handlers:
             retired = f"retired_{handler.name}"
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {retired}")
-            for table in tables_of(handler.ddl):
+            for table in tables_of(migrations.ddl(handler.name)):
                 await conn.execute(f"DROP TABLE IF EXISTS {retired}.{table}")
                 await conn.execute(f"ALTER TABLE public.{table} SET SCHEMA {retired}")
                 await conn.execute(f"ALTER TABLE {schema_of(handler)}.{table} SET SCHEMA public")

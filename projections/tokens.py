@@ -7,14 +7,12 @@ from datetime import datetime
 import msgspec
 import psycopg
 
-import migrations
 from domain.events import Recorded
 from domain.token import TokenIssued, TokenRevoked
 from projections.pagination import counted_page
 
 NAME = "tokens"
 
-DDL = migrations.ddl(NAME)  # its tables, as the migration steps make them
 
 
 class TokenRow(msgspec.Struct):
@@ -30,7 +28,6 @@ class TokenRow(msgspec.Struct):
 
 class TokenListing:
     name = NAME
-    ddl = DDL
 
     async def handle(self, conn: psycopg.AsyncConnection, batch: list[Recorded]) -> None:
         events = [r for r in batch if r.aggregate == "token"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import msgspec
 import psycopg
 
-import migrations
 from domain.events import Recorded
 from domain.workspace import WORKSPACE, WorkspaceState
 from projections.batches import Staging, earlier_streams, rows_for
@@ -13,7 +12,6 @@ from projections.pagination import counted_page
 
 NAME = "workspaces"
 
-DDL = migrations.ddl(NAME)  # its tables, as the migration steps make them
 
 _WORKSPACES = Staging(
     "rm_workspaces", {"workspace_id": "text", "org_id": "text", "seq": "int8", "deleted": "bool", "state": "bytea"}
@@ -24,7 +22,6 @@ _encoder = msgspec.json.Encoder()
 
 class WorkspaceListing:
     name = NAME
-    ddl = DDL
 
     def cached_keys(self, batch: list[Recorded]) -> set[str]:
         """API processes cache workspaces by id (`api.cache`). A creation needs no announcement: a cache keeps

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+import migrations
 from projections import analytics
 from projections.analytics import Analytics
 from tests.conftest import assert_422, open_store, position_of
@@ -25,7 +26,7 @@ def rebuild_counters(settings, workspace_id: str, batch_size: int = 1000) -> dic
         async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
             await conn.execute(f"CREATE SCHEMA {schema}")
             await conn.execute(f"SET search_path TO {schema}")
-            await conn.execute(analytics.DDL)
+            await conn.execute(migrations.ddl(analytics.NAME))
             handler, after = Analytics(), 0
             while batch := store.read(after, batch_size):
                 async with conn.transaction():

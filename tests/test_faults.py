@@ -19,6 +19,7 @@ import nats
 import psycopg
 import pytest
 
+import migrations
 from mechamental.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from tests.support import eventually
 
@@ -233,7 +234,7 @@ def views_equal_a_rebuild(url: str) -> None:
         for model in read_models():
             asyncio.run(rebuild(url, store, model, swap=False))
             with psycopg.connect(url, autocommit=True) as conn:
-                for table in tables_of(model.ddl):
+                for table in tables_of(migrations.ddl(model.name)):
                     differing = conn.execute(
                         f"SELECT count(*) FROM ((SELECT * FROM public.{table} EXCEPT ALL SELECT * FROM "
                         f"rebuild_{model.name}.{table}) UNION ALL (SELECT * FROM rebuild_{model.name}.{table} "

@@ -138,5 +138,5 @@ def test_a_view_rebuilds_from_the_text_of_its_steps():
     from projections.analytics import Analytics
     from projections.workspaces import WorkspaceListing
 
-    assert WorkspaceListing.ddl == migrations.ddl("workspaces") == migrations.steps()[3].sql
-    assert "rm_analytics_counters ALTER COLUMN value TYPE numeric" in Analytics.ddl  # 0009 and 0010
+    assert migrations.ddl(WorkspaceListing.name) == migrations.steps()[3].sql
+    assert "rm_analytics_counters ALTER COLUMN value TYPE numeric" in migrations.ddl(Analytics.name)  # 0009 and 0010

@@ -10,6 +10,7 @@ import time
 import psycopg
 import pytest
 
+import migrations
 from mechamental.bootstrap import read_models
 from pipeline.roles import try_leadership
 from projections.rebuild import RebuildRunning, rebuild, tables_of
@@ -78,12 +79,13 @@ def test_every_view_rebuilt_from_the_log_equals_the_live_one_row_by_row(api, org
     assert asyncio.run(rebuild(settings.database_url, store, models, swap=False)) == head
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         for model in models:
-            for table in tables_of(model.ddl):
+            tables = tables_of(migrations.ddl(model.name))
+            for table in tables:
                 assert differing_rows(conn, f"rebuild_{model.name}", table) == 0, (model.name, table)
             # built after the replay, the fresh tables have every index the live ones have
-            assert index_names(conn, f"rebuild_{model.name}") == index_names(conn, "public", tables_of(model.ddl))
+            assert index_names(conn, f"rebuild_{model.name}") == index_names(conn, "public", tables)
             # and planner statistics for every table that holds rows, before any reader meets them
-            for table in tables_of(model.ddl):
+            for table in tables:
                 if conn.execute(f"SELECT EXISTS (SELECT FROM rebuild_{model.name}.{table})").fetchone()[0]:
                     analyzed = conn.execute(
                         "SELECT count(*) FROM pg_stats WHERE schemaname = %s AND tablename = %s",

@@ -15,6 +15,7 @@ import pytest
 from msgspec.structs import replace
 from psycopg_pool import AsyncConnectionPool
 
+import migrations
 from commands.actions import create_action, finish_attempt, fire_schedule_on, set_enabled, start_attempt
 from commands.unit_of_work import CommandRunner, Context
 from domain.action import ACTION
@@ -24,7 +25,7 @@ from domain.run import RUN, AttemptOutcome
 from eventstore import Codec
 from eventstore.postgres import EVENTS_TABLE, PostgresEventStore, datastore_from_url
 from pipeline import positions
-from projections.actions import DDL, runnable_runs
+from projections.actions import runnable_runs
 from scheduler.scheduler import Scheduler
 from tests.conftest import ROOT_TOKEN, RunningRoles, migrated_settings, position_of, scratch_database
 from tests.support import eventually, eventually_async
@@ -362,7 +363,7 @@ def test_runnable_runs_take_orgs_in_turn_and_give_an_org_no_more_than_its_share(
 
     with scratch_database(server_urls[0], "mm_runs") as url:
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(DDL)
+            conn.execute(migrations.ddl("actions"))
             conn.cursor().executemany("INSERT INTO rm_runs VALUES (%s, %s, 'a', 0, %s, %s, %s, '')", runs)
         first, every = asyncio.run(due(url, 3)), asyncio.run(due(url, 100))
     assert first == [("org-c", "run_c_lost"), ("org-a", "run_a0"), ("org-b", "run_b")]  # each org's oldest first
